@@ -1,0 +1,19 @@
+"""Signal timing: controllers behind one ``decide`` protocol, and the safety stage after them.
+
+Each controller is a numba kernel over the compiled network's arrays with a thin class around
+it (``controllers.base.Controller``). ``controllers.safety.Safety`` turns the phase each
+controller wants into link states that respect minimum green, yellow, red clearance and
+conflicts, whatever the controller asked.
+"""
+
+from controllers.base import Controller
+from controllers.fixed_time import FixedTime, FixedTimeConfig
+from controllers.max_pressure import MaxPressure, MaxPressureConfig
+from controllers.safety import GREEN, RED, YELLOW, Safety, SafetyConfig
+
+CONTROLLERS = {FixedTime.name: FixedTime, MaxPressure.name: MaxPressure}
+
+__all__ = [
+    "CONTROLLERS", "GREEN", "RED", "YELLOW", "Controller", "FixedTime", "FixedTimeConfig",
+    "MaxPressure", "MaxPressureConfig", "Safety", "SafetyConfig",
+]

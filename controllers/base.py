@@ -1,0 +1,56 @@
+"""The one protocol every signal controller follows, and the helpers they share.
+
+A controller reads the estimates (``network.estimate.NetworkState``) and what the safety stage
+showed last tick (``active_phase``: the phase each signal fully shows, -1 while changing;
+``active_since_ns``: since when), and writes its wish into ``target_phase`` (int32[n_tls],
+global phase indices). It never touches signal states itself: the safety stage does that.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol
+
+import numpy as np
+from numba import njit
+
+from network.compiled import CompiledNetwork
+from network.estimate import NetworkState
+
+
+class Controller(Protocol):
+    name: ClassVar[str]
+
+    def decide(self, state: NetworkState, active_phase: np.ndarray, active_since_ns: np.ndarray,
+               now_ns: int, target_phase: np.ndarray) -> None:
+        """Write each signal's wanted phase into ``target_phase``."""
+
+
+@njit(cache=True)
+def phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, move_out,
+                   move_in_share, move_out_share, lane_w):
+    """(pressure, demand) of phase ``p``: over the movements it serves, the vehicles waiting to
+    make them minus the vehicles already on their exit lanes.
+
+    A lane shared by several movements splits its vehicles among them (``move_in_share``), and
+    an exit lane fed by several movements splits its load the same way (``move_out_share``), so
+    a phase that serves only the left turn of a shared lane does not look as loaded as one that
+    serves the whole lane.
+    """
+    pressure = 0.0
+    demand = 0.0
+    for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
+        link = phase_link_idx[k]
+        for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
+            m = link_move_idx[j]
+            w_in = lane_w[move_in[m]] * move_in_share[m]
+            pressure += w_in - lane_w[move_out[m]] * move_out_share[m]
+            demand += w_in
+    return pressure, demand
+
+
+def movement_shares(net: CompiledNetwork) -> tuple[np.ndarray, np.ndarray]:
+    """Per movement, 1 / (signalised movements leaving its entry lane) and 1 / (entering its exit lane)."""
+    signalised = net.move_link >= 0
+    n_from = np.bincount(net.move_in_lane[signalised], minlength=net.n_lanes)
+    n_into = np.bincount(net.move_out_lane[signalised], minlength=net.n_lanes)
+    return (1.0 / np.maximum(n_from[net.move_in_lane], 1), 1.0 / np.maximum(n_into[net.move_out_lane], 1))

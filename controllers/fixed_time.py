@@ -1,0 +1,111 @@
+"""Fixed-time control with Webster splits from measured flows.
+
+Each signal runs its phases in order, one cycle after another. At the start of every cycle the
+plan is recomputed from the smoothed stop-line flows (so a plan never changes mid-cycle):
+``y_p`` is the highest flow ratio (flow / saturation flow) among the movements phase ``p``
+serves (a shared lane's flow split evenly among its movements),
+``Y = sum(y_p)``, lost time ``L`` is one intergreen per phase, the cycle is Webster's optimum
+``C = (1.5 L + 5) / (1 - Y)`` clamped to ``[cycle_min_s, cycle_max_s]``, and the effective green
+``C - L`` is split in proportion to ``y_p`` (at least ``min_green_s`` each). With no flows yet,
+the split is equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from numba import njit
+
+from controllers.base import movement_shares
+from network.compiled import CompiledNetwork
+from network.estimate import NetworkState
+
+
+@dataclass(frozen=True)
+class FixedTimeConfig:
+    saturation_flow_vph: float = 1800.0  # per lane
+    intergreen_s: float = 4.0  # yellow + red clearance, lost once per phase
+    min_green_s: float = 5.0
+    cycle_min_s: float = 40.0
+    cycle_max_s: float = 120.0
+    max_degree_of_saturation: float = 0.9
+
+
+@njit(cache=True)
+def webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
+                 move_in, move_in_share, sat_flow, intergreen, min_green, cycle_min, cycle_max, max_y, green_s):
+    """Writes the green of each phase of signal ``t`` into ``green_s``; returns the cycle."""
+    p0 = tls_phase_ptr[t]
+    p1 = tls_phase_ptr[t + 1]
+    n = p1 - p0
+    y_sum = 0.0
+    for p in range(p0, p1):
+        y = 0.0
+        for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
+            link = phase_link_idx[k]
+            for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
+                m = link_move_idx[j]
+                y = max(y, lane_flow[move_in[m]] * move_in_share[m] / sat_flow)
+        green_s[p] = y
+        y_sum += y
+    lost = n * intergreen
+    y_total = min(y_sum, max_y)
+    cycle = (1.5 * lost + 5.0) / (1.0 - y_total)
+    cycle = min(max(cycle, cycle_min, lost + n * min_green), cycle_max)
+    effective = max(cycle - lost, n * min_green)
+    for p in range(p0, p1):
+        share = green_s[p] / y_sum if y_sum > 0.0 else 1.0 / n
+        green_s[p] = max(min_green, effective * share)
+    total = 0.0
+    for p in range(p0, p1):
+        total += green_s[p] + intergreen
+    return total
+
+
+@njit(cache=True)
+def _fixed_time(now_ns, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
+                move_in, move_in_share, sat_flow, intergreen, min_green, cycle_min, cycle_max, max_y, green_s,
+                cycle_start_ns, cycle_s, target):
+    for t in range(tls_phase_ptr.size - 1):
+        p0 = tls_phase_ptr[t]
+        p1 = tls_phase_ptr[t + 1]
+        if p1 == p0:
+            target[t] = -1
+            continue
+        if cycle_s[t] <= 0.0 or now_ns >= cycle_start_ns[t] + np.int64(cycle_s[t] * 1e9):
+            cycle_s[t] = webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx,
+                                      link_move_ptr, link_move_idx, move_in, move_in_share, sat_flow, intergreen,
+                                      min_green, cycle_min, cycle_max, max_y, green_s)
+            cycle_start_ns[t] = now_ns
+        pos = (now_ns - cycle_start_ns[t]) / 1e9
+        acc = 0.0
+        target[t] = p1 - 1
+        for p in range(p0, p1):
+            acc += green_s[p] + intergreen
+            if pos < acc:
+                target[t] = p
+                break
+
+
+class FixedTime:
+    name: ClassVar[str] = "fixed-time"
+
+    def __init__(self, net: CompiledNetwork, config: FixedTimeConfig | None = None):
+        self.net = net
+        self.config = config or FixedTimeConfig()
+        self._in_share, _ = movement_shares(net)
+        self.green_s = np.zeros(net.n_phases)
+        self.cycle_s = np.zeros(net.n_tls)
+        self.cycle_start_ns = np.zeros(net.n_tls, dtype=np.int64)
+
+    def decide(self, state: NetworkState, active_phase: np.ndarray, active_since_ns: np.ndarray,
+               now_ns: int, target_phase: np.ndarray) -> None:
+        net, c = self.net, self.config
+        _fixed_time(
+            np.int64(now_ns), state.lane_flow_vph, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
+            net.link_move_ptr, net.link_move_idx, net.move_in_lane, self._in_share, c.saturation_flow_vph,
+            c.intergreen_s, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.max_degree_of_saturation,
+            self.green_s, self.cycle_start_ns, self.cycle_s, target_phase,
+        )

@@ -1,0 +1,86 @@
+"""Max-pressure control (Varaiya 2013) on what the detectors report.
+
+The pressure of a phase is, over the movements it serves, the vehicles waiting to make them
+minus the vehicles on their exit lanes (a shared lane's vehicles split evenly among its
+movements, see ``controllers.base.phase_pressure``). Each signal keeps its phase for at least
+``min_hold_s`` of full green, then switches to the phase of highest pressure when that is
+higher than its own; it always switches after ``max_green_s`` if another phase has demand, and
+never switches to a phase with no vehicles waiting. While a change is in progress (yellow, red
+clearance) the target stays put.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from numba import njit
+
+from controllers.base import movement_shares, phase_pressure
+from network.compiled import CompiledNetwork
+from network.estimate import NetworkState
+
+
+@dataclass(frozen=True)
+class MaxPressureConfig:
+    min_hold_s: float = 8.0
+    max_green_s: float = 60.0
+
+
+@njit(cache=True)
+def _max_pressure(now_ns, lane_w, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr,
+                  link_move_idx, move_in, move_out, move_in_share, move_out_share, active_phase,
+                  active_since_ns, hold_ns, max_green_ns, pressure, demand, target):
+    for t in range(tls_phase_ptr.size - 1):
+        p0 = tls_phase_ptr[t]
+        p1 = tls_phase_ptr[t + 1]
+        if p1 == p0:
+            target[t] = -1
+            continue
+        for p in range(p0, p1):
+            pressure[p], demand[p] = phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr,
+                                                    link_move_idx, move_in, move_out, move_in_share,
+                                                    move_out_share, lane_w)
+        cur = target[t]
+        if cur < p0 or cur >= p1:
+            best = p0
+            for p in range(p0, p1):
+                if pressure[p] > pressure[best]:
+                    best = p
+            target[t] = best
+            continue
+        if active_phase[t] != cur:
+            continue  # the change to ``cur`` is still under way
+        age = now_ns - active_since_ns[t]
+        if age < hold_ns:
+            continue
+        best = -1
+        for p in range(p0, p1):
+            if p != cur and demand[p] > 0.0 and (best < 0 or pressure[p] > pressure[best]):
+                best = p
+        if best < 0:
+            continue
+        if age >= max_green_ns or demand[cur] <= 0.0 or pressure[best] > pressure[cur]:
+            target[t] = best
+
+
+class MaxPressure:
+    name: ClassVar[str] = "max-pressure"
+
+    def __init__(self, net: CompiledNetwork, config: MaxPressureConfig | None = None):
+        self.net = net
+        self.config = config or MaxPressureConfig()
+        self._in_share, self._out_share = movement_shares(net)
+        self._pressure = np.zeros(net.n_phases)
+        self._demand = np.zeros(net.n_phases)
+
+    def decide(self, state: NetworkState, active_phase: np.ndarray, active_since_ns: np.ndarray,
+               now_ns: int, target_phase: np.ndarray) -> None:
+        net, c = self.net, self.config
+        _max_pressure(
+            np.int64(now_ns), state.lane_vehicles, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
+            net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,
+            self._out_share, active_phase, active_since_ns, np.int64(c.min_hold_s * 1e9),
+            np.int64(c.max_green_s * 1e9), self._pressure, self._demand, target_phase,
+        )

@@ -1,0 +1,65 @@
+"""Wire messages on the ingest socket (PUSH -> engine PULL), msgpack-encoded.
+
+A message is one of the tagged structs below (msgpack arrays, tag first); a ``Batch`` carries
+several readings. Timestamps are integer nanoseconds since the Unix epoch (``ts_event_ns``: when
+the interval being reported ended, by the source's clock). ``Clock`` is the simulator's
+watermark: everything up to ``ts_ns`` has been sent, so an engine on simulated time may tick.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class LoopReading(msgspec.Struct, tag="loop", frozen=True, array_like=True):
+    """One induction loop over one interval."""
+
+    detector: str
+    ts_event_ns: int
+    interval_s: float
+    count: int  # vehicles that crossed the loop in the interval
+    occupancy: float  # fraction of the interval the loop was occupied, 0..1
+    speed_mps: float | None = None  # mean speed, only from loops that measure it
+    seq: int = -1  # the source's sequence number, -1 when it has none
+
+
+class CameraReading(msgspec.Struct, tag="camera", frozen=True, array_like=True):
+    """One camera watching the lanes of one approach, lanes in inventory order."""
+
+    camera: str
+    ts_event_ns: int
+    interval_s: float
+    counts: list[int]  # vehicles in view per lane
+    queue_veh: list[float]  # queued (halting) vehicles per lane
+    seq: int = -1
+
+
+class Batch(msgspec.Struct, tag="batch", frozen=True, array_like=True):
+    """Several readings from one source in one message."""
+
+    readings: list[LoopReading | CameraReading]
+    source: str = ""
+    seq: int = -1
+
+
+class Clock(msgspec.Struct, tag="clock", frozen=True, array_like=True):
+    """Watermark from a simulator: all readings up to ``ts_ns`` are sent."""
+
+    ts_ns: int
+
+
+IngestMessage = LoopReading | CameraReading | Batch | Clock
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(IngestMessage)
+
+
+def encode(msg: IngestMessage) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(frame: bytes) -> IngestMessage:
+    """Decode one frame; raises ``msgspec.DecodeError``/``ValidationError`` on bad input."""
+    return _decoder.decode(frame)

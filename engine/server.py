@@ -1,0 +1,256 @@
+"""The engine's sockets and its loop: one thread, messages consumed in order.
+
+- ingest (PULL): frames are decoded and absorbed as they arrive; at most ``ingest.max_queue``
+  frames per loop turn, the rest wait in ZeroMQ's own bounded queue (senders then block: that
+  is the backpressure).
+- adapters (ROUTER): ``Hello`` registers signals; every tick each registered signal gets a
+  ``Command`` (which is also the engine's heartbeat).
+- feed (PUB): every tick ``conditions`` (per edge) and ``spat.<signal>`` (per signal).
+- operators (ROUTER): ``Request`` -> ``Reply``; ``status`` for now.
+
+With ``clock = "wall"`` the loop ticks every ``tick_s`` of the system clock. With ``clock =
+"sim"`` it ticks when a ``Clock`` watermark arrives on the ingest socket, at the watermark's
+time, so a simulator drives it in lockstep and a run is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+import zmq
+
+from engine import protocol as P
+from engine.clock import ManualClock, WallClock
+from engine.core import Engine
+
+log = logging.getLogger("traffic_engine.server")
+
+
+@dataclass
+class AdapterLink:
+    identity: bytes
+    junctions: list[int] = field(default_factory=list)
+    last_seen_ns: int = 0
+    feedback: dict[int, str] = field(default_factory=dict)
+
+
+class Server:
+    """Binds the four sockets around an :class:`Engine` and runs its loop."""
+
+    def __init__(self, engine: Engine, context: zmq.Context | None = None):
+        self.engine = engine
+        self.config = engine.config
+        self.clock = ManualClock() if self.config.clock == "sim" else WallClock()
+        self.ctx = context or zmq.Context.instance()
+        ep = self.config.endpoints
+        self.ingest = self._bind(zmq.PULL, ep.ingest)
+        self.ingest.setsockopt(zmq.RCVHWM, 100_000)
+        self.adapters = self._bind(zmq.ROUTER, ep.adapters)
+        self.adapters.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.feed = self._bind(zmq.PUB, ep.feed)
+        self.operators = self._bind(zmq.ROUTER, ep.operators)
+        self.endpoints = {
+            name: sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            for name, sock in (("ingest", self.ingest), ("adapters", self.adapters), ("feed", self.feed),
+                               ("operators", self.operators))
+        }
+        self.links: dict[bytes, AdapterLink] = {}
+        self.signal_adapter: dict[int, bytes] = {}
+        self.feed_seq = 0
+        self.command_seq = 0
+        self.stopping = threading.Event()
+        self.protocol_errors = 0
+
+    def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if endpoint.endswith(":0"):
+            endpoint = endpoint[:-2] + ":*"
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise OSError(f"cannot bind {endpoint}: {exc} (is another engine running? set other "
+                          "endpoints in the config, or a port of * for any free port)") from exc
+        return sock
+
+    def ready_line(self) -> str:
+        return json.dumps({"ready": True, "endpoints": self.endpoints, "pid": os.getpid()})
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        poller = zmq.Poller()
+        for sock in (self.ingest, self.adapters, self.operators):
+            poller.register(sock, zmq.POLLIN)
+        tick_ns = int(self.config.tick_s * 1e9)
+        wall = not isinstance(self.clock, ManualClock)
+        next_tick = self.clock.now_ns() + tick_ns
+        while not self.stopping.is_set():
+            timeout_ms = max(0.0, (next_tick - self.clock.now_ns()) / 1e6) if wall else 100.0
+            events = dict(poller.poll(min(timeout_ms, 100.0)))
+            if self.ingest in events:
+                self._drain_ingest()
+            if self.adapters in events:
+                self._drain_adapters()
+            if self.operators in events:
+                self._drain_operators()
+            if wall:
+                now = self.clock.now_ns()
+                if now >= next_tick:
+                    self.run_tick(now)
+                    missed = (now - next_tick) // tick_ns
+                    if missed:
+                        log.warning("tick overran: skipped %d tick(s)", missed)
+                    next_tick += (missed + 1) * tick_ns
+
+    def _drain_ingest(self) -> None:
+        bank = self.engine.bank
+        sim = isinstance(self.clock, ManualClock)
+        for _ in range(self.config.ingest.max_queue):
+            try:
+                frame = self.ingest.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            # a simulated clock has no time until the first watermark
+            now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
+            clock = bank.absorb_frame(frame, now)
+            if clock is None:
+                continue
+            if sim:
+                if clock.ts_ns <= self.clock.now_ns() and self.engine.ticks:
+                    bank.reject("clock_backwards", f"watermark {clock.ts_ns} <= {self.clock.now_ns()}")
+                    continue
+                self.clock.set(clock.ts_ns)
+                self.run_tick(clock.ts_ns)
+            else:
+                bank.reject("clock_in_wall_mode", "Clock watermarks are for engines on simulated time")
+
+    def run_tick(self, now_ns: int) -> None:
+        chars = self.engine.tick(now_ns).decode()
+        self._send_commands(chars, now_ns)
+        self._publish(chars, now_ns)
+
+    def _send_commands(self, chars: str, now_ns: int) -> None:
+        net = self.engine.net
+        ptr = net.tls_link_ptr
+        self.command_seq += 1
+        for t, ident in self.signal_adapter.items():
+            cmd = P.Command(junction=net.tls_ids[t], ts_ns=now_ns, seq=self.command_seq,
+                            state=chars[ptr[t]:ptr[t + 1]], phase=self.engine.local_phase(t))
+            self.adapters.send_multipart([ident, P.encoder.encode(cmd)])
+
+    def _publish(self, chars: str, now_ns: int) -> None:
+        net, st = self.engine.net, self.engine.estimator.state
+        self.feed_seq += 1
+        body = {
+            "seq": self.feed_seq, "ts_ns": now_ns, "edges": net.edge_ids,
+            "flow_vph": np.round(st.edge_flow_vph, 1).tolist(),
+            "speed_mps": np.round(st.edge_speed_mps, 2).tolist(),
+            "density_vpkm": np.round(st.edge_density_vpkm, 1).tolist(),
+            "queue_veh": np.round(st.edge_queue_veh, 1).tolist(),
+            "travel_time_s": np.round(st.edge_travel_time_s, 1).tolist(),
+        }
+        self.feed.send_multipart([b"conditions", P.encoder.encode(body)])
+        ptr = net.tls_link_ptr
+        for t, tls in enumerate(net.tls_ids):
+            self.feed_seq += 1
+            spat = {"seq": self.feed_seq, "ts_ns": now_ns, "junction": tls, "state": chars[ptr[t]:ptr[t + 1]],
+                    "phase": self.engine.local_phase(t)}
+            self.feed.send_multipart([b"spat." + tls.encode(), P.encoder.encode(spat)])
+
+    # -- adapters -------------------------------------------------------------------------
+
+    def _drain_adapters(self) -> None:
+        net = self.engine.net
+        while True:
+            try:
+                ident, frame = self.adapters.recv_multipart(zmq.NOBLOCK)[:2]
+            except zmq.Again:
+                return
+            except ValueError:
+                self.protocol_errors += 1
+                continue
+            try:
+                msg = P.adapter_decoder.decode(frame)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                self.protocol_errors += 1
+                log.warning("bad adapter message from %r: %s", ident, exc)
+                continue
+            link = self.links.setdefault(ident, AdapterLink(ident))
+            link.last_seen_ns = self.clock.now_ns()
+            if isinstance(msg, P.Hello):
+                t = net.tls_index.get(msg.junction)
+                if t is None:
+                    reply = P.Welcome(msg.junction, False, "unknown junction")
+                elif msg.n_links != net.tls_n_links(t):
+                    reply = P.Welcome(msg.junction, False,
+                                      f"link count {msg.n_links} differs from the network's {net.tls_n_links(t)}")
+                else:
+                    old = self.signal_adapter.get(t)
+                    if old is not None and old != ident:
+                        log.warning("junction %s moves to a new adapter %r", msg.junction, ident)
+                        self.links[old].junctions.remove(t)
+                    self.signal_adapter[t] = ident
+                    if t not in link.junctions:
+                        link.junctions.append(t)
+                    reply = P.Welcome(msg.junction, True)
+                    log.info("adapter %r registered junction %s", ident, msg.junction)
+                self.adapters.send_multipart([ident, P.encoder.encode(reply)])
+            elif isinstance(msg, P.Feedback):
+                t = net.tls_index.get(msg.junction)
+                if t is not None:
+                    link.feedback[t] = msg.state
+
+    # -- operators ------------------------------------------------------------------------
+
+    def _drain_operators(self) -> None:
+        while True:
+            try:
+                frames = self.operators.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident, body = frames[0], frames[-1]
+            envelope = frames[1:-1]  # REQ peers add an empty delimiter
+            try:
+                req = P.request_decoder.decode(body)
+                reply = self.handle_request(req)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                reply = P.Reply(ok=False, error=f"bad request: {exc}")
+            self.operators.send_multipart([ident, *envelope, P.encoder.encode(reply)])
+
+    def handle_request(self, req: P.Request) -> P.Reply:
+        if req.op == "status":
+            return P.Reply(ok=True, result=self.status())
+        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status")
+
+    def status(self) -> dict:
+        eng = self.engine
+        ts = eng.tick_stats()
+        return {
+            "controller": eng.controller.name,
+            "clock": self.config.clock,
+            "now_ns": self.clock.now_ns(),
+            "tick": {"count": ts.ticks, "p50_ms": ts.p50_ms, "p99_ms": ts.p99_ms, "max_ms": ts.max_ms,
+                     "period_s": self.config.tick_s},
+            "ingest": {"accepted": eng.bank.accepted, "rejected": dict(eng.bank.rejected)},
+            "detectors": {"loops": eng.bank.n_loops, "cameras": eng.bank.n_cameras},
+            "junctions": {"signals": eng.net.n_tls, "with_adapter": len(self.signal_adapter)},
+            "adapters": {"protocol_errors": self.protocol_errors, "connected": len(self.links)},
+        }
+
+    def close(self) -> None:
+        for sock in (self.ingest, self.adapters, self.feed, self.operators):
+            sock.close(0)
+
+
+def print_ready(server: Server) -> None:
+    print(server.ready_line(), flush=True)
+    sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""SUMO side: the simulated city that drives the engine through its sockets."""

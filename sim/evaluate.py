@@ -1,0 +1,207 @@
+"""``traffic-engine evaluate``: one controller, one scenario, the outcome as numbers.
+
+For an engine controller the engine runs as its own process (``traffic-engine serve --clock
+sim``) on free loopback ports; the bridge is its detectors and its signal adapters. For SUMO's
+own controllers (``sumo-static`` ...) SUMO runs alone on a net whose programs netconvert
+rebuilt. Both are measured the same way: SUMO's statistics for delay, the bridge's conflict
+monitor for safety.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from controllers import CONTROLLERS
+from engine.client import OperatorClient, OperatorError
+from engine.config import Endpoints, EngineConfig, dump_config, load_config
+from network.compiled import compile_network
+from network.layout import default_layout, save_layout
+from network.sumo_net import NetworkError
+from sim.additional import write_additional
+from sim.baselines import SUMO_CONTROLLERS
+from sim.bridge import Bridge, BridgeError
+from sim.monitor import ConflictMonitor
+from sim.outcomes import read_statistics
+from sim.progress import Progress
+from sim.scenario import Scenario, ScenarioError, load_scenario
+from sim.sumo import Sumo
+
+BUILTIN = (*SUMO_CONTROLLERS, "sumo-original")
+ENGINE_START_TIMEOUT_S = 120.0
+
+
+class EvaluationError(RuntimeError):
+    """An evaluation that could not run, with the reason."""
+
+
+def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None, begin: float | None = None,
+             end: float | None = None, json_path: str | Path | None = None, tls_states: str | Path | None = None,
+             config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None) -> dict:
+    """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome."""
+    route_list = [r for r in routes.split(",") if r] if isinstance(routes, str) else routes
+    try:
+        sc = load_scenario(scenario, routes=route_list, begin=begin, end=end)
+    except (ScenarioError, OSError) as exc:
+        raise EvaluationError(str(exc)) from exc
+    if controller not in BUILTIN and controller not in CONTROLLERS:
+        raise EvaluationError(f"unknown controller {controller!r}; engine: {', '.join(sorted(CONTROLLERS))}; "
+                              f"SUMO: {', '.join(BUILTIN)}")
+    tls_path = Path(tls_states).resolve() if tls_states else None
+    with tempfile.TemporaryDirectory(prefix="te-eval-") as tmp:
+        outdir = Path(workdir) if workdir else Path(tmp)
+        outdir.mkdir(parents=True, exist_ok=True)
+        if controller in BUILTIN:
+            from sim.builtin import run_builtin
+
+            result = run_builtin(sc, controller, outdir=outdir, tls_states=tls_path, progress=progress)
+        else:
+            result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+class EngineProcess:
+    """``traffic-engine serve`` in a child process, its endpoints read from its ready line."""
+
+    def __init__(self, net: Path, config: Path, log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", str(net), "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.endpoints = self._wait_ready()
+
+    def _wait_ready(self) -> dict[str, str]:
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + ENGINE_START_TIMEOUT_S
+        buf = b""
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=0.5):
+                if self.proc.poll() is not None:
+                    break
+                continue
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buf += chunk
+            for line in buf.splitlines():
+                if line.startswith(b"{"):
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        continue
+                    if msg.get("ready"):
+                        return msg["endpoints"]
+        self.stop()
+        raise EvaluationError(f"the engine did not start; its log ({self.log_path}):\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 20) -> str:
+        self._log.flush()
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path | None,
+               config: str | Path | None, progress: bool) -> dict:
+    """Run SUMO with the engine in the loop over its sockets; the outcome as a dict."""
+    wall0 = time.perf_counter()
+    try:
+        net = compile_network(sc.net)
+    except NetworkError as exc:
+        raise EvaluationError(str(exc)) from exc
+    if net.n_tls == 0:
+        raise EvaluationError(f"{sc.net} has no traffic lights: nothing to control")
+    specs = default_layout(net)
+    inventory = outdir / "detectors.json"
+    save_layout(specs, inventory)
+    try:
+        base = load_config(config)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
+    cfg = msgspec.structs.replace(
+        base, controller=controller, clock="sim", detectors=str(inventory),
+        endpoints=Endpoints(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*",
+                            feed="tcp://127.0.0.1:*", operators="tcp://127.0.0.1:*"),
+    )
+    cfg_path = outdir / "engine.json"
+    cfg_path.write_bytes(dump_config(cfg))
+    additional = outdir / "detectors.add.xml"
+    write_additional(additional, specs, lane_length_m=dict(zip(net.lane_ids, net.lane_length_m.tolist())),
+                     tls_states_file=tls_states, tls_ids=net.tls_ids)
+
+    engine = EngineProcess(sc.net, cfg_path, outdir / "engine.log")
+    monitor = ConflictMonitor(net, min_green_s=cfg.safety.min_green_s)
+    bar = Progress(f"{sc.name} {controller}", begin=sc.begin, end=sc.end, enabled=progress)
+    status: dict = {}
+    try:
+        with Sumo(sc.net, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional),
+                  outdir=outdir) as sumo:
+            bridge = Bridge(sumo, net, specs, engine.endpoints)
+            try:
+                sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
+                bridge.register()
+                first = True
+                while True:
+                    t = sumo.time
+                    bridge.send_readings(t, first)
+                    first = False
+                    bridge.apply_commands(t)
+                    sumo.step()
+                    monitor.observe(sumo.time, sumo.tls_states())
+                    bar.update(sumo.time, sumo.running(), sumo.arrived_total())
+                    if sumo.done():
+                        break
+                sim_end = sumo.time
+            finally:
+                bridge.close()
+        with OperatorClient(engine.endpoints["operators"], timeout_s=10) as client:
+            status = client.request("status")
+    except (BridgeError, OperatorError) as exc:
+        raise EvaluationError(f"{exc}\nengine log ({engine.log_path}):\n{engine.log_tail()}") from exc
+    finally:
+        engine.stop()
+        bar.close()
+    out = read_statistics(outdir / "stats.xml")
+    tick = status.get("tick", {})
+    return {
+        "scenario": sc.name,
+        "controller": controller,
+        **out.as_dict(),
+        "safety_violations": monitor.total,
+        "safety_violations_by_kind": dict(monitor.counts),
+        "sim_end_s": sim_end,
+        "wall_s": round(time.perf_counter() - wall0, 2),
+        "tick_p50_ms": tick.get("p50_ms"),
+        "tick_p99_ms": tick.get("p99_ms"),
+        "ingest_accepted": status.get("ingest", {}).get("accepted"),
+        "ingest_rejected": status.get("ingest", {}).get("rejected"),
+    }
+
+
+__all__ = ["EvaluationError", "EngineConfig", "evaluate", "run_engine"]

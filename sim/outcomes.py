@@ -1,0 +1,80 @@
+"""What a run achieved, read from SUMO's own ``--statistic-output``.
+
+SUMO writes the file when the simulation closes. Its ``vehicleTripStatistics`` element (means
+over completed trips) is only filled when SUMO collects trip data, i.e. when the run also has
+``--tripinfo-output`` or ``--duration-log.statistics``; :class:`sim.sumo.Sumo` always sets the
+former. The means are exactly what ``--duration-log.statistics`` prints (``TimeLoss`` etc.).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Outcomes", "StatisticsError", "read_statistics"]
+
+
+class StatisticsError(ValueError):
+    """A statistic-output file that is missing, unreadable or lacks trip statistics."""
+
+
+@dataclass
+class Outcomes:
+    """Ground-truth outcomes of one run."""
+
+    trips_total: int
+    """Vehicles SUMO loaded: every vehicle of the route files departing within the horizon."""
+    trips_completed: int
+    """Vehicles that arrived (the number of completed trips the means are taken over)."""
+    mean_travel_time_s: float
+    """Mean trip duration, departure to arrival (SUMO ``duration``)."""
+    mean_waiting_time_s: float
+    """Mean time spent below 0.1 m/s, not counting intended stops (SUMO ``waitingTime``)."""
+    mean_time_loss_s: float
+    """Mean time lost to driving below the ideal speed (SUMO ``timeLoss``; RESCO's delay)."""
+    teleports: int
+    """Vehicles teleported (jams, collisions, wrong lanes)."""
+    collisions: int
+    """Collisions SUMO detected."""
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _attr(elem: ET.Element | None, name: str, path: Path, kind: type = float):
+    if elem is None:
+        raise StatisticsError(f"{path}: element for {name!r} missing")
+    value = elem.get(name)
+    if value is None:
+        raise StatisticsError(f"{path}: <{elem.tag}> has no attribute {name!r}")
+    return kind(float(value)) if kind is int else kind(value)
+
+
+def read_statistics(path: Path | str) -> Outcomes:
+    """Parse a SUMO ``--statistic-output`` file."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError as exc:
+        raise StatisticsError(f"statistic output not found: {path}") from exc
+    except ET.ParseError as exc:
+        raise StatisticsError(f"cannot parse statistic output {path}: {exc}") from exc
+    vehicles = root.find("vehicles")
+    trips = root.find("vehicleTripStatistics")
+    if trips is None:
+        raise StatisticsError(
+            f"{path}: no <vehicleTripStatistics>; run SUMO with --tripinfo-output or "
+            "--duration-log.statistics so that it collects trip data"
+        )
+    teleports = root.find("teleports")
+    safety = root.find("safety")
+    return Outcomes(
+        trips_total=_attr(vehicles, "loaded", path, int),
+        trips_completed=_attr(trips, "count", path, int),
+        mean_travel_time_s=_attr(trips, "duration", path),
+        mean_waiting_time_s=_attr(trips, "waitingTime", path),
+        mean_time_loss_s=_attr(trips, "timeLoss", path),
+        teleports=_attr(teleports, "total", path, int) if teleports is not None else 0,
+        collisions=_attr(safety, "collisions", path, int) if safety is not None else 0,
+    )

@@ -1,0 +1,105 @@
+"""Plain-Python references for the kernels: slow, obvious, and what the kernels must match."""
+
+from __future__ import annotations
+
+RED, YELLOW, GREEN = 0, 1, 2
+
+
+def signal_links(net, t):
+    return range(int(net.tls_link_ptr[t]), int(net.tls_link_ptr[t + 1]))
+
+
+def phase_links(net, p):
+    return [int(x) for x in net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]]]
+
+
+def conflicts_of(net, link):
+    return [int(x) for x in net.link_conflict_idx[net.link_conflict_ptr[link]:net.link_conflict_ptr[link + 1]]]
+
+
+def enforce(net, target, state, since, active, active_since, now, min_green, yellow, red):
+    """One safety step, as the module docstring of controllers.safety says it in words."""
+    for t in range(len(target)):
+        p = target[t]
+        if not (net.tls_phase_ptr[t] <= p < net.tls_phase_ptr[t + 1]):
+            p = -1
+        want = set(phase_links(net, p)) if p >= 0 else set()
+        for link in signal_links(net, t):
+            if state[link] == GREEN and link not in want and now - since[link] >= min_green:
+                state[link], since[link] = YELLOW, now
+            elif state[link] == YELLOW and now - since[link] >= yellow:
+                state[link], since[link] = RED, now
+        for link in signal_links(net, t):
+            if state[link] == RED and link in want and now - since[link] >= red and all(
+                state[c] == RED and now - since[c] >= red for c in conflicts_of(net, link)
+            ):
+                state[link], since[link] = GREEN, now
+        if p >= 0 and all(state[x] == GREEN for x in want):
+            if active[t] != p:
+                active[t], active_since[t] = p, now
+        elif active[t] >= 0:
+            active[t], active_since[t] = -1, now
+
+
+_SHARES = {}
+
+
+def _movement_counts(net):
+    if id(net) not in _SHARES:
+        signalised = [m for m in range(net.n_movements) if net.move_link[m] >= 0]
+        n_from, n_into = {}, {}
+        for m in signalised:
+            n_from[net.move_in_lane[m]] = n_from.get(net.move_in_lane[m], 0) + 1
+            n_into[net.move_out_lane[m]] = n_into.get(net.move_out_lane[m], 0) + 1
+        _SHARES[id(net)] = (net, signalised, n_from, n_into)
+    return _SHARES[id(net)][1:]
+
+
+def phase_pressure(net, p, lane_w):
+    """(pressure, demand) of phase p; shared entry and exit lanes split among their movements."""
+    _, n_from, n_into = _movement_counts(net)
+    pressure = demand = 0.0
+    for link in phase_links(net, p):  # (summed in the kernel's order, so ties break alike)
+        for m in net.link_move_idx[net.link_move_ptr[link]:net.link_move_ptr[link + 1]]:
+            a, b = net.move_in_lane[m], net.move_out_lane[m]
+            demand += lane_w[a] * (1.0 / n_from[a])
+            pressure += lane_w[a] * (1.0 / n_from[a]) - lane_w[b] * (1.0 / n_into[b])
+    return pressure, demand
+
+
+def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green):
+    for t in range(net.n_tls):
+        p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
+        pr = {p: phase_pressure(net, p, lane_w) for p in range(p0, p1)}
+        cur = target[t]
+        if not (p0 <= cur < p1):
+            target[t] = max(range(p0, p1), key=lambda p: (pr[p][0], -p))
+            continue
+        if active[t] != cur or now - active_since[t] < hold:
+            continue
+        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0]
+        if not others:
+            continue
+        best = max(others, key=lambda p: (pr[p][0], -p))
+        if now - active_since[t] >= max_green or pr[cur][1] <= 0 or pr[best][0] > pr[cur][0]:
+            target[t] = best
+
+
+def webster(net, t, lane_flow, sat, intergreen, min_green, cycle_min, cycle_max, max_y):
+    """(cycle, [green per phase]) of signal t by Webster's method."""
+    phases = range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1]))
+    _, n_from, _ = _movement_counts(net)
+    ys = []
+    for p in phases:
+        lanes = [int(net.move_in_lane[net.link_move_idx[j]])
+                 for link in phase_links(net, p)
+                 for j in range(net.link_move_ptr[link], net.link_move_ptr[link + 1])]
+        ys.append(max([lane_flow[a] * (1.0 / n_from[a]) / sat for a in lanes], default=0.0))
+    n = len(ys)
+    lost = n * intergreen
+    y_sum = sum(ys)
+    cycle = (1.5 * lost + 5) / (1 - min(y_sum, max_y))
+    cycle = min(max(cycle, cycle_min, lost + n * min_green), cycle_max)
+    eff = max(cycle - lost, n * min_green)
+    greens = [max(min_green, eff * (y / y_sum if y_sum > 0 else 1 / n)) for y in ys]
+    return sum(g + intergreen for g in greens), greens

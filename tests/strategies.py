@@ -1,0 +1,68 @@
+"""Shared hypothesis strategies and synthetic signal tables."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from hypothesis import strategies as st
+
+from network.compiled import csr
+
+
+def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]]) -> SimpleNamespace:
+    """A network-like namespace with just the signal arrays the safety stage reads.
+
+    ``signals`` holds, per signal, ``(n_links, conflict pairs (a, b), phases as link lists)`` with
+    signal-local link numbers.
+    """
+    link_ptr = np.zeros(len(signals) + 1, dtype=np.int64)
+    conflicts, phases, phase_counts, phase_tls = [], [], [], []
+    for t, (n, pairs, ph) in enumerate(signals):
+        base = int(link_ptr[t])
+        link_ptr[t + 1] = base + n
+        rows = [[] for _ in range(n)]
+        for a, b in pairs:
+            rows[a].append(base + b)
+            rows[b].append(base + a)
+        conflicts.extend(sorted(r) for r in rows)
+        phases.extend([base + x for x in p] for p in ph)
+        phase_counts.append(len(ph))
+        phase_tls.extend([t] * len(ph))
+    phase_ptr = np.zeros(len(signals) + 1, dtype=np.int64)
+    phase_ptr[1:] = np.cumsum(phase_counts)
+    n_links = int(link_ptr[-1])
+    lc_ptr, lc_idx = csr(conflicts)
+    pl_ptr, pl_idx = csr(phases)
+    empty_ptr, empty_idx = csr([[] for _ in range(n_links)])
+    return SimpleNamespace(
+        n_tls=len(signals), n_links=n_links, n_phases=int(phase_ptr[-1]),
+        tls_link_ptr=link_ptr, tls_phase_ptr=phase_ptr, phase_tls=np.array(phase_tls, dtype=np.int32),
+        phase_link_ptr=pl_ptr, phase_link_idx=pl_idx, link_conflict_ptr=lc_ptr, link_conflict_idx=lc_idx,
+        link_yield_ptr=empty_ptr, link_yield_idx=empty_idx,
+        link_permissive=np.zeros(n_links, dtype=np.bool_), link_stop_on_red=np.zeros(n_links, dtype=np.bool_),
+    )
+
+
+@st.composite
+def signals(draw, max_links: int = 8):
+    """One signal: links, any conflict pairs, and phases that may even contain conflicting links."""
+    n = draw(st.integers(1, max_links))
+    pairs = draw(st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
+                         .filter(lambda ab: ab[0] < ab[1]), max_size=n * (n - 1) // 2))
+    phases = draw(st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True),
+                           min_size=1, max_size=6))
+    return n, pairs, phases
+
+
+@st.composite
+def command_streams(draw):
+    """A signal table and a stream of (seconds since last tick, wanted phase per signal)."""
+    sigs = draw(st.lists(signals(), min_size=1, max_size=3))
+    table = signal_table(sigs)
+    n_phases = table.n_phases
+    steps = draw(st.lists(
+        st.tuples(st.sampled_from([0.1, 0.5, 1.0, 1.0, 1.0, 2.0, 3.5]),
+                  st.lists(st.integers(-1, n_phases - 1), min_size=table.n_tls, max_size=table.n_tls)),
+        min_size=1, max_size=80))
+    return table, steps
