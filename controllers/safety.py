@@ -31,7 +31,7 @@ RED, YELLOW, GREEN = np.int8(0), np.int8(1), np.int8(2)
 class SafetyConfig:
     min_green_s: float = 5.0
     yellow_s: float = 3.0
-    red_clearance_s: float = 1.0
+    red_clearance_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not (self.min_green_s >= 0 and self.yellow_s > 0 and self.red_clearance_s >= 0):

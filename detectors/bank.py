@@ -67,7 +67,7 @@ class DetectorBank:
         loop_lane, loop_role = [], []
         cam_ptr, cam_lanes, cam_range = [0], [], []
         for spec in specs:
-            missing = [x for x in spec.lanes if x not in net.lane_index]
+            missing = [x for x in (*spec.lanes, *(u for up in spec.upstream for u in up)) if x not in net.lane_index]
             if missing:
                 raise ValueError(f"detector {spec.id}: lanes not in the network: {missing}")
             if spec.id in self.loop_index or spec.id in self.camera_index:
@@ -88,11 +88,10 @@ class DetectorBank:
         self.camera_lane_ptr = np.array(cam_ptr, dtype=np.int64)
         self.camera_lane_idx = np.array(cam_lanes, dtype=np.int32)
         self.camera_range_m = np.array(cam_range, dtype=np.float64)
-        lane_len = net.lane_length_m
+        lane_len = dict(zip(net.lane_ids, net.lane_length_m.tolist()))
         self._cam_capacity = np.array(
-            [max(1.0, min(cam_range[c], lane_len[lane]) * MAX_CAMERA_VEH_PER_M)
-             for c in range(len(cam_range))
-             for lane in cam_lanes[cam_ptr[c]:cam_ptr[c + 1]]],
+            [max(1.0, spec.zone_m(k, lane_len) * MAX_CAMERA_VEH_PER_M)
+             for spec in specs if spec.kind == "camera" for k in range(len(spec.lanes))],
             dtype=np.float64,
         )
 

@@ -23,7 +23,7 @@ class Endpoints(_Conf):
 class SafetyTimings(_Conf):
     min_green_s: float = 5.0
     yellow_s: float = 3.0
-    red_clearance_s: float = 1.0
+    red_clearance_s: float = 2.0
 
 
 class MaxPressureParams(_Conf):

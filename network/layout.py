@@ -25,7 +25,9 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     ``kind`` is ``"loop"`` (one lane, at ``pos_m`` from the lane start; ``role`` is ``"stop"``
     at the stop bar or ``"upstream"``) or ``"camera"`` (several lanes, each watched over the
-    last ``range_m`` before the stop line; readings list lanes in this order).
+    last ``range_m`` before the stop line; readings list lanes in this order). Where a lane is
+    shorter than ``range_m`` the camera also sees the lanes that lead into it: ``upstream[k]``
+    lists them for lane ``k``, nearest first.
     """
 
     id: str
@@ -34,6 +36,14 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     role: str = "stop"
     pos_m: float = 0.0
     range_m: float = 0.0
+    upstream: tuple[tuple[str, ...], ...] = ()
+
+    def zone_m(self, k: int, lane_length_m) -> float:
+        """Length of road camera lane ``k`` watches (``lane_length_m``: lane id -> metres)."""
+        total = float(lane_length_m[self.lanes[k]])
+        for lane in self.upstream[k] if self.upstream else ():
+            total += float(lane_length_m[lane])
+        return min(total, self.range_m)
 
 
 def default_layout(net: CompiledNetwork, camera_range_m: float = CAMERA_RANGE_M) -> list[DetectorSpec]:
@@ -52,16 +62,44 @@ def default_layout(net: CompiledNetwork, camera_range_m: float = CAMERA_RANGE_M)
         if stop_pos - up_pos >= MIN_UPSTREAM_GAP_M:
             specs.append(DetectorSpec(id=f"L:{lane_id}:up", kind="loop", lanes=(lane_id,), role="upstream", pos_m=up_pos))
         cams.setdefault(int(net.lane_edge[lane]), []).append(lane)
+    feeders = _unique_feeders(net)
     for edge, lanes in cams.items():
+        ups = tuple(_upstream_chain(net, feeders, x, camera_range_m) for x in lanes)
         specs.append(
             DetectorSpec(
                 id=f"C:{net.edge_ids[edge]}",
                 kind="camera",
                 lanes=tuple(net.lane_ids[x] for x in lanes),
                 range_m=camera_range_m,
+                upstream=ups if any(ups) else (),
             )
         )
     return specs
+
+
+def _unique_feeders(net: CompiledNetwork) -> dict[int, int]:
+    """Lane -> the one lane that feeds it, for lanes fed by exactly one unsignalised movement."""
+    feeders: dict[int, set[int]] = {}
+    signalised: set[int] = set()
+    for k in range(net.n_movements):
+        out = int(net.move_out_lane[k])
+        feeders.setdefault(out, set()).add(int(net.move_in_lane[k]))
+        if net.move_link[k] >= 0:
+            signalised.add(out)
+    return {lane: next(iter(f)) for lane, f in feeders.items() if len(f) == 1 and lane not in signalised}
+
+
+def _upstream_chain(net: CompiledNetwork, feeders: dict[int, int], lane: int, range_m: float) -> tuple[str, ...]:
+    """The lanes before ``lane`` a camera of ``range_m`` sees: vehicles queue back into them."""
+    chain: list[str] = []
+    covered = float(net.lane_length_m[lane])
+    seen = {lane}
+    while covered < range_m and lane in feeders and feeders[lane] not in seen:
+        lane = feeders[lane]
+        seen.add(lane)
+        chain.append(net.lane_ids[lane])
+        covered += float(net.lane_length_m[lane])
+    return tuple(chain)
 
 
 def save_layout(specs: list[DetectorSpec], path: str | Path) -> None:

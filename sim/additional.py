@@ -85,20 +85,22 @@ def write_additional(
             if spec.range_m <= 0:
                 raise ValueError(f"camera {spec.id!r} needs a positive range_m, got {spec.range_m}")
             for k, lane in enumerate(spec.lanes):
-                if lane not in lane_length_m:
-                    raise ValueError(f"camera {spec.id!r}: length of lane {lane!r} unknown")
+                chain = [lane, *(spec.upstream[k] if spec.upstream else ())]  # nearest first
+                unknown = [x for x in chain if x not in lane_length_m]
+                if unknown:
+                    raise ValueError(f"camera {spec.id!r}: length of lane(s) {unknown} unknown")
                 length = float(lane_length_m[lane])
-                start = max(0.0, length - spec.range_m)
-                ET.SubElement(
-                    root,
-                    "laneAreaDetector",
-                    id=f"{spec.id}#{k}",
-                    lane=lane,
-                    pos=_num(start),
-                    endPos=_num(length),
-                    period=_num(period_s),
-                    file=NULL_FILE,
-                )
+                if len(chain) == 1:
+                    ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#{k}", lane=lane,
+                                  pos=_num(max(0.0, length - spec.range_m)), endPos=_num(length),
+                                  period=_num(period_s), file=NULL_FILE)
+                    continue
+                # a zone over several consecutive lanes: from range_m back, to the stop line
+                left = spec.range_m - sum(float(lane_length_m[x]) for x in chain[:-1])
+                first_len = float(lane_length_m[chain[-1]])
+                ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#{k}", lanes=" ".join(reversed(chain)),
+                              pos=_num(max(0.0, first_len - left)), endPos=_num(length),
+                              period=_num(period_s), file=NULL_FILE)
         else:
             raise ValueError(f"detector {spec.id!r}: unknown kind {spec.kind!r} (expected loop or camera)")
     if tls_states_file is not None:

@@ -22,12 +22,12 @@ import msgspec
 
 from controllers import CONTROLLERS
 from engine.client import OperatorClient, OperatorError
-from engine.config import Endpoints, EngineConfig, dump_config, load_config
+from engine.config import Endpoints, dump_config, load_config
 from network.compiled import compile_network
 from network.layout import default_layout, save_layout
 from network.sumo_net import NetworkError
 from sim.additional import write_additional
-from sim.baselines import SUMO_CONTROLLERS
+from sim.baselines import SUMO_CONTROLLERS, normalize_net
 from sim.bridge import Bridge, BridgeError
 from sim.monitor import ConflictMonitor
 from sim.outcomes import read_statistics
@@ -132,9 +132,10 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict."""
     wall0 = time.perf_counter()
     try:
-        net = compile_network(sc.net)
-    except NetworkError as exc:
-        raise EvaluationError(str(exc)) from exc
+        net_path = normalize_net(sc.net)
+        net = compile_network(net_path)
+    except (NetworkError, OSError, RuntimeError) as exc:
+        raise EvaluationError(f"cannot use network {sc.net}: {exc}") from exc
     if net.n_tls == 0:
         raise EvaluationError(f"{sc.net} has no traffic lights: nothing to control")
     specs = default_layout(net)
@@ -155,16 +156,19 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     write_additional(additional, specs, lane_length_m=dict(zip(net.lane_ids, net.lane_length_m.tolist())),
                      tls_states_file=tls_states, tls_ids=net.tls_ids)
 
-    engine = EngineProcess(sc.net, cfg_path, outdir / "engine.log")
+    engine = EngineProcess(net_path, cfg_path, outdir / "engine.log")
     monitor = ConflictMonitor(net, min_green_s=cfg.safety.min_green_s)
     bar = Progress(f"{sc.name} {controller}", begin=sc.begin, end=sc.end, enabled=progress)
     status: dict = {}
     try:
-        with Sumo(sc.net, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional),
-                  outdir=outdir) as sumo:
+        with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional),
+                  outdir=outdir, check_junction_collisions=True,
+                  extra_args=["--collision-output", str(outdir / "collisions.xml")]) as sumo:
             bridge = Bridge(sumo, net, specs, engine.endpoints)
             try:
                 sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
+                order = {tls: k for k, tls in enumerate(sumo.tls_ids())}
+                perm = [order[t] for t in net.tls_ids]  # SUMO's signal order -> the network's
                 bridge.register()
                 first = True
                 while True:
@@ -173,7 +177,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                     first = False
                     bridge.apply_commands(t)
                     sumo.step()
-                    monitor.observe(sumo.time, sumo.tls_states())
+                    states = sumo.tls_states()
+                    monitor.observe(sumo.time, [states[k] for k in perm])
                     bar.update(sumo.time, sumo.running(), sumo.arrived_total())
                     if sumo.done():
                         break
@@ -204,4 +209,4 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     }
 
 
-__all__ = ["EvaluationError", "EngineConfig", "evaluate", "run_engine"]
+__all__ = ["EvaluationError", "evaluate", "run_engine"]

@@ -8,8 +8,19 @@ child process over a socket, with the same behaviour (and several simulations at
 
 libsumo holds one simulation per process: :meth:`Sumo.close` ends it, and a new
 :class:`Sumo` may start afterwards in the same process (checked with SUMO 1.28: start, close,
-start again gives identical results). Two libsumo simulations cannot run at the same time;
+start again works, any number of times). Two libsumo simulations cannot run at the same time;
 use ``api="traci"`` for that.
+
+Reproducibility. SUMO 1.28 is not always a function of its inputs alone: on some junctions
+(cologne1's cluster junction, where left turners wait inside the junction) the outcome depends
+on the process's memory layout. cologne1 with the rebuilt static program gives a mean time
+loss of 28.62 s or, in some runs, 29.20 s (actuated: 22.61 or 24.39 s); which one depends on
+path lengths, on earlier libsumo runs in the same process (e.g. the 4th and 8th of a series),
+on extra TraCI calls. cologne3, cologne8, grid4x4, ingolstadt1 and ingolstadt7 gave identical
+figures in the same checks. With ``api="traci"`` SUMO runs in a fresh process with
+address-space randomisation off (``setarch -R``; ``pin_layout=False`` to disable), so the same
+command gives the same result every time. With libsumo, SUMO shares the heap of the Python
+process and such junctions may differ from run to run.
 
 Loop readings (``read_loops``), for the step that just ended:
 
@@ -39,9 +50,14 @@ capped at the vehicle count. Measured on cologne1 (29,280 zone-seconds) it then 
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import functools
+import io
 import math
 import os
+import platform
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -74,7 +90,22 @@ _ZONE_VARS = (tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER)
 _TLS_VARS = (tc.TL_RED_YELLOW_GREEN_STATE,)
 
 _libsumo_owner: "Sumo | None" = None  # the Sumo currently holding the in-process simulation
-_labels = itertools.count()
+_CONNECT_POLL_S = 0.05
+_CONNECT_TIMEOUT_S = 120.0
+
+
+@functools.lru_cache(maxsize=1)
+def _layout_pin_prefix() -> tuple[str, ...]:
+    """``setarch ARCH -R``: runs a child with address-space randomisation off, if that works here."""
+    setarch = shutil.which("setarch")
+    if setarch is None:
+        return ()
+    prefix = (setarch, platform.machine(), "-R")
+    try:
+        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    return prefix if ok else ()
 
 
 class SumoError(RuntimeError):
@@ -89,7 +120,9 @@ class Sumo:
     ``seed`` defaults to SUMO's own default seed and junction collision checks are off, as in
     the protocol that produced ``BASELINES.md``; ``check_junction_collisions=True`` adds
     ``--collision.check-junctions`` (SUMO's default collision action, teleport, stays).
-    ``extra_args`` are appended to the command line.
+    ``extra_args`` are appended to the command line. With ``api="traci"`` and ``pin_layout``
+    (default) SUMO runs with address-space layout randomisation off (``setarch -R``, where
+    available), which makes repeated runs bit-identical; see the module docstring.
     """
 
     def __init__(
@@ -106,6 +139,7 @@ class Sumo:
         seed: int = SUMO_DEFAULT_SEED,
         check_junction_collisions: bool = False,
         time_to_teleport_s: float = 300.0,
+        pin_layout: bool = True,
     ) -> None:
         if api not in APIS:
             raise ValueError(f"api must be one of {APIS}, got {api!r}")
@@ -122,9 +156,9 @@ class Sumo:
         self.seed = int(seed)
         self.check_junction_collisions = bool(check_junction_collisions)
         self.time_to_teleport_s = float(time_to_teleport_s)
+        self.pin_layout = bool(pin_layout)
 
         self._conn: Any = None  # libsumo module or a traci Connection: same API
-        self._label: str | None = None
         self._time = self.begin
         self._min_expected = -1
         self._departed = 0
@@ -209,26 +243,49 @@ class Sumo:
             _libsumo_owner = self
             self._conn = libsumo
         else:
-            import traci
+            self._conn = self._start_traci(cmd)
 
-            self._label = f"traffic-engine-{os.getpid()}-{next(_labels)}"
-            try:
-                traci.start(cmd, label=self._label, doSwitch=False)
-            except Exception as exc:
-                raise SumoError(f"SUMO failed to start: {exc}\ncommand: {' '.join(cmd)}") from exc
-            self._conn = traci.getConnection(self._label)
-
-        c = self._conn
-        c.simulation.subscribe(_SIM_VARS)
-        self._time = float(c.simulation.getTime())
-        self._min_expected = int(c.simulation.getMinExpectedNumber())
-        self._departed = self._arrived = self._colliding_vehicles = 0
-        self._tls_ids = tuple(c.trafficlight.getIDList())
-        for tls in self._tls_ids:
-            c.trafficlight.subscribe(tls, _TLS_VARS)
-        self._tls_states = [c.trafficlight.getRedYellowGreenState(t) for t in self._tls_ids]
-        self._tls_stale = False
+        try:
+            c = self._conn
+            c.simulation.subscribe(_SIM_VARS)
+            self._time = float(c.simulation.getTime())
+            self._min_expected = int(c.simulation.getMinExpectedNumber())
+            self._departed = self._arrived = self._colliding_vehicles = 0
+            self._tls_ids = tuple(c.trafficlight.getIDList())
+            for tls in self._tls_ids:
+                c.trafficlight.subscribe(tls, _TLS_VARS)
+            self._tls_states = [c.trafficlight.getRedYellowGreenState(t) for t in self._tls_ids]
+            self._tls_stale = False
+        except BaseException:
+            self.close()
+            raise
         return self
+
+    def _start_traci(self, cmd: list[str]) -> Any:
+        """Launch SUMO as a child process and connect to it (like ``traci.start``, without its 1 s wait)."""
+        import traci
+        from sumolib.miscutils import getFreeSocketPort
+
+        prefix = _layout_pin_prefix() if self.pin_layout else ()
+        for _attempt in range(3):
+            port = getFreeSocketPort()
+            proc = subprocess.Popen([*prefix, *cmd, "--remote-port", str(port)], stdout=subprocess.DEVNULL)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # traci prints every retry
+                    return traci.connect(
+                        port,
+                        numRetries=int(_CONNECT_TIMEOUT_S / _CONNECT_POLL_S),
+                        proc=proc,
+                        waitBetweenRetries=_CONNECT_POLL_S,
+                    )
+            except traci.exceptions.TraCIException:
+                # SUMO exited before accepting: a bad input (reported on stderr) or the port was taken
+                proc.wait()
+            except Exception:
+                proc.kill()
+                proc.wait()
+                raise
+        raise SumoError(f"SUMO failed to start (exit status {proc.returncode}); command: {' '.join(cmd)}")
 
     def close(self) -> None:
         """End the simulation; SUMO then writes ``stats.xml`` and ``tripinfo.xml``. Idempotent."""

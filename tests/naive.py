@@ -67,7 +67,8 @@ def phase_pressure(net, p, lane_w):
     return pressure, demand
 
 
-def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green):
+def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green, max_wait, served):
+    """One max-pressure decision; ``served`` (phase -> last time all its links were green) is updated."""
     for t in range(net.n_tls):
         p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
         pr = {p: phase_pressure(net, p, lane_w) for p in range(p0, p1)}
@@ -75,7 +76,16 @@ def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green
         if not (p0 <= cur < p1):
             target[t] = max(range(p0, p1), key=lambda p: (pr[p][0], -p))
             continue
-        if active[t] != cur or now - active_since[t] < hold:
+        if active[t] != cur:
+            continue
+        for q in range(p0, p1):
+            if set(phase_links(net, q)) <= set(phase_links(net, cur)):
+                served[q] = now
+        if now - active_since[t] < hold:
+            continue
+        starving = [p for p in range(p0, p1) if pr[p][1] > 0 and now - served[p] >= max_wait]
+        if starving:
+            target[t] = min(starving, key=lambda p: (served[p], p))
             continue
         others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0]
         if not others:

@@ -33,9 +33,9 @@ def test_engine_controls_a_small_city_safely(small_scenario, controller, tmp_pat
     assert text.count("<tlsState") > 4 * len(small_scenario.tls_ids)
 
 
-def test_max_pressure_beats_sumo_static_on_cologne1(resco_dir):
+def test_max_pressure_beats_sumo_static_on_cologne8(resco_dir):
     """Through the detectors only, max-pressure loses less time than SUMO's static program."""
-    cfg = resco_dir / "cologne1" / "cologne1.sumocfg"
+    cfg = resco_dir / "cologne8" / "cologne8.sumocfg"
     mp = evaluate(cfg, controller="max-pressure", progress=False)
     static = evaluate(cfg, controller="sumo-static", progress=False)
     assert mp["trips_completed"] == mp["trips_total"] == static["trips_total"]

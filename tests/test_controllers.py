@@ -22,12 +22,13 @@ def test_max_pressure_matches_reference(net):
     """Over a random run of queues and phase histories, kernel and reference pick the same phases."""
     rng = np.random.default_rng(7)
     est = Estimator(net)
-    cfg = MaxPressureConfig(min_hold_s=8, max_green_s=60)
+    cfg = MaxPressureConfig(min_hold_s=8, max_green_s=60, max_wait_s=40)
     ctl = MaxPressure(net, cfg)
     target = np.full(net.n_tls, -1, dtype=np.int32)
     ref_target = target.tolist()
     active = np.full(net.n_tls, -1, dtype=np.int32)
     active_since = np.zeros(net.n_tls, dtype=np.int64)
+    served = [0] * net.n_phases
     for step in range(300):
         now = step * NS
         est.state.lane_vehicles[:] = rng.integers(0, 15, net.n_lanes) * (rng.random(net.n_lanes) < 0.7)
@@ -37,7 +38,7 @@ def test_max_pressure_matches_reference(net):
             active[t], active_since[t] = target[t], now
         ctl.decide(est.state, active, active_since, now, target)
         naive.max_pressure(net, est.state.lane_vehicles, ref_target, active.tolist(), active_since.tolist(),
-                           now, 8 * NS, 60 * NS)
+                           now, 8 * NS, 60 * NS, 40 * NS, served)
         assert target.tolist() == ref_target, f"step {step}"
 
 

@@ -248,6 +248,8 @@ def test_loop_readings_equal_sumo_interval_output(tmp_path: Path, cache: Path) -
     index = {d: k for k, d in enumerate(loops)}
     n = total = 0
     for it in ET.parse(tmp_path / "e1.xml").getroot().iter("interval"):
+        if it.get("id") not in index:  # the camera zones write to the same file
+            continue
         t, k = float(it.get("end")), index[it.get("id")]
         if t not in counts:
             continue
@@ -265,15 +267,26 @@ def test_loop_readings_equal_sumo_interval_output(tmp_path: Path, cache: Path) -
 @pytest.mark.sumo
 @needs_resco
 def test_libsumo_restarts_and_traci_agrees(tmp_path: Path, cache: Path) -> None:
-    """start/close/start in one process; libsumo and traci give the same readings."""
+    """start/close/start in one process; libsumo and traci give the same readings.
+
+    On cologne8: cologne1's cluster junction makes SUMO 1.28 depend on memory layout (see
+    sim.sumo), which would make the comparison test SUMO rather than this bridge.
+    """
+    from network import compile_network, default_layout
+    from sim.baselines import rebuild_net
+    from sim.scenario import load_scenario
     from sim.sumo import Sumo, SumoError
 
-    sc, net_path, specs, add = _cologne1_detectors(tmp_path, cache, file_output=False)
+    sc = load_scenario(RESCO / "cologne8" / "cologne8.sumocfg")
+    net_path = rebuild_net(sc.net, "actuated")
+    net = compile_network(net_path)
+    specs = default_layout(net)
+    add = write_additional(tmp_path / "det.add.xml", specs, lane_length_m=dict(zip(net.lane_ids, net.lane_length_m)))
     loops, zones = loop_ids(specs), camera_zone_ids(specs)
 
     def trace(api: str, out: Path) -> tuple[list, list]:
         readings, states = [], []
-        with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.begin + 600, additional=[add], outdir=out, api=api) as sim:
+        with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.begin + 900, additional=[add], outdir=out, api=api) as sim:
             sim.setup_detectors(loops, zones)
             while not sim.done():
                 sim.step()
@@ -287,7 +300,8 @@ def test_libsumo_restarts_and_traci_agrees(tmp_path: Path, cache: Path) -> None:
     second = trace("libsumo", tmp_path / "b")
     assert first == second
     assert first[0][-1][-2] + first[0][-1][-1] > 100  # vehicles ran
-    assert len(set(first[1])) > 3  # the signal changed state
+    assert sum(sum(r[1]) for r in first[0]) > 500  # and crossed loops
+    assert len(set(first[1])) > 10  # the signals changed state
     assert trace("traci", tmp_path / "c") == first
 
     sim = Sumo(net_path, sc.routes, begin=sc.begin, end=sc.begin + 10, outdir=tmp_path / "d")
@@ -299,6 +313,8 @@ def test_libsumo_restarts_and_traci_agrees(tmp_path: Path, cache: Path) -> None:
             sim.setup_detectors(["no-such-loop"], [])
         with pytest.raises(SumoError, match="links"):
             sim.set_tls_state(sim.tls_ids()[0], "G")
+        with pytest.raises(SumoError, match="unknown signal"):
+            sim.set_tls_state("no-such-signal", "G")
     with pytest.raises(SumoError, match="not running"):
         sim.step()
     with pytest.raises(SumoError, match="input file not found"):
@@ -308,20 +324,23 @@ def test_libsumo_restarts_and_traci_agrees(tmp_path: Path, cache: Path) -> None:
 @pytest.mark.sumo
 @needs_resco
 def test_statistics_match_sumo_duration_log(tmp_path: Path, cache: Path) -> None:
-    """read_statistics gives the TimeLoss/Duration/WaitingTime that --duration-log.statistics prints."""
+    """read_statistics gives the TimeLoss/Duration/WaitingTime that --duration-log.statistics prints.
+
+    cologne8 static (BASELINES.md: 42.4); cologne8 does not have cologne1's layout sensitivity.
+    """
     from sim.baselines import rebuild_net, tool_env
     from sim.scenario import load_scenario
     from sim.tools import run_tool
 
-    sc = load_scenario(RESCO / "cologne1" / "cologne1.sumocfg")
+    sc = load_scenario(RESCO / "cologne8" / "cologne8.sumocfg")
     proc = run_tool("sumo", [
-        "-n", rebuild_net(sc.net, "actuated"), "-r", sc.routes[0], "-b", sc.begin, "-e", sc.end,
+        "-n", rebuild_net(sc.net, "static"), "-r", sc.routes[0], "-b", sc.begin, "-e", sc.end,
         "--time-to-teleport", "300", "--statistic-output", tmp_path / "s.xml",
         "--duration-log.statistics", "true", "--no-step-log", "true", "--no-warnings", "true",
     ], env=tool_env())
     printed = dict(re.findall(r"^ (\w+): ([\d.]+)$", proc.stdout, flags=re.M))
     out = read_statistics(tmp_path / "s.xml")
-    assert out.mean_time_loss_s == float(printed["TimeLoss"]) == pytest.approx(22.6, abs=0.1)
+    assert out.mean_time_loss_s == float(printed["TimeLoss"]) == pytest.approx(42.4, abs=0.1)
     assert out.mean_travel_time_s == float(printed["Duration"])
     assert out.mean_waiting_time_s == float(printed["WaitingTime"])
     assert out.trips_total == int(printed["Inserted"]) == out.trips_completed
@@ -335,11 +354,15 @@ def test_run_builtin_cologne1_static_matches_baseline(tmp_path: Path, cache: Pat
     from sim.scenario import load_scenario
 
     sc = load_scenario(RESCO / "cologne1" / "cologne1.sumocfg")
-    result = run_builtin(sc, "sumo-static", outdir=tmp_path / "out", tls_states=tmp_path / "tls.xml", progress=False)
+    result = run_builtin(sc, "sumo-static", outdir=tmp_path / "out", tls_states=tmp_path / "tls.xml",
+                         progress=False, check_junction_collisions=False)
     assert result["scenario"] == "cologne1" and result["controller"] == "sumo-static"
     assert result["collisions"] == 0 and result["teleports"] == 0
     assert result["trips_completed"] == result["trips_total"] == 2015
-    assert result["mean_time_loss_s"] == pytest.approx(28.6, abs=0.1)
+    # BASELINES.md: 28.6. On this junction SUMO 1.28 takes a second trajectory in some memory
+    # layouts (29.20, see sim.sumo); any other figure (another seed: 29.15) is a failure.
+    loss = result["mean_time_loss_s"]
+    assert loss == pytest.approx(28.6, abs=0.1) or loss == pytest.approx(29.20, abs=0.005), loss
     assert result["mean_travel_time_s"] > result["mean_time_loss_s"] > result["mean_waiting_time_s"] > 0
     assert result["safety_violations"] == 0
     assert result["safety_violations_by_kind"] == {"conflicting_green": 0, "no_yellow": 0, "short_yellow": 0, "short_green": 0}
@@ -348,6 +371,23 @@ def test_run_builtin_cologne1_static_matches_baseline(tmp_path: Path, cache: Pat
     logged = ET.parse(tmp_path / "tls.xml").getroot().findall("tlsState")
     assert len(logged) >= result["sim_end_s"] - sc.begin
     assert {e.get("state") for e in logged} >= {"rrrrrGGGggrrrrrGGGgg"}
+
+
+@pytest.mark.sumo
+@needs_resco
+def test_run_builtin_counts_junction_collisions(tmp_path: Path, cache: Path) -> None:
+    """With junction collision checks (run_builtin's default) SUMO's own collisions on cologne1 show up."""
+    from sim.builtin import run_builtin
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(RESCO / "cologne1" / "cologne1.sumocfg")
+    result = run_builtin(sc, "sumo-static", outdir=tmp_path / "out", tls_states=None, progress=False)
+    # the rebuilt cluster junction lets vehicles waiting inside it overlap (25 in SUMO 1.28);
+    # SUMO's default collision action teleports one vehicle per collision
+    assert result["collisions"] > 0
+    assert result["teleports"] == result["collisions"]
+    assert result["safety_violations"] == 0  # the signals were not the cause
+    assert result["trips_completed"] == result["trips_total"]
 
 
 @pytest.mark.sumo
