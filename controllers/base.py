@@ -13,7 +13,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 from numba import njit
 
-from network.compiled import CompiledNetwork, csr
+from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
 
 
@@ -55,13 +55,3 @@ def movement_shares(net: CompiledNetwork) -> tuple[np.ndarray, np.ndarray]:
     n_into = np.bincount(net.move_out_lane[signalised], minlength=net.n_lanes)
     return (1.0 / np.maximum(n_from[net.move_in_lane], 1), 1.0 / np.maximum(n_into[net.move_out_lane], 1))
 
-
-def phase_cover(net: CompiledNetwork) -> tuple[np.ndarray, np.ndarray]:
-    """CSR over phases: the phases of the same signal whose links are all green in this one."""
-    links = [set(net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]].tolist())
-             for p in range(net.n_phases)]
-    rows = []
-    for p in range(net.n_phases):
-        t = net.phase_tls[p]
-        rows.append([q for q in range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])) if links[q] <= links[p]])
-    return csr(rows)

@@ -5,8 +5,9 @@ minus the vehicles on their exit lanes (a shared lane's vehicles split evenly am
 movements, see ``controllers.base.phase_pressure``). Each signal keeps its phase for at least
 ``min_hold_s`` of full green, then switches to the phase of highest pressure when that is
 higher than its own; it always switches after ``max_green_s`` if another phase has demand, and
-never switches to a phase with no vehicles waiting. A phase with vehicles waiting that has not
-been shown for ``max_wait_s`` goes first, whatever the pressures (no movement starves). While a
+never switches to a phase with no vehicles waiting. When vehicles wait at a link that has not
+been green for ``max_wait_s``, the phase of highest pressure among those serving that link (the
+longest-waiting one) goes next, whatever the other pressures: no movement starves. While a
 change is in progress (yellow, red clearance) the target stays put.
 """
 
@@ -18,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from controllers.base import movement_shares, phase_cover, phase_pressure
+from controllers.base import movement_shares, phase_pressure
 from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
 
@@ -32,9 +33,9 @@ class MaxPressureConfig:
 
 @njit(cache=True)
 def _max_pressure(now_ns, lane_w, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr,
-                  link_move_idx, move_in, move_out, move_in_share, move_out_share, cover_ptr, cover_idx,
-                  active_phase, active_since_ns, hold_ns, max_green_ns, max_wait_ns, served_ns, pressure,
-                  demand, target):
+                  link_move_idx, move_in, move_out, move_in_share, move_out_share, tls_link_ptr,
+                  active_phase, active_since_ns, hold_ns, max_green_ns, max_wait_ns, link_served_ns,
+                  pressure, demand, target):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
@@ -55,18 +56,30 @@ def _max_pressure(now_ns, lane_w, tls_phase_ptr, phase_link_ptr, phase_link_idx,
             continue
         if active_phase[t] != cur:
             continue  # the change to ``cur`` is still under way
-        for k in range(cover_ptr[cur], cover_ptr[cur + 1]):
-            served_ns[cover_idx[k]] = now_ns  # every phase whose links are all green now is served
+        for k in range(phase_link_ptr[cur], phase_link_ptr[cur + 1]):
+            link_served_ns[phase_link_idx[k]] = now_ns
         age = now_ns - active_since_ns[t]
         if age < hold_ns:
             continue
-        oldest = -1
-        for p in range(p0, p1):
-            if demand[p] > 0.0 and now_ns - served_ns[p] >= max_wait_ns and (
-                    oldest < 0 or served_ns[p] < served_ns[oldest]):
-                oldest = p
-        if oldest >= 0:
-            target[t] = oldest
+        starved = -1  # the link with vehicles waiting that has gone longest without green
+        for link in range(tls_link_ptr[t], tls_link_ptr[t + 1]):
+            if now_ns - link_served_ns[link] < max_wait_ns:
+                continue
+            if starved >= 0 and link_served_ns[link] >= link_served_ns[starved]:
+                continue
+            for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
+                if lane_w[move_in[link_move_idx[j]]] > 0.0:
+                    starved = link
+                    break
+        if starved >= 0:
+            best = -1
+            for p in range(p0, p1):
+                for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
+                    if phase_link_idx[k] == starved:
+                        if best < 0 or pressure[p] > pressure[best]:
+                            best = p
+                        break
+            target[t] = best
             continue
         best = -1
         for p in range(p0, p1):
@@ -85,8 +98,7 @@ class MaxPressure:
         self.net = net
         self.config = config or MaxPressureConfig()
         self._in_share, self._out_share = movement_shares(net)
-        self._cover_ptr, self._cover_idx = phase_cover(net)
-        self._served_ns = np.zeros(net.n_phases, dtype=np.int64)
+        self._link_served_ns = np.zeros(net.n_links, dtype=np.int64)
         self._started = False
         self._pressure = np.zeros(net.n_phases)
         self._demand = np.zeros(net.n_phases)
@@ -95,12 +107,12 @@ class MaxPressure:
                now_ns: int, target_phase: np.ndarray) -> None:
         net, c = self.net, self.config
         if self._started is False:
-            self._served_ns[:] = now_ns  # waiting starts when the controller does
+            self._link_served_ns[:] = now_ns  # waiting starts when the controller does
             self._started = True
         _max_pressure(
             np.int64(now_ns), state.lane_vehicles, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
             net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,
-            self._out_share, self._cover_ptr, self._cover_idx, active_phase, active_since_ns,
+            self._out_share, net.tls_link_ptr, active_phase, active_since_ns,
             np.int64(c.min_hold_s * 1e9), np.int64(c.max_green_s * 1e9), np.int64(c.max_wait_s * 1e9),
-            self._served_ns, self._pressure, self._demand, target_phase,
+            self._link_served_ns, self._pressure, self._demand, target_phase,
         )

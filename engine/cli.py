@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, controller=args.controller, clock=args.clock)
-        net = compile_network(args.net)
+        net = compile_network(args.net, permissive_turns=cfg.network.permissive_turns)
         engine = Engine(net, cfg)
     except (ValueError, NetworkError) as exc:
         print(f"traffic-engine serve: {exc}", file=sys.stderr)

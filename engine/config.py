@@ -20,6 +20,14 @@ class Endpoints(_Conf):
     operators: str = "tcp://127.0.0.1:7704"
 
 
+class NetworkParams(_Conf):
+    """How the network file is read. ``permissive_turns = false``: turns that give way to
+    oncoming traffic in the network's program become protected-only (their crossing foes
+    conflict), which trades capacity for no vehicle ever waiting inside the junction."""
+
+    permissive_turns: bool = True
+
+
 class SafetyTimings(_Conf):
     min_green_s: float = 5.0
     yellow_s: float = 3.0
@@ -53,6 +61,7 @@ class EngineConfig(_Conf):
     detectors: str | None = None  # inventory JSON; default: loops and cameras on every signal approach
     heartbeat_s: float = 1.0
     endpoints: Endpoints = Endpoints()
+    network: NetworkParams = NetworkParams()
     safety: SafetyTimings = SafetyTimings()
     max_pressure: MaxPressureParams = MaxPressureParams()
     fixed_time: FixedTimeParams = FixedTimeParams()

@@ -109,9 +109,11 @@ class CompiledNetwork:
         return out
 
 
-def compile_network(graph_or_path: nx.DiGraph | str | Path) -> CompiledNetwork:
-    """Compile a graph from :func:`read_sumo_net` (or a ``.net.xml`` path) to arrays."""
-    g = graph_or_path if isinstance(graph_or_path, nx.DiGraph) else read_sumo_net(graph_or_path)
+def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns: bool = True) -> CompiledNetwork:
+    """Compile a graph from :func:`read_sumo_net` (or a ``.net.xml`` path, read with
+    ``permissive_turns``) to arrays."""
+    g = (graph_or_path if isinstance(graph_or_path, nx.DiGraph)
+         else read_sumo_net(graph_or_path, permissive_turns=permissive_turns))
     junction_ids = tuple(g.nodes)
     junction_index = {j: i for i, j in enumerate(junction_ids)}
     edges = g.graph["edges"]
@@ -215,3 +217,8 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path) -> CompiledNetwork:
         tls_index=tls_index,
         junction_index=junction_index,
     )
+
+
+def signal_junctions(net: CompiledNetwork) -> set[str]:
+    """Ids of the junctions some signal controls."""
+    return {j for sig in net.graph.graph["signals"].values() for j in sig["junctions"]}

@@ -34,8 +34,13 @@ class NetworkError(ValueError):
     """A network file that cannot be used, with the reason."""
 
 
-def read_sumo_net(path: str | Path) -> nx.DiGraph:
-    """Read ``path`` (a SUMO ``.net.xml``) into a DiGraph, with signals, conflicts and phases."""
+def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGraph:
+    """Read ``path`` (a SUMO ``.net.xml``) into a DiGraph, with signals, conflicts and phases.
+
+    ``permissive_turns=False`` makes every pair of crossing foes a conflict, even where the
+    network's program lets one give way to the other (a left turn against oncoming traffic):
+    such turns then only go on their own, protected, and phases that mixed them are split.
+    """
     path = Path(path)
     if not path.is_file():
         raise NetworkError(f"network file not found: {path}")
@@ -44,7 +49,7 @@ def read_sumo_net(path: str | Path) -> nx.DiGraph:
     except Exception as exc:  # sumolib raises plain SAX errors
         raise NetworkError(f"cannot read SUMO network {path}: {exc}") from exc
 
-    g = nx.DiGraph(name=path.name, source=str(path))
+    g = nx.DiGraph(name=path.name, source=str(path), permissive_turns=permissive_turns)
     for node in net.getNodes():
         x, y = node.getCoord()
         g.add_node(node.getID(), x=float(x), y=float(y), type=node.getType(), tls=None)
@@ -93,7 +98,7 @@ def read_sumo_net(path: str | Path) -> nx.DiGraph:
                 link = conn.getTLLinkIndex() if tls else -1
                 node = edge.getToNode()
                 if tls is not None and link >= 0:
-                    link_conns.setdefault((tls, link), []).append((node, node.getLinkIndex(conn)))
+                    link_conns.setdefault((tls, link), []).append((node, node.getLinkIndex(conn), to_lane.getID()))
                 if lane.getID() in lanes and to_lane.getID() in lanes:
                     movements.append(
                         {
@@ -116,7 +121,7 @@ def read_sumo_net(path: str | Path) -> nx.DiGraph:
         n_links = max(n_links, 1 + max((li for _, _, li in tl.getConnections()), default=-1))
         if n_links == 0:
             continue
-        signals[tls_id] = _signal(tls_id, n_links, programs, link_conns)
+        signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns)
         for j in signals[tls_id]["junctions"]:
             g.nodes[j]["tls"] = tls_id
 
@@ -124,24 +129,33 @@ def read_sumo_net(path: str | Path) -> nx.DiGraph:
     return g
 
 
-def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: dict) -> dict:
+def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: dict,
+            permissive_turns: bool = True) -> dict:
     """Conflicts, yields and phases of one signal, from its junctions' right-of-way tables."""
     conns = {i: link_conns.get((tls_id, i), []) for i in range(n_links)}
-    junctions = sorted({node.getID() for cs in conns.values() for node, _ in cs})
+    junctions = sorted({node.getID() for cs in conns.values() for node, _, _ in cs})
 
     def foes(a: int, b: int) -> bool:
         return any(
             na is nb and ia >= 0 and ib >= 0 and na.areFoes(ia, ib)
-            for na, ia in conns[a]
-            for nb, ib in conns[b]
+            for na, ia, _ in conns[a]
+            for nb, ib, _ in conns[b]
+        )
+
+    def crossing(a: int, b: int) -> bool:
+        """Foes whose paths cross (not merely merge into the same lane)."""
+        return any(
+            na is nb and ia >= 0 and ib >= 0 and na.areFoes(ia, ib) and la != lb
+            for na, ia, la in conns[a]
+            for nb, ib, lb in conns[b]
         )
 
     def yields(a: int, b: int) -> bool:
         """Link ``a`` must give way to link ``b`` when both are green."""
         return any(
             na is nb and ia >= 0 and ib >= 0 and na._prohibits[ia][-(ib + 1)] == "1"
-            for na, ia in conns[a]
-            for nb, ib in conns[b]
+            for na, ia, _ in conns[a]
+            for nb, ib, _ in conns[b]
         )
 
     states = [s.ljust(n_links, "r") for p in programs for s in p]
@@ -157,7 +171,7 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
     for a, b in itertools.combinations(range(n_links), 2):
         if not foes(a, b):
             continue
-        if (a, b) not in together:
+        if (a, b) not in together or (not permissive_turns and crossing(a, b)):
             conflicts.append((a, b))
         if yields(a, b):
             yield_pairs.append((a, b))
@@ -169,9 +183,12 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
     for s in states:
         if "y" in s or "u" in s:  # a transition, not a phase to hold
             continue
+        # split in link order: SUMO numbers links by approach, so a split phase serves whole
+        # approaches, and a lane shared by a through and a turn is never half served
         green = [i for i, ch in enumerate(s) if ch in _GREEN]
-        if green and green not in phases:
-            phases.append(green)
+        for group in _conflict_free_groups(green, conflict_set):
+            if group not in phases:
+                phases.append(group)
     served = {i for p in phases for i in p}
     for i in range(n_links):
         if i in served or not conns[i]:
@@ -189,6 +206,7 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
     return {
         "n_links": n_links,
         "junctions": junctions,
+        "permissive_turns": permissive_turns,
         "conflicts": conflicts,
         "yields": yield_pairs,
         "permissive": sorted(set(range(n_links)) - shown_major),
@@ -196,3 +214,16 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
         "phases": phases,
         "programs": programs,
     }
+
+
+def _conflict_free_groups(links: list[int], conflicts: set[tuple[int, int]]) -> list[list[int]]:
+    """Split ``links`` greedily, in order, into groups without a conflicting pair."""
+    groups: list[list[int]] = []
+    for i in links:
+        for g in groups:
+            if all((min(i, j), max(i, j)) not in conflicts for j in g):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from network.compiled import compile_network
+from network.compiled import compile_network, signal_junctions
 from sim.additional import write_additional
 from sim.baselines import SUMO_CONTROLLERS, normalize_net, rebuild_net
 from sim.monitor import ConflictMonitor
-from sim.outcomes import read_statistics
+from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
 from sim.scenario import Scenario
 from sim.sumo import Sumo
@@ -78,7 +78,8 @@ def run_builtin(
     wall0 = time.perf_counter()
     sim = Sumo(net_path, scenario.routes, begin=scenario.begin, end=scenario.end,
                additional=additional, outdir=outdir, api=api,
-               check_junction_collisions=check_junction_collisions)
+               check_junction_collisions=check_junction_collisions,
+               extra_args=["--collision-output", str(outdir / "collisions.xml")])
     with sim:
         order = {tls: k for k, tls in enumerate(sim.tls_ids())}
         missing = [t for t in net.tls_ids if t not in order]
@@ -106,6 +107,7 @@ def run_builtin(
         "scenario": scenario.name,
         "controller": controller,
         **outcomes.as_dict(),
+        "collisions_where": read_collisions(outdir / "collisions.xml", signal_junctions(net)),
         "safety_violations": monitor.total,
         "safety_violations_by_kind": monitor.by_kind(),
         "sim_end_s": sim_end,

@@ -23,14 +23,14 @@ import msgspec
 from controllers import CONTROLLERS
 from engine.client import OperatorClient, OperatorError
 from engine.config import Endpoints, dump_config, load_config
-from network.compiled import compile_network
+from network.compiled import compile_network, signal_junctions
 from network.layout import default_layout, save_layout
 from network.sumo_net import NetworkError
 from sim.additional import write_additional
 from sim.baselines import SUMO_CONTROLLERS, normalize_net
 from sim.bridge import Bridge, BridgeError
 from sim.monitor import ConflictMonitor
-from sim.outcomes import read_statistics
+from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
 from sim.scenario import Scenario, ScenarioError, load_scenario
 from sim.sumo import Sumo
@@ -132,8 +132,12 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict."""
     wall0 = time.perf_counter()
     try:
+        base = load_config(config)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from exc
+    try:
         net_path = normalize_net(sc.net)
-        net = compile_network(net_path)
+        net = compile_network(net_path, permissive_turns=base.network.permissive_turns)
     except (NetworkError, OSError, RuntimeError) as exc:
         raise EvaluationError(f"cannot use network {sc.net}: {exc}") from exc
     if net.n_tls == 0:
@@ -141,10 +145,6 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     specs = default_layout(net)
     inventory = outdir / "detectors.json"
     save_layout(specs, inventory)
-    try:
-        base = load_config(config)
-    except ValueError as exc:
-        raise EvaluationError(str(exc)) from exc
     cfg = msgspec.structs.replace(
         base, controller=controller, clock="sim", detectors=str(inventory),
         endpoints=Endpoints(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*",
@@ -198,6 +198,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "scenario": sc.name,
         "controller": controller,
         **out.as_dict(),
+        "collisions_where": read_collisions(outdir / "collisions.xml", signal_junctions(net)),
         "safety_violations": monitor.total,
         "safety_violations_by_kind": dict(monitor.counts),
         "sim_end_s": sim_end,

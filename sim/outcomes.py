@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["Outcomes", "StatisticsError", "read_statistics"]
+__all__ = ["Outcomes", "StatisticsError", "read_collisions", "read_statistics"]
 
 
 class StatisticsError(ValueError):
@@ -78,3 +78,25 @@ def read_statistics(path: Path | str) -> Outcomes:
         teleports=_attr(teleports, "total", path, int) if teleports is not None else 0,
         collisions=_attr(safety, "collisions", path, int) if safety is not None else 0,
     )
+
+
+def read_collisions(path: Path | str, signal_junctions: set[str], keep: int = 10) -> dict:
+    """Where the collisions of a SUMO ``--collision-output`` file happened.
+
+    Returns ``{"at_signals": n, "elsewhere": n, "first": [...]}``: collisions inside (or on the
+    lanes right after) a signalised junction, the rest, and the first ``keep`` as dicts (time,
+    type, lane, junction). A missing file means no collision output was asked for: all zero.
+    """
+    path = Path(path)
+    out = {"at_signals": 0, "elsewhere": 0, "first": []}
+    if not path.is_file():
+        return out
+    for c in ET.parse(path).getroot().iter("collision"):
+        lane = c.get("lane", "")
+        junction = lane[1:].rsplit("_", 2)[0] if lane.startswith(":") else ""
+        where = "at_signals" if junction in signal_junctions else "elsewhere"
+        out[where] += 1
+        if len(out["first"]) < keep:
+            out["first"].append({"time_s": float(c.get("time", "nan")), "type": c.get("type"), "lane": lane,
+                                 "junction": junction or None, "signalised": where == "at_signals"})
+    return out

@@ -68,7 +68,8 @@ def phase_pressure(net, p, lane_w):
 
 
 def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green, max_wait, served):
-    """One max-pressure decision; ``served`` (phase -> last time all its links were green) is updated."""
+    """One max-pressure decision; ``served`` (link -> last time it was green in the active phase)
+    is updated."""
     for t in range(net.n_tls):
         p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
         pr = {p: phase_pressure(net, p, lane_w) for p in range(p0, p1)}
@@ -78,14 +79,18 @@ def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green
             continue
         if active[t] != cur:
             continue
-        for q in range(p0, p1):
-            if set(phase_links(net, q)) <= set(phase_links(net, cur)):
-                served[q] = now
+        for link in phase_links(net, cur):
+            served[link] = now
         if now - active_since[t] < hold:
             continue
-        starving = [p for p in range(p0, p1) if pr[p][1] > 0 and now - served[p] >= max_wait]
-        if starving:
-            target[t] = min(starving, key=lambda p: (served[p], p))
+        waiting = [link for link in signal_links(net, t)
+                   if now - served[link] >= max_wait
+                   and any(lane_w[net.move_in_lane[m]] > 0
+                           for m in net.link_move_idx[net.link_move_ptr[link]:net.link_move_ptr[link + 1]])]
+        if waiting:
+            starved = min(waiting, key=lambda link: (served[link], link))
+            serving = [p for p in range(p0, p1) if starved in phase_links(net, p)]
+            target[t] = max(serving, key=lambda p: (pr[p][0], -p))
             continue
         others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0]
         if not others:

@@ -28,7 +28,7 @@ def test_max_pressure_matches_reference(net):
     ref_target = target.tolist()
     active = np.full(net.n_tls, -1, dtype=np.int32)
     active_since = np.zeros(net.n_tls, dtype=np.int64)
-    served = [0] * net.n_phases
+    served = [0] * net.n_links
     for step in range(300):
         now = step * NS
         est.state.lane_vehicles[:] = rng.integers(0, 15, net.n_lanes) * (rng.random(net.n_lanes) < 0.7)
@@ -96,3 +96,31 @@ def test_fixed_time_runs_phases_in_order_and_replans_only_at_cycle_end(net):
     np.testing.assert_array_equal(ctl.cycle_s, first_cycle)
     for t in range(net.n_tls):
         assert seen[t] == sorted(seen[t]), seen[t]
+
+
+def test_max_pressure_serves_a_waiting_movement_within_max_wait(resco_dir):
+    """One approach is always loaded, one car waits elsewhere: it gets green by max_wait_s."""
+    net = compile_network(resco_dir / "cologne1" / "cologne1.net.xml")
+    est = Estimator(net)
+    cfg = MaxPressureConfig(min_hold_s=8, max_green_s=1e6, max_wait_s=60)
+    ctl = MaxPressure(net, cfg)
+    busy = naive.phase_links(net, 0)
+    lonely = next(link for link in naive.signal_links(net, 0) if link not in busy
+                  and net.link_move_ptr[link + 1] > net.link_move_ptr[link])
+    busy_lanes = {int(net.move_in_lane[m]) for link in busy
+                  for m in net.link_move_idx[net.link_move_ptr[link]:net.link_move_ptr[link + 1]]}
+    lonely_lane = int(net.move_in_lane[net.link_move_idx[net.link_move_ptr[lonely]]])
+    est.state.lane_vehicles[list(busy_lanes - {lonely_lane})] = 30.0
+    est.state.lane_vehicles[lonely_lane] = 1.0
+    target = np.full(1, -1, dtype=np.int32)
+    active = np.full(1, -1, dtype=np.int32)
+    since = np.zeros(1, dtype=np.int64)
+    green_at = None
+    for s in range(0, 200):
+        ctl.decide(est.state, active, since, s * NS, target)
+        if active[0] != target[0]:
+            active[0], since[0] = target[0], s * NS  # an instant change, for the test
+        if lonely in naive.phase_links(net, int(active[0])):
+            green_at = s
+            break
+    assert green_at is not None and green_at <= 60 + 1
