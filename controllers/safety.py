@@ -5,9 +5,15 @@ tick at a time, link by link, under four interlocks:
 
 - a green lasts at least ``min_green_s``;
 - green ends only through yellow, which lasts ``yellow_s``;
-- a link turns green only when it and every conflicting link have been red for
-  ``red_clearance_s`` (so a yellow never turns straight back to green);
-- so no two conflicting links are ever green (or green and yellow) together.
+- a link turns green only when it has been red for ``red_clearance_s`` (so a yellow never
+  turns straight back to green) and every conflicting link has been red for its clearance:
+  ``red_clearance_s``, or longer where the network says a vehicle can be left waiting inside
+  the junction (``CompiledNetwork.link_clearance_s``);
+- so no two conflicting links are ever green (or green and yellow) together;
+- a link that gives way to another when both are green (a permissive left turn) shows a
+  protected ``G`` only while the other has been red for the clearance time; the other may then
+  start only after the turn has gone through yellow and red clearance (or together with it), so
+  no vehicle that entered on a protected green meets oncoming traffic released under it.
 
 Links green in both the old and the new phase simply stay green. A target the signal cannot
 reach yet (a conflicting green still in its minimum) is approached as far as is safe and
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from network.compiled import CompiledNetwork
+from network.compiled import CompiledNetwork, csr
 
 RED, YELLOW, GREEN = np.int8(0), np.int8(1), np.int8(2)
 
@@ -40,8 +46,9 @@ class SafetyConfig:
 
 @njit(cache=True)
 def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, phase_link_idx,
-             link_conflict_ptr, link_conflict_idx, min_green_ns, yellow_ns, red_ns,
-             link_state, link_since_ns, want, active_phase, active_since_ns):
+             link_conflict_ptr, link_conflict_idx, link_yield_ptr, link_yield_idx, link_yielder_ptr,
+             link_yielder_idx, min_green_ns, yellow_ns, red_ns, clear_ns, link_state, link_since_ns, want,
+             active_phase, active_since_ns):
     changes = 0
     for t in range(tls_link_ptr.size - 1):
         lo = tls_link_ptr[t]
@@ -57,7 +64,13 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
         for link in range(lo, hi):
             age = now_ns - link_since_ns[link]
             s = link_state[link]
-            if s == GREEN and not want[link] and age >= min_green_ns:
+            if s == GREEN and age >= min_green_ns and not want[link]:
+                link_state[link] = YELLOW
+                link_since_ns[link] = now_ns
+                changes += 1
+            elif s == GREEN and age >= min_green_ns and _blocks_priority(
+                    link, link_yield_ptr, link_yield_idx, link_state, want):
+                # a protected turn ends through yellow before the stream it yields to starts
                 link_state[link] = YELLOW
                 link_since_ns[link] = now_ns
                 changes += 1
@@ -68,10 +81,19 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
         for link in range(lo, hi):
             if link_state[link] != RED or not want[link] or now_ns - link_since_ns[link] < red_ns:
                 continue  # (a link's own red also lasts the clearance time: no yellow -> green)
+            if _waits_for_priority(link, link_yield_ptr, link_yield_idx, link_state, want):
+                continue  # a permissive turn starts with, or after, the stream it gives way to
             clear = True
             for k in range(link_conflict_ptr[link], link_conflict_ptr[link + 1]):
                 c = link_conflict_idx[k]
-                if link_state[c] != RED or now_ns - link_since_ns[c] < red_ns:
+                if link_state[c] != RED or now_ns - link_since_ns[c] < clear_ns[c]:
+                    clear = False
+                    break
+            for k in range(link_yielder_ptr[link], link_yielder_ptr[link + 1]):
+                a = link_yielder_idx[k]  # a gives way to this link: it must not be mid-protected-green
+                if link_state[a] == GREEN and link_since_ns[a] == now_ns:
+                    continue  # starting together with this link: permissive from the first second
+                if link_state[a] != RED or now_ns - link_since_ns[a] < clear_ns[a]:
                     clear = False
                     break
             if clear:
@@ -94,6 +116,33 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
     return changes
 
 
+@njit(cache=True)
+def _blocks_priority(link, link_yield_ptr, link_yield_idx, link_state, want):
+    """Whether green ``link`` gives way to a wanted link still red (which it keeps from starting)."""
+    for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
+        b = link_yield_idx[k]
+        if want[b] and link_state[b] == RED:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _waits_for_priority(link, link_yield_ptr, link_yield_idx, link_state, want):
+    """Whether red ``link`` gives way to a wanted link not started yet (unless they give way to
+    each other: then they start together)."""
+    for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
+        b = link_yield_idx[k]
+        if want[b] and link_state[b] == RED:
+            mutual = False
+            for j in range(link_yield_ptr[b], link_yield_ptr[b + 1]):
+                if link_yield_idx[j] == link:
+                    mutual = True
+                    break
+            if not mutual:
+                return True
+    return False
+
+
 class Safety:
     """Per-link signal state and the interlocks that move it. One instance per engine."""
 
@@ -107,24 +156,33 @@ class Safety:
         self.active_phase = np.full(n_tls, -1, dtype=np.int32)
         self.active_since_ns = np.full(n_tls, start_ns, dtype=np.int64)
         self._want = np.zeros(n_links, dtype=np.bool_)
+        self._yielder_ptr, self._yielder_idx = yielders(net)
+        # what a conflicting link waits after this one turns red: the configured red clearance,
+        # or longer where the junction's geometry needs it (vehicles waiting inside it)
+        self._clear_ns = np.round(np.maximum(self.config.red_clearance_s, net.link_clearance_s) * 1e9).astype(np.int64)
+        self._now_ns = start_ns
         self._chars = np.zeros(n_links, dtype=np.uint8)
 
     def enforce(self, target_phase: np.ndarray, now_ns: int) -> int:
         """Move every signal towards ``target_phase`` (int32[n_tls], -1 = none); returns changes."""
         c, net = self.config, self.net
+        self._now_ns = now_ns
         return _enforce(
             np.int64(now_ns), target_phase, net.tls_link_ptr, net.tls_phase_ptr, net.phase_link_ptr,
-            net.phase_link_idx, net.link_conflict_ptr, net.link_conflict_idx,
+            net.phase_link_idx, net.link_conflict_ptr, net.link_conflict_idx, net.link_yield_ptr,
+            net.link_yield_idx, self._yielder_ptr, self._yielder_idx,
             np.int64(round(c.min_green_s * 1e9)), np.int64(round(c.yellow_s * 1e9)),
-            np.int64(round(c.red_clearance_s * 1e9)), self.link_state, self.link_since_ns, self._want,
+            np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self.link_state, self.link_since_ns, self._want,
             self.active_phase, self.active_since_ns,
         )
 
     def state_chars(self) -> bytes:
         """SUMO state characters of every link: y, r, s (stop), G, or g for a green that gives
-        way to a foe showing green or yellow (a yellow foe still lets vehicles through)."""
+        way to a foe showing green or yellow, or red for less than the clearance time (vehicles
+        of a yellow foe may still be crossing)."""
         net = self.net
-        _link_chars(self.link_state, net.link_yield_ptr, net.link_yield_idx, net.link_permissive,
+        _link_chars(np.int64(self._now_ns), self._clear_ns, self.link_state,
+                    self.link_since_ns, net.link_yield_ptr, net.link_yield_idx, net.link_permissive,
                     net.link_stop_on_red, self._chars)
         return self._chars.tobytes()
 
@@ -136,7 +194,7 @@ class Safety:
 
 
 @njit(cache=True)
-def _link_chars(link_state, yield_ptr, yield_idx, permissive, stop_on_red, out):
+def _link_chars(now_ns, clear_ns, link_state, link_since_ns, yield_ptr, yield_idx, permissive, stop_on_red, out):
     for link in range(link_state.size):
         s = link_state[link]
         if s == GREEN:
@@ -145,7 +203,8 @@ def _link_chars(link_state, yield_ptr, yield_idx, permissive, stop_on_red, out):
                 c = 103  # g
             else:
                 for k in range(yield_ptr[link], yield_ptr[link + 1]):
-                    if link_state[yield_idx[k]] != RED:  # a yellow foe may still send vehicles
+                    b = yield_idx[k]
+                    if link_state[b] != RED or now_ns - link_since_ns[b] < clear_ns[b]:
                         c = 103
                         break
         elif s == YELLOW:
@@ -155,3 +214,12 @@ def _link_chars(link_state, yield_ptr, yield_idx, permissive, stop_on_red, out):
         else:
             c = 114  # r
         out[link] = c
+
+
+def yielders(net) -> tuple[np.ndarray, np.ndarray]:
+    """CSR over links: the links that give way to each (the reverse of ``link_yield``)."""
+    rows: list[list[int]] = [[] for _ in range(net.n_links)]
+    for a in range(net.n_links):
+        for b in net.link_yield_idx[net.link_yield_ptr[a]:net.link_yield_ptr[a + 1]]:
+            rows[int(b)].append(a)
+    return csr(rows)

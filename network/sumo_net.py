@@ -7,7 +7,7 @@ junctions when there are parallel ones). Everything the engine compiles lives on
 - ``G.graph["lanes"]``: lane id -> ``{edge, index, length_m, speed_mps}``
 - ``G.graph["movements"]``: lane-to-lane connections ``{from_lane, to_lane, junction, tls,
   link_index, direction}`` (``tls`` is None where no signal controls the movement)
-- ``G.graph["signals"]``: signal id -> ``{n_links, junctions, conflicts, yields, permissive,
+- ``G.graph["signals"]``: signal id -> ``{n_links, junctions, conflicts, yields, permissive, clearance_s,
   stop_on_red, phases, programs}`` (``stop_on_red``: links whose red is SUMO's ``s``, a right
   turn on red after stopping)
 
@@ -45,12 +45,14 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
     if not path.is_file():
         raise NetworkError(f"network file not found: {path}")
     try:
-        net = sumolib.net.readNet(str(path), withInternal=False, withPrograms=True)
+        net = sumolib.net.readNet(str(path), withInternal=True, withPrograms=True)
     except Exception as exc:  # sumolib raises plain SAX errors
         raise NetworkError(f"cannot read SUMO network {path}: {exc}") from exc
 
     g = nx.DiGraph(name=path.name, source=str(path), permissive_turns=permissive_turns)
     for node in net.getNodes():
+        if node.getType() == "internal":
+            continue
         x, y = node.getCoord()
         g.add_node(node.getID(), x=float(x), y=float(y), type=node.getType(), tls=None)
 
@@ -90,6 +92,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
     movements = []
     # (tls, link) -> list of (node, junction-local index)
     link_conns: dict[tuple[str, int], list] = {}
+    link_clear: dict[tuple[str, int], float] = {}
     for edge in net.getEdges(withInternal=False):
         for lane in edge.getLanes():
             for conn in lane.getOutgoing():
@@ -99,6 +102,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
                 node = edge.getToNode()
                 if tls is not None and link >= 0:
                     link_conns.setdefault((tls, link), []).append((node, node.getLinkIndex(conn), to_lane.getID()))
+                    link_clear[(tls, link)] = max(link_clear.get((tls, link), 0.0), _sneaker_clearance_s(net, conn))
                 if lane.getID() in lanes and to_lane.getID() in lanes:
                     movements.append(
                         {
@@ -122,6 +126,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
         if n_links == 0:
             continue
         signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns)
+        signals[tls_id]["clearance_s"] = [round(link_clear.get((tls_id, i), 0.0), 2) for i in range(n_links)]
         for j in signals[tls_id]["junctions"]:
             g.nodes[j]["tls"] = tls_id
 
@@ -227,3 +232,36 @@ def _conflict_free_groups(links: list[int], conflicts: set[tuple[int, int]]) -> 
         else:
             groups.append([i])
     return groups
+
+
+SNEAKER_ACCEL_MPS2 = 2.6  # SUMO's default passenger car acceleration
+VEHICLE_LENGTH_M = 5.0
+
+
+def _sneaker_clearance_s(net, conn) -> float:
+    """Red clearance a link needs for a vehicle waiting inside the junction to get out.
+
+    A turn that gives way inside the junction (SUMO splits its path at an internal waiting
+    point) can leave a vehicle standing there when its green ends; it then starts from rest and
+    must cover the rest of its path and its own length before a conflicting stream may start:
+    ``sqrt(2 d / a)``. Links without an internal waiting point need no more than the default.
+    """
+    via = conn.getViaLaneID()
+    if not via:
+        return 0.0
+    rest = 0.0
+    lane = net.getLane(via)
+    for _ in range(8):  # the path's further internal pieces, after the waiting point
+        nxt = None
+        for c in lane.getOutgoing():
+            to = c.getViaLaneID() or (c.getToLane().getID() if c.getToLane().getEdge().getFunction() == "internal" else "")
+            if to:
+                nxt = net.getLane(to)
+                break
+        if nxt is None:
+            break
+        rest += nxt.getLength()
+        lane = nxt
+    if rest == 0.0:
+        return 0.0
+    return (2.0 * (rest + VEHICLE_LENGTH_M) / SNEAKER_ACCEL_MPS2) ** 0.5

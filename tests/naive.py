@@ -17,21 +17,34 @@ def conflicts_of(net, link):
     return [int(x) for x in net.link_conflict_idx[net.link_conflict_ptr[link]:net.link_conflict_ptr[link + 1]]]
 
 
+def yields_of(net, link):
+    return [int(x) for x in net.link_yield_idx[net.link_yield_ptr[link]:net.link_yield_ptr[link + 1]]]
+
+
 def enforce(net, target, state, since, active, active_since, now, min_green, yellow, red):
     """One safety step, as the module docstring of controllers.safety says it in words."""
+    yielders = {b: [a for a in range(net.n_links) if b in yields_of(net, a)] for b in range(net.n_links)}
+    clear = [max(red, round(c * 1e9)) for c in net.link_clearance_s]
     for t in range(len(target)):
         p = target[t]
         if not (net.tls_phase_ptr[t] <= p < net.tls_phase_ptr[t + 1]):
             p = -1
         want = set(phase_links(net, p)) if p >= 0 else set()
         for link in signal_links(net, t):
-            if state[link] == GREEN and link not in want and now - since[link] >= min_green:
+            if state[link] == GREEN and now - since[link] >= min_green and (
+                link not in want or any(b in want and state[b] == RED for b in yields_of(net, link))
+            ):
                 state[link], since[link] = YELLOW, now
             elif state[link] == YELLOW and now - since[link] >= yellow:
                 state[link], since[link] = RED, now
         for link in signal_links(net, t):
-            if state[link] == RED and link in want and now - since[link] >= red and all(
-                state[c] == RED and now - since[c] >= red for c in conflicts_of(net, link)
+            waits = any(b in want and state[b] == RED and link not in yields_of(net, b)
+                        for b in yields_of(net, link))
+            if state[link] == RED and link in want and now - since[link] >= red and not waits and all(
+                state[c] == RED and now - since[c] >= clear[c] for c in conflicts_of(net, link)
+            ) and all(
+                (state[a] == GREEN and since[a] == now) or (state[a] == RED and now - since[a] >= clear[a])
+                for a in yielders[link]
             ):
                 state[link], since[link] = GREEN, now
         if p >= 0 and all(state[x] == GREEN for x in want):

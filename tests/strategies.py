@@ -13,12 +13,13 @@ from network.compiled import csr
 def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]]) -> SimpleNamespace:
     """A network-like namespace with just the signal arrays the safety stage reads.
 
-    ``signals`` holds, per signal, ``(n_links, conflict pairs (a, b), phases as link lists)`` with
+    ``signals`` holds, per signal, ``(n_links, conflict pairs (a, b), phases as link lists)`` and
+    optionally yield pairs ``(a, b)`` (a gives way to b) and per-link clearance seconds;
     signal-local link numbers.
     """
     link_ptr = np.zeros(len(signals) + 1, dtype=np.int64)
-    conflicts, phases, phase_counts, phase_tls = [], [], [], []
-    for t, (n, pairs, ph) in enumerate(signals):
+    conflicts, yields, phases, phase_counts, phase_tls, clearance = [], [], [], [], [], []
+    for t, (n, pairs, ph, *rest) in enumerate(signals):
         base = int(link_ptr[t])
         link_ptr[t + 1] = base + n
         rows = [[] for _ in range(n)]
@@ -26,6 +27,11 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
             rows[a].append(base + b)
             rows[b].append(base + a)
         conflicts.extend(sorted(r) for r in rows)
+        ys = [[] for _ in range(n)]
+        for a, b in (rest[0] if rest else ()):
+            ys[a].append(base + b)
+        clearance.extend(rest[1] if len(rest) > 1 else [0.0] * n)
+        yields.extend(sorted(y) for y in ys)
         phases.extend([base + x for x in p] for p in ph)
         phase_counts.append(len(ph))
         phase_tls.extend([t] * len(ph))
@@ -34,13 +40,14 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
     n_links = int(link_ptr[-1])
     lc_ptr, lc_idx = csr(conflicts)
     pl_ptr, pl_idx = csr(phases)
-    empty_ptr, empty_idx = csr([[] for _ in range(n_links)])
+    ly_ptr, ly_idx = csr(yields)
     return SimpleNamespace(
         n_tls=len(signals), n_links=n_links, n_phases=int(phase_ptr[-1]),
         tls_link_ptr=link_ptr, tls_phase_ptr=phase_ptr, phase_tls=np.array(phase_tls, dtype=np.int32),
         phase_link_ptr=pl_ptr, phase_link_idx=pl_idx, link_conflict_ptr=lc_ptr, link_conflict_idx=lc_idx,
-        link_yield_ptr=empty_ptr, link_yield_idx=empty_idx,
+        link_yield_ptr=ly_ptr, link_yield_idx=ly_idx,
         link_permissive=np.zeros(n_links, dtype=np.bool_), link_stop_on_red=np.zeros(n_links, dtype=np.bool_),
+        link_clearance_s=np.array(clearance, dtype=np.float64),
     )
 
 
@@ -52,7 +59,10 @@ def signals(draw, max_links: int = 8):
                          .filter(lambda ab: ab[0] < ab[1]), max_size=n * (n - 1) // 2))
     phases = draw(st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True),
                            min_size=1, max_size=6))
-    return n, pairs, phases
+    yields = draw(st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
+                          .filter(lambda ab: ab[0] != ab[1] and (min(ab), max(ab)) not in pairs), max_size=n))
+    clearance = draw(st.lists(st.sampled_from([0.0, 0.0, 3.4, 5.0]), min_size=n, max_size=n))
+    return n, pairs, phases, yields, clearance
 
 
 @st.composite

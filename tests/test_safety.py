@@ -65,18 +65,35 @@ def test_every_green_lasts_min_green_and_ends_in_full_yellow(stream):
 
 @given(command_streams())
 def test_green_starts_only_after_red_clearance_of_every_conflict(stream):
-    """A link turns green only when it and each conflicting link have been red for the clearance time."""
+    """A link turns green only after its own red clearance and each conflicting link's clearance
+    (longer where the geometry asks for it)."""
     table, steps = stream
     red_since = {link: -10**18 for link in range(table.n_links)}
     for now, before, state, _ in run_stream(table, steps):
         for link in range(table.n_links):
             if before[link] != GREEN and state[link] == GREEN:
-                for c in [link, *naive.conflicts_of(table, link)]:
-                    assert before[c] == RED and (c == link or state[c] == RED)
-                    assert now - red_since[c] >= CFG.red_clearance_s * NS
+                assert before[link] == RED and now - red_since[link] >= CFG.red_clearance_s * NS
+                for c in naive.conflicts_of(table, link):
+                    assert before[c] == RED and state[c] == RED
+                    assert now - red_since[c] >= max(CFG.red_clearance_s, table.link_clearance_s[c]) * NS
         for link in range(table.n_links):
             if before[link] != RED and state[link] == RED:
                 red_since[link] = now
+
+
+@given(command_streams())
+def test_a_priority_stream_never_starts_under_a_protected_turn(stream):
+    """A link starts green only when every link that gives way to it is red past the clearance
+    (or starts with it): no vehicle committed on a protected turn meets released oncoming traffic."""
+    table, steps = stream
+    yielders = {b: [a for a in range(table.n_links) if b in naive.yields_of(table, a)] for b in range(table.n_links)}
+    for now, before, state, since in run_stream(table, steps):
+        for b in range(table.n_links):
+            if before[b] != GREEN and state[b] == GREEN:
+                for a in yielders[b]:
+                    assert before[a] == RED, (a, b)
+                    assert (state[a] == GREEN and since[a] == now
+                            or now - since[a] >= max(CFG.red_clearance_s, table.link_clearance_s[a]) * NS)
 
 
 @given(command_streams())
