@@ -4,7 +4,8 @@ Each signal runs its phases in order, one cycle after another. At the start of e
 plan is recomputed from the smoothed stop-line flows (so a plan never changes mid-cycle):
 ``y_p`` is the highest flow ratio (flow / saturation flow) among the movements phase ``p``
 serves (a shared lane's flow split evenly among its movements),
-``Y = sum(y_p)``, lost time ``L`` is one intergreen per phase, the cycle is Webster's optimum
+``Y = sum(y_p)``, lost time ``L`` is one intergreen per phase (yellow and red clearance, longer
+after a phase whose turns need more clearance), the cycle is Webster's optimum
 ``C = (1.5 L + 5) / (1 - Y)`` clamped to ``[cycle_min_s, cycle_max_s]``, and the effective green
 ``C - L`` is split in proportion to ``y_p`` (at least ``min_green_s`` each). With no flows yet,
 the split is equal.
@@ -26,7 +27,8 @@ from network.estimate import NetworkState
 @dataclass(frozen=True)
 class FixedTimeConfig:
     saturation_flow_vph: float = 1800.0  # per lane
-    intergreen_s: float = 4.0  # yellow + red clearance, lost once per phase
+    intergreen_s: float = 5.0  # yellow + red clearance, lost once per phase
+    red_clearance_s: float = 2.0  # part of the intergreen; links needing more lengthen theirs
     min_green_s: float = 5.0
     cycle_min_s: float = 40.0
     cycle_max_s: float = 120.0
@@ -50,7 +52,9 @@ def webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, li
                 y = max(y, lane_flow[move_in[m]] * move_in_share[m] / sat_flow)
         green_s[p] = y
         y_sum += y
-    lost = n * intergreen
+    lost = 0.0
+    for p in range(p0, p1):
+        lost += intergreen[p]
     y_total = min(y_sum, max_y)
     cycle = (1.5 * lost + 5.0) / (1.0 - y_total)
     cycle = min(max(cycle, cycle_min, lost + n * min_green), cycle_max)
@@ -60,7 +64,7 @@ def webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, li
         green_s[p] = max(min_green, effective * share)
     total = 0.0
     for p in range(p0, p1):
-        total += green_s[p] + intergreen
+        total += green_s[p] + intergreen[p]
     return total
 
 
@@ -83,7 +87,7 @@ def _fixed_time(now_ns, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx
         acc = 0.0
         target[t] = p1 - 1
         for p in range(p0, p1):
-            acc += green_s[p] + intergreen
+            acc += green_s[p] + intergreen[p]
             if pos < acc:
                 target[t] = p
                 break
@@ -96,6 +100,13 @@ class FixedTime:
         self.net = net
         self.config = config or FixedTimeConfig()
         self._in_share, _ = movement_shares(net)
+        # a phase's intergreen grows by what its links' clearance exceeds the default red clearance
+        extra = np.zeros(net.n_phases)
+        for p in range(net.n_phases):
+            links = net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]]
+            if links.size:
+                extra[p] = max(0.0, float(net.link_clearance_s[links].max()) - self.config.red_clearance_s)
+        self.intergreen_s = self.config.intergreen_s + extra
         self.green_s = np.zeros(net.n_phases)
         self.cycle_s = np.zeros(net.n_tls)
         self.cycle_start_ns = np.zeros(net.n_tls, dtype=np.int64)
@@ -106,6 +117,6 @@ class FixedTime:
         _fixed_time(
             np.int64(now_ns), state.lane_flow_vph, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
             net.link_move_ptr, net.link_move_idx, net.move_in_lane, self._in_share, c.saturation_flow_vph,
-            c.intergreen_s, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.max_degree_of_saturation,
+            self.intergreen_s, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.max_degree_of_saturation,
             self.green_s, self.cycle_start_ns, self.cycle_s, target_phase,
         )

@@ -31,7 +31,8 @@ def make_controller(name: str, net: CompiledNetwork, cfg: EngineConfig) -> Contr
         s = cfg.safety
         return FixedTime(
             net,
-            FixedTimeConfig(intergreen_s=s.yellow_s + s.red_clearance_s, min_green_s=s.min_green_s,
+            FixedTimeConfig(intergreen_s=s.yellow_s + s.red_clearance_s, red_clearance_s=s.red_clearance_s,
+                            min_green_s=s.min_green_s,
                             **_fields(cfg.fixed_time)),
         )
     raise ValueError(f"unknown controller {name!r}; choose from {', '.join(sorted(CONTROLLERS))}")

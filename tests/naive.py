@@ -114,7 +114,7 @@ def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green
 
 
 def webster(net, t, lane_flow, sat, intergreen, min_green, cycle_min, cycle_max, max_y):
-    """(cycle, [green per phase]) of signal t by Webster's method."""
+    """(cycle, [green per phase]) of signal t by Webster's method; ``intergreen`` per phase."""
     phases = range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1]))
     _, n_from, _ = _movement_counts(net)
     ys = []
@@ -124,10 +124,10 @@ def webster(net, t, lane_flow, sat, intergreen, min_green, cycle_min, cycle_max,
                  for j in range(net.link_move_ptr[link], net.link_move_ptr[link + 1])]
         ys.append(max([lane_flow[a] * (1.0 / n_from[a]) / sat for a in lanes], default=0.0))
     n = len(ys)
-    lost = n * intergreen
+    lost = sum(intergreen[p] for p in phases)
     y_sum = sum(ys)
     cycle = (1.5 * lost + 5) / (1 - min(y_sum, max_y))
     cycle = min(max(cycle, cycle_min, lost + n * min_green), cycle_max)
     eff = max(cycle - lost, n * min_green)
     greens = [max(min_green, eff * (y / y_sum if y_sum > 0 else 1 / n)) for y in ys]
-    return sum(g + intergreen for g in greens), greens
+    return sum(g + intergreen[p] for g, p in zip(greens, phases)), greens

@@ -70,7 +70,7 @@ def test_webster_matches_reference(net):
     target = np.full(net.n_tls, -1, dtype=np.int32)
     ctl.decide(est.state, target, np.zeros(net.n_tls, np.int64), 0, target)
     for t in range(net.n_tls):
-        cycle, greens = naive.webster(net, t, est.state.lane_flow_vph, cfg.saturation_flow_vph, cfg.intergreen_s,
+        cycle, greens = naive.webster(net, t, est.state.lane_flow_vph, cfg.saturation_flow_vph, ctl.intergreen_s,
                                       cfg.min_green_s, cfg.cycle_min_s, cfg.cycle_max_s,
                                       cfg.max_degree_of_saturation)
         p0, p1 = net.tls_phase_ptr[t], net.tls_phase_ptr[t + 1]
