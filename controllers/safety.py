@@ -7,13 +7,16 @@ tick at a time, link by link, under four interlocks:
 - green ends only through yellow, which lasts ``yellow_s``;
 - a link turns green only when it has been red for ``red_clearance_s`` (so a yellow never
   turns straight back to green) and every conflicting link has been red for its clearance:
-  ``red_clearance_s``, or longer where the network says a vehicle can be left waiting inside
-  the junction (``CompiledNetwork.link_clearance_s``);
+  ``red_clearance_s``, or, for a turn whose green ended while it was giving way, the longer
+  time the network says a vehicle waiting inside the junction needs to get out
+  (``CompiledNetwork.link_clearance_s``);
 - so no two conflicting links are ever green (or green and yellow) together;
 - a link that gives way to another when both are green (a permissive left turn) shows a
   protected ``G`` only while the other has been red for the clearance time; the other may then
   start only after the turn has gone through yellow and red clearance (or together with it), so
-  no vehicle that entered on a protected green meets oncoming traffic released under it.
+  no vehicle that entered on a protected green meets oncoming traffic released under it;
+- a permissive turn that ends takes the greens it gives way to with it (through yellow, once
+  their minimum green is over), so vehicles waiting inside the junction can get out.
 
 Links green in both the old and the new phase simply stay green. A target the signal cannot
 reach yet (a conflicting green still in its minimum) is approached as far as is safe and
@@ -47,8 +50,8 @@ class SafetyConfig:
 @njit(cache=True)
 def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, phase_link_idx,
              link_conflict_ptr, link_conflict_idx, link_yield_ptr, link_yield_idx, link_yielder_ptr,
-             link_yielder_idx, min_green_ns, yellow_ns, red_ns, clear_ns, link_state, link_since_ns, want,
-             active_phase, active_since_ns):
+             link_yielder_idx, min_green_ns, yellow_ns, red_ns, clear_ns, link_state, link_since_ns,
+             link_long_clear, want, active_phase, active_since_ns):
     changes = 0
     for t in range(tls_link_ptr.size - 1):
         lo = tls_link_ptr[t]
@@ -64,13 +67,27 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
         for link in range(lo, hi):
             age = now_ns - link_since_ns[link]
             s = link_state[link]
-            if s == GREEN and age >= min_green_ns and not want[link]:
-                link_state[link] = YELLOW
-                link_since_ns[link] = now_ns
-                changes += 1
-            elif s == GREEN and age >= min_green_ns and _blocks_priority(
-                    link, link_yield_ptr, link_yield_idx, link_state, want):
-                # a protected turn ends through yellow before the stream it yields to starts
+            if s == GREEN and age >= min_green_ns and (not want[link] or _blocks_priority(
+                    link, link_yield_ptr, link_yield_idx, link_state, want)):
+                # (a wanted protected turn still ends, through yellow, before the stream it
+                # gives way to starts)
+                giving_way = _giving_way(now_ns, link, link_yield_ptr, link_yield_idx, link_state,
+                                         link_since_ns, red_ns)
+                if giving_way and not _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx,
+                                                        link_state, link_since_ns, min_green_ns):
+                    continue  # the stream it gives way to is in its minimum green: end together later
+                if giving_way:
+                    # a permissive turn ends together with the greens it gives way to, or
+                    # turners waiting inside the junction could never get out
+                    for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
+                        b = link_yield_idx[k]
+                        if link_state[b] == GREEN and not _yields_to(b, link, link_yield_ptr, link_yield_idx):
+                            link_long_clear[b] = _giving_way(now_ns, b, link_yield_ptr, link_yield_idx,
+                                                             link_state, link_since_ns, red_ns)
+                            link_state[b] = YELLOW
+                            link_since_ns[b] = now_ns
+                            changes += 1
+                link_long_clear[link] = giving_way
                 link_state[link] = YELLOW
                 link_since_ns[link] = now_ns
                 changes += 1
@@ -86,14 +103,14 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
             clear = True
             for k in range(link_conflict_ptr[link], link_conflict_ptr[link + 1]):
                 c = link_conflict_idx[k]
-                if link_state[c] != RED or now_ns - link_since_ns[c] < clear_ns[c]:
+                if link_state[c] != RED or now_ns - link_since_ns[c] < (clear_ns[c] if link_long_clear[c] else red_ns):
                     clear = False
                     break
             for k in range(link_yielder_ptr[link], link_yielder_ptr[link + 1]):
                 a = link_yielder_idx[k]  # a gives way to this link: it must not be mid-protected-green
                 if link_state[a] == GREEN and link_since_ns[a] == now_ns:
                     continue  # starting together with this link: permissive from the first second
-                if link_state[a] != RED or now_ns - link_since_ns[a] < clear_ns[a]:
+                if link_state[a] != RED or now_ns - link_since_ns[a] < (clear_ns[a] if link_long_clear[a] else red_ns):
                     clear = False
                     break
             if clear:
@@ -114,6 +131,36 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
             active_phase[t] = -1
             active_since_ns[t] = now_ns
     return changes
+
+
+@njit(cache=True)
+def _giving_way(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, red_ns):
+    """Whether ``link`` is green only by giving way (a foe it yields to is not red, or only just
+    red): its vehicles may then be waiting inside the junction when it ends."""
+    for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
+        b = link_yield_idx[k]
+        if link_state[b] != RED or now_ns - link_since_ns[b] < red_ns:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _yields_to(a, b, link_yield_ptr, link_yield_idx):
+    for k in range(link_yield_ptr[a], link_yield_ptr[a + 1]):
+        if link_yield_idx[k] == b:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, min_green_ns):
+    """Whether every green that ``link`` gives way to (but not back) is past its minimum green."""
+    for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
+        b = link_yield_idx[k]
+        if (link_state[b] == GREEN and now_ns - link_since_ns[b] < min_green_ns
+                and not _yields_to(b, link, link_yield_ptr, link_yield_idx)):
+            return False
+    return True
 
 
 @njit(cache=True)
@@ -156,6 +203,7 @@ class Safety:
         self.active_phase = np.full(n_tls, -1, dtype=np.int32)
         self.active_since_ns = np.full(n_tls, start_ns, dtype=np.int64)
         self._want = np.zeros(n_links, dtype=np.bool_)
+        self._long_clear = np.zeros(n_links, dtype=np.bool_)  # ended while giving way
         self._yielder_ptr, self._yielder_idx = yielders(net)
         # what a conflicting link waits after this one turns red: the configured red clearance,
         # or longer where the junction's geometry needs it (vehicles waiting inside it)
@@ -172,7 +220,8 @@ class Safety:
             net.phase_link_idx, net.link_conflict_ptr, net.link_conflict_idx, net.link_yield_ptr,
             net.link_yield_idx, self._yielder_ptr, self._yielder_idx,
             np.int64(round(c.min_green_s * 1e9)), np.int64(round(c.yellow_s * 1e9)),
-            np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self.link_state, self.link_since_ns, self._want,
+            np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self.link_state, self.link_since_ns,
+            self._long_clear, self._want,
             self.active_phase, self.active_since_ns,
         )
 

@@ -21,10 +21,10 @@ def yields_of(net, link):
     return [int(x) for x in net.link_yield_idx[net.link_yield_ptr[link]:net.link_yield_ptr[link + 1]]]
 
 
-def enforce(net, target, state, since, active, active_since, now, min_green, yellow, red):
+def enforce(net, target, state, since, active, active_since, now, min_green, yellow, red, long_clear):
     """One safety step, as the module docstring of controllers.safety says it in words."""
     yielders = {b: [a for a in range(net.n_links) if b in yields_of(net, a)] for b in range(net.n_links)}
-    clear = [max(red, round(c * 1e9)) for c in net.link_clearance_s]
+    clear = [max(red, round(c * 1e9)) if long_clear[i] else red for i, c in enumerate(net.link_clearance_s)]
     for t in range(len(target)):
         p = target[t]
         if not (net.tls_phase_ptr[t] <= p < net.tls_phase_ptr[t + 1]):
@@ -34,6 +34,15 @@ def enforce(net, target, state, since, active, active_since, now, min_green, yel
             if state[link] == GREEN and now - since[link] >= min_green and (
                 link not in want or any(b in want and state[b] == RED for b in yields_of(net, link))
             ):
+                giving_way = any(state[b] != RED or now - since[b] < red for b in yields_of(net, link))
+                priority = [b for b in yields_of(net, link) if state[b] == GREEN and link not in yields_of(net, b)]
+                if giving_way and any(now - since[b] < min_green for b in priority):
+                    continue
+                if giving_way:
+                    for b in priority:
+                        long_clear[b] = any(state[x] != RED or now - since[x] < red for x in yields_of(net, b))
+                        state[b], since[b] = YELLOW, now
+                long_clear[link] = giving_way
                 state[link], since[link] = YELLOW, now
             elif state[link] == YELLOW and now - since[link] >= yellow:
                 state[link], since[link] = RED, now
