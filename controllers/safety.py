@@ -179,14 +179,8 @@ def _waits_for_priority(link, link_yield_ptr, link_yield_idx, link_state, want):
     each other: then they start together)."""
     for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
         b = link_yield_idx[k]
-        if want[b] and link_state[b] == RED:
-            mutual = False
-            for j in range(link_yield_ptr[b], link_yield_ptr[b + 1]):
-                if link_yield_idx[j] == link:
-                    mutual = True
-                    break
-            if not mutual:
-                return True
+        if want[b] and link_state[b] == RED and not _yields_to(b, link, link_yield_ptr, link_yield_idx):
+            return True
     return False
 
 
