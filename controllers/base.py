@@ -54,4 +54,3 @@ def movement_shares(net: CompiledNetwork) -> tuple[np.ndarray, np.ndarray]:
     n_from = np.bincount(net.move_in_lane[signalised], minlength=net.n_lanes)
     n_into = np.bincount(net.move_out_lane[signalised], minlength=net.n_lanes)
     return (1.0 / np.maximum(n_from[net.move_in_lane], 1), 1.0 / np.maximum(n_into[net.move_out_lane], 1))
-

@@ -106,7 +106,7 @@ class MaxPressure:
     def decide(self, state: NetworkState, active_phase: np.ndarray, active_since_ns: np.ndarray,
                now_ns: int, target_phase: np.ndarray) -> None:
         net, c = self.net, self.config
-        if self._started is False:
+        if not self._started:
             self._link_served_ns[:] = now_ns  # waiting starts when the controller does
             self._started = True
         _max_pressure(

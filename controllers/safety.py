@@ -103,14 +103,14 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
             clear = True
             for k in range(link_conflict_ptr[link], link_conflict_ptr[link + 1]):
                 c = link_conflict_idx[k]
-                if link_state[c] != RED or now_ns - link_since_ns[c] < (clear_ns[c] if link_long_clear[c] else red_ns):
+                if not _red_cleared(now_ns, c, link_state, link_since_ns, link_long_clear, clear_ns, red_ns):
                     clear = False
                     break
             for k in range(link_yielder_ptr[link], link_yielder_ptr[link + 1]):
                 a = link_yielder_idx[k]  # a gives way to this link: it must not be mid-protected-green
                 if link_state[a] == GREEN and link_since_ns[a] == now_ns:
                     continue  # starting together with this link: permissive from the first second
-                if link_state[a] != RED or now_ns - link_since_ns[a] < (clear_ns[a] if link_long_clear[a] else red_ns):
+                if not _red_cleared(now_ns, a, link_state, link_since_ns, link_long_clear, clear_ns, red_ns):
                     clear = False
                     break
             if clear:
@@ -131,6 +131,13 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
             active_phase[t] = -1
             active_since_ns[t] = now_ns
     return changes
+
+
+@njit(cache=True)
+def _red_cleared(now_ns, link, link_state, link_since_ns, link_long_clear, clear_ns, red_ns):
+    """Whether ``link`` has been red for its clearance: the long one if it ended giving way."""
+    need = clear_ns[link] if link_long_clear[link] else red_ns
+    return link_state[link] == RED and now_ns - link_since_ns[link] >= need
 
 
 @njit(cache=True)

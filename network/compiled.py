@@ -153,7 +153,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
             yields[base + a].append(base + b)
         permissive[[base + i for i in sig["permissive"]]] = True
         stop_on_red[[base + i for i in sig["stop_on_red"]]] = True
-        clearance[base:base + sig["n_links"]] = sig.get("clearance_s", [0.0] * sig["n_links"])
+        clearance[base:base + sig["n_links"]] = sig["clearance_s"]
         for p in sig["phases"]:
             phases.append([base + i for i in p])
             phase_tls.append(t)

@@ -90,7 +90,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
             g.add_edge(u, v, **data)
 
     movements = []
-    # (tls, link) -> list of (node, junction-local index)
+    # (tls, link) -> list of (node, junction-local index, to-lane id); and its clearance need
     link_conns: dict[tuple[str, int], list] = {}
     link_clear: dict[tuple[str, int], float] = {}
     for edge in net.getEdges(withInternal=False):

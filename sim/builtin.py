@@ -81,11 +81,7 @@ def run_builtin(
                check_junction_collisions=check_junction_collisions,
                extra_args=["--collision-output", str(outdir / "collisions.xml")])
     with sim:
-        order = {tls: k for k, tls in enumerate(sim.tls_ids())}
-        missing = [t for t in net.tls_ids if t not in order]
-        if missing:
-            raise RuntimeError(f"signals of {net_path.name} unknown to SUMO: {missing[:5]}")
-        perm = [order[t] for t in net.tls_ids]
+        perm = sim.signal_order(net.tls_ids)
         states = sim.tls_states()
         monitor.observe(sim.time, [states[k] for k in perm])
         while not sim.done():

@@ -167,8 +167,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
             bridge = Bridge(sumo, net, specs, engine.endpoints)
             try:
                 sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
-                order = {tls: k for k, tls in enumerate(sumo.tls_ids())}
-                perm = [order[t] for t in net.tls_ids]  # SUMO's signal order -> the network's
+                perm = sumo.signal_order(net.tls_ids)  # SUMO's signal order -> the network's
                 bridge.register()
                 first = True
                 while True:

@@ -470,6 +470,14 @@ class Sumo:
         self._live()
         return self._tls_ids
 
+    def signal_order(self, tls_ids: Sequence[str]) -> list[int]:
+        """Positions in :meth:`tls_states` of the signals ``tls_ids``, in that order."""
+        order = {tls: k for k, tls in enumerate(self.tls_ids())}
+        missing = [t for t in tls_ids if t not in order]
+        if missing:
+            raise SumoError(f"signals unknown to SUMO ({self.net.name}): {missing[:5]}")
+        return [order[t] for t in tls_ids]
+
     def tls_states(self) -> list[str]:
         """Current state string of every signal (SUMO link order), including states just set."""
         c = self._live()
