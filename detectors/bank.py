@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 
-from detectors.messages import Batch, CameraReading, Clock, LoopReading, decode
+from detectors.fastpath import NO_TIME, REASONS, IdTable, LoopState, absorb_loop_arrays, absorb_loop_frames
+from detectors.messages import (COUNT_DTYPE, OCC_DTYPE, SPEED_DTYPE, Batch, CameraReading, Clock, IngestMessage,
+                                LoopBulk, LoopReading, Roster, decode)
 from network.compiled import CompiledNetwork
 from network.layout import DetectorSpec
 
@@ -35,6 +38,13 @@ class IngestLimits:
     max_future_s: float = 5.0  # readings stamped further ahead of the engine clock are skewed
     max_age_s: float = 300.0  # readings older than this are late
     max_interval_s: float = 3600.0
+    max_sources: int = 100_000  # sources whose batch/bulk sequence numbers are tracked
+    max_rosters: int = 100_000
+
+
+def _clip64(x: int) -> int:
+    """msgspec takes integers up to 2**64 - 1; the kernels hold int64."""
+    return max(-(1 << 63), min(x, (1 << 63) - 1))
 
 
 @dataclass
@@ -96,17 +106,21 @@ class DetectorBank:
         )
 
         n_loops, n_slots = len(loop_lane), len(cam_lanes)
-        self._loop_count = np.zeros(n_loops)
-        self._loop_occ_time = np.zeros(n_loops)  # occupancy x interval, summed
-        self._loop_time = np.zeros(n_loops)
-        self._loop_speed_sum = np.zeros(n_loops)
-        self._loop_speed_n = np.zeros(n_loops)
+        self.loop_ids = [spec.id for spec in specs if spec.kind == "loop"]
+        self._id_table = IdTable.build(self.loop_ids)
+        self.loops = LoopState(n_loops)
+        self._lim = np.array([self.limits.max_interval_s, self.limits.max_future_s * 1e9,
+                              self.limits.max_age_s * 1e9])
         self._cam_vehicles = np.full(n_slots, np.nan)
         self._cam_queue = np.full(n_slots, np.nan)
-        self._last_seq: dict[str, int] = {}
+        self._cam_last_seq = np.full(len(cam_range), -1, dtype=np.int64)
+        self._cam_last_ts = np.full(len(cam_range), NO_TIME, dtype=np.int64)
+        self._source_seq: dict[tuple[str, str], int] = {}  # (kind, source) -> last batch/bulk seq
+        self._rosters: dict[tuple[str, int], np.ndarray] = {}  # (source, roster) -> loop indices
 
-        self.accepted = 0
-        self.rejected: Counter[str] = Counter()
+        self._py_accepted = 0
+        self._py_rejected: Counter[str] = Counter()
+        self._logged: Counter[str] = Counter()
         self.watermark_ns: int | None = None
 
     @property
@@ -117,13 +131,71 @@ class DetectorBank:
     def n_cameras(self) -> int:
         return self.camera_range_m.size
 
+    @property
+    def accepted(self) -> int:
+        """Readings accepted so far (a camera reading counts once, a bulk message per loop)."""
+        return self._py_accepted + int(self.loops.accepted[0])
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Readings (and frames that were not readings at all) rejected so far, by reason."""
+        out = Counter(self._py_rejected)
+        for code, n in enumerate(self.loops.rejected.tolist()):
+            if n:
+                out[REASONS[code]] += n
+        return out
+
     # -- intake ---------------------------------------------------------------------------
 
-    def reject(self, reason: str, detail: str = "") -> None:
-        self.rejected[reason] += 1
-        n = self.rejected[reason]
-        if n <= 10 or n & (n - 1) == 0:  # the first ten, then at powers of two
-            log.warning("rejected reading (%s, %d so far): %s", reason, n, detail[:200])
+    def reject(self, reason: str, detail: str = "", n: int = 1) -> None:
+        self._py_rejected[reason] += n
+        self._log_rejection(reason, self.rejected[reason], detail)
+
+    def _log_rejection(self, reason: str, total: int, detail: str) -> None:
+        """Log the first ten of each reason, then whenever the count passes a power of two."""
+        before = self._logged[reason]
+        if total == before:
+            return
+        self._logged[reason] = total
+        if before < 10 or total.bit_length() > before.bit_length():
+            log.warning("rejected reading (%s, %d so far): %s", reason, total, detail[:200])
+
+    def absorb_frames(self, frames: list[bytes], now_ns: int | None,
+                      on_clock: Callable[[Clock], int | None] | None = None) -> None:
+        """Absorb received frames in order. Plain loop readings go through the numba kernel; each
+        other frame is decoded by msgspec. A ``Clock`` frame calls ``on_clock``, which may tick the
+        engine and returns the clock to check the frames after it against."""
+        if not frames:
+            return
+        lens = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
+        offsets = np.zeros(len(frames) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        small = lens <= self.limits.max_message_bytes
+        buf = np.frombuffer(b"".join(frames) if small.all() else
+                            b"".join(f if ok else b"" for f, ok in zip(frames, small)), dtype=np.uint8)
+        if not small.all():  # oversized frames were left out of the buffer: they have length 0 there
+            offsets[1:] = np.cumsum(np.where(small, lens, 0))
+        t = self._id_table
+        st = self.loops
+        first_bad = np.full(len(REASONS), -1, dtype=np.int64)
+        k, n = 0, len(frames)
+        while k < n:
+            now = NO_TIME if now_ns is None else now_ns
+            k = absorb_loop_frames(buf, offsets, k, now, self._lim, MAX_VEH_PER_LANE_PER_S,
+                                   self.limits.max_message_bytes, t.slot_hash, t.slot_index, t.id_bytes,
+                                   t.id_ptr, first_bad, *st.arrays())
+            if k >= n:
+                break
+            clock = self.absorb_frame(frames[k], now_ns)
+            if clock is not None:
+                now_ns = on_clock(clock) if on_clock is not None else now_ns
+            k += 1
+        self._log_kernel_rejections(first_bad, lambda f: bytes(frames[f]).hex())
+
+    def _log_kernel_rejections(self, first_bad: np.ndarray, describe: Callable[[int], str]) -> None:
+        for code in np.flatnonzero(first_bad >= 0).tolist():
+            reason = REASONS[code]
+            self._log_rejection(reason, self.rejected[reason], describe(int(first_bad[code])))
 
     def absorb_frame(self, frame: bytes, now_ns: int | None) -> Clock | None:
         """Decode and absorb one ingest frame. Returns a ``Clock`` watermark if it was one.
@@ -145,14 +217,91 @@ class DetectorBank:
         self.absorb(msg, now_ns)
         return None
 
-    def absorb(self, msg: LoopReading | CameraReading | Batch, now_ns: int | None) -> None:
-        if isinstance(msg, Batch):
+    def absorb(self, msg: IngestMessage, now_ns: int | None) -> None:
+        if isinstance(msg, LoopReading):
+            self._absorb_loops([msg], now_ns)
+        elif isinstance(msg, CameraReading):
+            self._absorb_camera(msg, now_ns)
+        elif isinstance(msg, Batch):
+            n = len(msg.readings)
+            if not self._source_in_order("batch", msg.source, msg.seq, n):
+                return
+            self._absorb_loops([r for r in msg.readings if isinstance(r, LoopReading)], now_ns)
             for r in msg.readings:
-                self._absorb_one(r, now_ns)
-        else:
-            self._absorb_one(msg, now_ns)
+                if isinstance(r, CameraReading):
+                    self._absorb_camera(r, now_ns)
+        elif isinstance(msg, Roster):
+            self._add_roster(msg)
+        elif isinstance(msg, LoopBulk):
+            self._absorb_bulk(msg, now_ns)
 
-    def _absorb_one(self, r: LoopReading | CameraReading, now_ns: int | None) -> None:
+    def _source_in_order(self, kind: str, source: str, seq: int, n: int) -> bool:
+        """Batch and bulk sequence numbers per source; a replayed message rejects all it holds."""
+        if seq < 0 or not source:
+            return True
+        key = (kind, source)
+        last = self._source_seq.get(key)
+        if last is not None and seq <= last:
+            self.reject("replay", f"{kind} from {source}: seq {seq} after {last}", n)
+            return False
+        if last is None and len(self._source_seq) >= self.limits.max_sources:
+            self.reject("source_limit", f"{kind} from {source}: {self.limits.max_sources} sources known", n)
+            return False
+        self._source_seq[key] = seq
+        return True
+
+    def _absorb_loops(self, readings: list[LoopReading], now_ns: int | None) -> None:
+        if not readings:
+            return
+        idx = np.fromiter((self.loop_index.get(r.detector, -1) for r in readings), dtype=np.int64,
+                          count=len(readings))
+        ts = np.array([_clip64(r.ts_event_ns) for r in readings], dtype=np.int64)
+        interval = np.array([r.interval_s for r in readings], dtype=np.float64)
+        count = np.array([_clip64(r.count) for r in readings], dtype=np.int64)
+        occ = np.array([r.occupancy for r in readings], dtype=np.float64)
+        # no speed -> NaN; a NaN that was sent is not "no speed" but a bad value -> inf (non_finite)
+        speed = np.array([np.nan if r.speed_mps is None else (np.inf if r.speed_mps != r.speed_mps else r.speed_mps)
+                          for r in readings], dtype=np.float64)
+        seq = np.array([_clip64(r.seq) for r in readings], dtype=np.int64)
+        self._absorb_loop_arrays(idx, ts, interval, count, occ, speed, seq, now_ns,
+                                 lambda k: repr(readings[k]))
+
+    def _absorb_loop_arrays(self, idx, ts, interval, count, occ, speed, seq, now_ns, describe) -> None:
+        first_bad = np.full(len(REASONS), -1, dtype=np.int64)
+        absorb_loop_arrays(idx, ts, interval, count, occ, speed, seq, NO_TIME if now_ns is None else now_ns,
+                           self._lim, MAX_VEH_PER_LANE_PER_S, first_bad, *self.loops.arrays())
+        self._log_kernel_rejections(first_bad, describe)
+
+    def _add_roster(self, msg: Roster) -> None:
+        key = (msg.source, msg.roster)
+        if key not in self._rosters and len(self._rosters) >= self.limits.max_rosters:
+            return self.reject("roster_limit", f"{msg.source} roster {msg.roster}: {len(self._rosters)} known")
+        self._rosters[key] = np.fromiter((self.loop_index.get(d, -1) for d in msg.detectors), dtype=np.int64,
+                                         count=len(msg.detectors))
+
+    def _absorb_bulk(self, msg: LoopBulk, now_ns: int | None) -> None:
+        n = len(msg.count) // COUNT_DTYPE.itemsize
+        idx = self._rosters.get((msg.source, msg.roster))
+        if idx is None:
+            return self.reject("unknown_roster", f"{msg.source} roster {msg.roster} ({n} readings)", max(n, 1))
+        if (len(msg.count) != idx.size * COUNT_DTYPE.itemsize or len(msg.occupancy) != idx.size * OCC_DTYPE.itemsize
+                or len(msg.speed_mps) not in (0, idx.size * SPEED_DTYPE.itemsize)):
+            return self.reject("lanes_mismatch", f"{msg.source} roster {msg.roster}: columns do not match its "
+                               f"{idx.size} loops", max(idx.size, 1))
+        if not self._source_in_order("loops", msg.source, msg.seq, idx.size):
+            return
+        count = np.frombuffer(msg.count, dtype=COUNT_DTYPE).astype(np.int64)
+        occ = np.frombuffer(msg.occupancy, dtype=OCC_DTYPE).astype(np.float64)
+        if msg.speed_mps:
+            speed = np.frombuffer(msg.speed_mps, dtype=SPEED_DTYPE).astype(np.float64)
+        else:
+            speed = np.full(idx.size, np.nan)
+        m = idx.size
+        self._absorb_loop_arrays(idx, np.full(m, _clip64(msg.ts_event_ns), dtype=np.int64),
+                                 np.full(m, msg.interval_s), count, occ, speed, np.full(m, -1, dtype=np.int64),
+                                 now_ns, lambda k: f"{msg.source} roster {msg.roster} item {k}")
+
+    def _absorb_camera(self, r: CameraReading, now_ns: int | None) -> None:
         lim = self.limits
         if not (0.0 < r.interval_s <= lim.max_interval_s) or not math.isfinite(r.interval_s):
             return self.reject("bad_interval", f"{r!r}")
@@ -161,57 +310,34 @@ class DetectorBank:
                 return self.reject("clock_skew", f"{r!r} ahead of engine clock {now_ns}")
             if r.ts_event_ns < now_ns - lim.max_age_s * 1e9:
                 return self.reject("late", f"{r!r} older than {lim.max_age_s} s")
-        if isinstance(r, LoopReading):
-            i = self.loop_index.get(r.detector)
-            if i is None:
-                return self.reject("unknown_detector", r.detector)
-            if not self._check_seq(r.detector, r.seq):
-                return None
-            if not (math.isfinite(r.occupancy) and (r.speed_mps is None or math.isfinite(r.speed_mps))):
-                return self.reject("non_finite", f"{r!r}")
-            if r.count < 0 or (r.speed_mps is not None and r.speed_mps < 0):
-                return self.reject("negative", f"{r!r}")
-            if not 0.0 <= r.occupancy <= 1.0:
-                return self.reject("occupancy_range", f"{r!r}")
-            if r.count > MAX_VEH_PER_LANE_PER_S * r.interval_s + 1:
-                return self.reject("count_impossible", f"{r!r}")
-            self._loop_count[i] += r.count
-            self._loop_occ_time[i] += r.occupancy * r.interval_s
-            self._loop_time[i] += r.interval_s
-            if r.speed_mps is not None and r.count > 0:
-                self._loop_speed_sum[i] += r.speed_mps * r.count
-                self._loop_speed_n[i] += r.count
-        else:
-            c = self.camera_index.get(r.camera)
-            if c is None:
-                return self.reject("unknown_detector", r.camera)
-            lo, hi = int(self.camera_lane_ptr[c]), int(self.camera_lane_ptr[c + 1])
-            if len(r.counts) != hi - lo or len(r.queue_veh) != hi - lo:
-                return self.reject("lanes_mismatch", f"{r.camera}: expected {hi - lo} lanes")
-            counts = np.asarray(r.counts, dtype=np.float64)
-            queue = np.asarray(r.queue_veh, dtype=np.float64)
-            if not (np.isfinite(queue).all()):
-                return self.reject("non_finite", f"{r!r}")
-            if (counts < 0).any() or (queue < 0).any():
-                return self.reject("negative", f"{r!r}")
-            cap = self._cam_capacity[lo:hi]
-            if (counts > cap).any() or (queue > cap).any():
-                return self.reject("count_impossible", f"{r!r}")
-            if not self._check_seq(r.camera, r.seq):
-                return None
-            self._cam_vehicles[lo:hi] = counts
-            self._cam_queue[lo:hi] = queue
-        self.accepted += 1
-
-    def _check_seq(self, source: str, seq: int) -> bool:
-        if seq < 0:
-            return True
-        last = self._last_seq.get(source)
-        if last is not None and seq <= last:
-            self.reject("replay", f"{source} seq {seq} after {last}")
-            return False
-        self._last_seq[source] = seq
-        return True
+        c = self.camera_index.get(r.camera)
+        if c is None:
+            return self.reject("unknown_detector", r.camera)
+        if r.seq >= 0 and r.seq <= self._cam_last_seq[c]:
+            return self.reject("replay", f"{r.camera} seq {r.seq} after {self._cam_last_seq[c]}")
+        ts = _clip64(r.ts_event_ns)
+        if ts < self._cam_last_ts[c]:
+            return self.reject("out_of_order", f"{r!r}")
+        if r.seq < 0 and ts == self._cam_last_ts[c]:
+            return self.reject("duplicate", f"{r!r}")
+        lo, hi = int(self.camera_lane_ptr[c]), int(self.camera_lane_ptr[c + 1])
+        if len(r.counts) != hi - lo or len(r.queue_veh) != hi - lo:
+            return self.reject("lanes_mismatch", f"{r.camera}: expected {hi - lo} lanes")
+        counts = np.array([_clip64(x) for x in r.counts], dtype=np.float64)
+        queue = np.asarray(r.queue_veh, dtype=np.float64)
+        if not (np.isfinite(queue).all()):
+            return self.reject("non_finite", f"{r!r}")
+        if (counts < 0).any() or (queue < 0).any():
+            return self.reject("negative", f"{r!r}")
+        cap = self._cam_capacity[lo:hi]
+        if (counts > cap).any() or (queue > cap).any():
+            return self.reject("count_impossible", f"{r!r}")
+        if r.seq >= 0:
+            self._cam_last_seq[c] = _clip64(r.seq)
+        self._cam_last_ts[c] = ts
+        self._cam_vehicles[lo:hi] = counts
+        self._cam_queue[lo:hi] = queue
+        self._py_accepted += 1
 
     # -- per tick -------------------------------------------------------------------------
 
@@ -219,23 +345,24 @@ class DetectorBank:
         """Per-lane observations of the readings absorbed since the last call; resets."""
         n = self.net.n_lanes
         stop = self.loop_role == ROLE_STOP
-        seen = self._loop_time > 0
+        L = self.loops
+        seen = L.time > 0
         stop_count = np.zeros(n)
         up_count = np.zeros(n)
         stop_occ_time = np.zeros(n)
         stop_time = np.zeros(n)
         stop_seen = np.zeros(n, dtype=np.bool_)
         up_seen = np.zeros(n, dtype=np.bool_)
-        np.add.at(stop_count, self.loop_lane[stop], self._loop_count[stop])
-        np.add.at(up_count, self.loop_lane[~stop], self._loop_count[~stop])
-        np.add.at(stop_occ_time, self.loop_lane[stop], self._loop_occ_time[stop])
-        np.add.at(stop_time, self.loop_lane[stop], self._loop_time[stop])
+        np.add.at(stop_count, self.loop_lane[stop], L.count[stop])
+        np.add.at(up_count, self.loop_lane[~stop], L.count[~stop])
+        np.add.at(stop_occ_time, self.loop_lane[stop], L.occ_time[stop])
+        np.add.at(stop_time, self.loop_lane[stop], L.time[stop])
         stop_seen[self.loop_lane[stop & seen]] = True
         up_seen[self.loop_lane[~stop & seen]] = True
         speed_sum = np.zeros(n)
         speed_n = np.zeros(n)
-        np.add.at(speed_sum, self.loop_lane, self._loop_speed_sum)
-        np.add.at(speed_n, self.loop_lane, self._loop_speed_n)
+        np.add.at(speed_sum, self.loop_lane, L.speed_sum)
+        np.add.at(speed_n, self.loop_lane, L.speed_n)
         cam_veh = np.full(n, np.nan)
         cam_queue = np.full(n, np.nan)
         cam_veh[self.camera_lane_idx] = self._cam_vehicles
@@ -252,8 +379,7 @@ class DetectorBank:
                 camera_queue_veh=cam_queue,
                 interval_s=interval_s,
             )
-        for a in (self._loop_count, self._loop_occ_time, self._loop_time, self._loop_speed_sum, self._loop_speed_n):
-            a.fill(0.0)
+        L.reset_tick()
         self._cam_vehicles.fill(np.nan)
         self._cam_queue.fill(np.nan)
         return obs

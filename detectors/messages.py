@@ -4,11 +4,14 @@ A message is one of the tagged structs below (msgpack arrays, tag first); a ``Ba
 several readings. Timestamps are integer nanoseconds since the Unix epoch (``ts_event_ns``: when
 the interval being reported ended, by the source's clock). ``Clock`` is the simulator's
 watermark: everything up to ``ts_ns`` has been sent, so an engine on simulated time may tick.
+For bulk, a source sends a ``Roster`` (its loop ids) once and then ``LoopBulk`` messages whose
+numpy columns follow the roster's order. docs/protocol.md is the reference.
 """
 
 from __future__ import annotations
 
 import msgspec
+import numpy as np
 
 PROTOCOL_VERSION = 1
 
@@ -50,7 +53,40 @@ class Clock(msgspec.Struct, tag="clock", frozen=True, array_like=True):
     ts_ns: int
 
 
-IngestMessage = LoopReading | CameraReading | Batch | Clock
+class Roster(msgspec.Struct, tag="roster", frozen=True, array_like=True):
+    """A source's list of loops, once; its ``loops`` messages then carry columns in this order."""
+
+    source: str
+    roster: int  # the source's number for this list; a new list under the same number replaces it
+    detectors: list[str]
+
+
+class LoopBulk(msgspec.Struct, tag="loops", frozen=True, array_like=True):
+    """One interval of every loop of a roster, as little-endian numpy columns (bulk ingest)."""
+
+    source: str
+    roster: int
+    seq: int  # the source's sequence number for its bulk messages
+    ts_event_ns: int
+    interval_s: float
+    count: bytes  # int32 per loop
+    occupancy: bytes  # float32 per loop, 0..1
+    speed_mps: bytes = b""  # float32 per loop, NaN where not measured; empty when no loop measures
+
+
+IngestMessage = LoopReading | CameraReading | Batch | Clock | Roster | LoopBulk
+
+COUNT_DTYPE = np.dtype("<i4")
+OCC_DTYPE = SPEED_DTYPE = np.dtype("<f4")
+
+
+def loop_bulk(source: str, roster: int, seq: int, ts_event_ns: int, interval_s: float, count, occupancy,
+              speed_mps=None) -> LoopBulk:
+    """A ``LoopBulk`` from arrays (any numeric dtype; converted to the wire dtypes)."""
+    return LoopBulk(source, roster, seq, ts_event_ns, interval_s,
+                    np.ascontiguousarray(count, dtype=COUNT_DTYPE).tobytes(),
+                    np.ascontiguousarray(occupancy, dtype=OCC_DTYPE).tobytes(),
+                    b"" if speed_mps is None else np.ascontiguousarray(speed_mps, dtype=SPEED_DTYPE).tobytes())
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(IngestMessage)

@@ -8,6 +8,7 @@ it with a manual clock.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import numpy as np
 from controllers import CONTROLLERS, FixedTime, FixedTimeConfig, MaxPressure, MaxPressureConfig, Safety, SafetyConfig
 from controllers.base import Controller
 from detectors.bank import DetectorBank, IngestLimits
+from detectors.messages import LoopReading, encode
 from engine.config import EngineConfig
 from network.compiled import CompiledNetwork
 from network.estimate import Estimator
@@ -91,6 +93,13 @@ class Engine:
     def warm_up(self) -> None:
         """Run two ticks on a scratch engine, so every kernel is loaded before the first real tick."""
         scratch = Engine(self.net, self.config, detectors=[], start_ns=0)
+        ingest_log = logging.getLogger("traffic_engine.ingest")
+        level = ingest_log.level
+        ingest_log.setLevel(logging.ERROR)  # the scratch bank knows no detector: its rejections are noise
+        try:  # a plain loop frame, then one the fast path hands back: both ingest kernels compile
+            scratch.bank.absorb_frames([encode(LoopReading("warm-up", 0, 1.0, 0, 0.0)), b""], None)
+        finally:
+            ingest_log.setLevel(level)
         scratch.tick(1_000_000_000)
         scratch.tick(2_000_000_000)
 

@@ -112,26 +112,31 @@ class Server:
                     next_tick += (missed + 1) * tick_ns
 
     def _drain_ingest(self) -> None:
-        bank = self.engine.bank
+        """Take up to ``ingest.max_queue`` waiting frames and absorb them in order."""
+        recv = self.ingest.recv
+        frames = []
+        try:
+            for _ in range(self.config.ingest.max_queue):
+                frames.append(recv(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
         sim = isinstance(self.clock, ManualClock)
-        for _ in range(self.config.ingest.max_queue):
-            try:
-                frame = self.ingest.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return
-            # a simulated clock has no time until the first watermark
-            now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
-            clock = bank.absorb_frame(frame, now)
-            if clock is None:
-                continue
-            if sim:
-                if clock.ts_ns <= self.clock.now_ns() and self.engine.ticks:
-                    bank.reject("clock_backwards", f"watermark {clock.ts_ns} <= {self.clock.now_ns()}")
-                    continue
-                self.clock.set(clock.ts_ns)
-                self.run_tick(clock.ts_ns)
-            else:
-                bank.reject("clock_in_wall_mode", "Clock watermarks are for engines on simulated time")
+        # a simulated clock has no time until the first watermark
+        now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
+        self.engine.bank.absorb_frames(frames, now, self._on_clock)
+
+    def _on_clock(self, clock) -> int | None:
+        """A watermark arrived: on simulated time, tick at it; returns the clock after it."""
+        bank = self.engine.bank
+        if not isinstance(self.clock, ManualClock):
+            bank.reject("clock_in_wall_mode", "Clock watermarks are for engines on simulated time")
+            return self.clock.now_ns()
+        if self.engine.ticks and clock.ts_ns <= self.clock.now_ns():
+            bank.reject("clock_backwards", f"watermark {clock.ts_ns} <= {self.clock.now_ns()}")
+        else:
+            self.clock.set(clock.ts_ns)
+            self.run_tick(clock.ts_ns)
+        return self.clock.now_ns() if self.engine.ticks else None
 
     def run_tick(self, now_ns: int) -> None:
         chars = self.engine.tick(now_ns).decode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 RED, YELLOW, GREEN = 0, 1, 2
 
 
@@ -140,3 +142,40 @@ def webster(net, t, lane_flow, sat, intergreen, min_green, cycle_min, cycle_max,
     eff = max(cycle - lost, n * min_green)
     greens = [max(min_green, eff * (y / y_sum if y_sum > 0 else 1 / n)) for y in ys]
     return sum(g + intergreen[p] for g, p in zip(greens, phases)), greens
+
+
+def loop_reading_verdict(r, known, now_ns, last_seq, last_ts, max_interval_s=3600.0, max_future_s=5.0,
+                         max_age_s=300.0, cap_per_s=1.0):
+    """The ingest rules for one loop reading, in plain Python: a reason, or None if accepted.
+
+    ``known`` maps ids to indices; ``last_seq``/``last_ts`` are dicts by detector index, updated
+    when the reading is accepted. ``now_ns`` None: the engine clock has not started."""
+    speed = r.speed_mps
+    if not (0.0 < r.interval_s <= max_interval_s) or not math.isfinite(r.interval_s):
+        return "bad_interval"
+    if now_ns is not None:
+        if r.ts_event_ns > now_ns + max_future_s * 1e9:
+            return "clock_skew"
+        if r.ts_event_ns < now_ns - max_age_s * 1e9:
+            return "late"
+    i = known.get(r.detector)
+    if i is None:
+        return "unknown_detector"
+    if r.seq >= 0 and r.seq <= last_seq.get(i, -1):
+        return "replay"
+    if i in last_ts and r.ts_event_ns < last_ts[i]:
+        return "out_of_order"
+    if r.seq < 0 and last_ts.get(i) == r.ts_event_ns:
+        return "duplicate"
+    if not math.isfinite(r.occupancy) or (speed is not None and not math.isfinite(speed)):
+        return "non_finite"
+    if r.count < 0 or (speed is not None and speed < 0):
+        return "negative"
+    if not 0.0 <= r.occupancy <= 1.0:
+        return "occupancy_range"
+    if r.count > cap_per_s * r.interval_s + 1:
+        return "count_impossible"
+    if r.seq >= 0:
+        last_seq[i] = r.seq
+    last_ts[i] = r.ts_event_ns
+    return None

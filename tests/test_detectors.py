@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detectors import Batch, CameraReading, Clock, DetectorBank, LoopReading, decode, encode
+from detectors.messages import Roster, loop_bulk
 from network import compile_network, default_layout
 
 NOW = 1_767_225_600 * 10**9
@@ -49,7 +50,7 @@ def test_binning_sums_counts_per_lane(net, bank):
         c = int(rng.integers(0, 2))
         bank.absorb(LoopReading(det, NOW, 1.0, c, 0.5, 10.0 if c else None), NOW)
         expected[bank.loop_lane[bank.loop_index[det]]] += c
-    bank.absorb(Batch([LoopReading(stop[0], NOW, 1.0, 1, 1.0, 20.0)]), NOW)
+    bank.absorb(Batch([LoopReading(stop[0], NOW + 1_000_000_000, 1.0, 1, 1.0, 20.0)]), NOW)  # a later interval
     expected[bank.loop_lane[bank.loop_index[stop[0]]]] += 1
     obs = bank.close_tick(1.0)
     np.testing.assert_array_equal(obs.stop_count, expected)
@@ -116,3 +117,108 @@ def test_oversized_frames_are_rejected(net):
     bank = DetectorBank(net, default_layout(net))
     bank.absorb_frame(b"\x00" * (bank.limits.max_message_bytes + 1), NOW)
     assert bank.rejected == {"oversized": 1}
+
+
+# -- the fast path against the rules in plain Python --------------------------------------------
+
+_S = 10**9
+
+
+def _loop_readings(ids):
+    """Loop readings that hit every check: known and unknown ids, odd times, values and numbers."""
+    maybe_bad_float = st.one_of(st.floats(0.0, 1.0), st.sampled_from([math.nan, math.inf, -0.5, 1.5, -math.inf]))
+    return st.builds(
+        LoopReading,
+        detector=st.one_of(st.sampled_from(ids), st.just("no-such-loop")),
+        ts_event_ns=st.one_of(st.integers(-8, 8).map(lambda k: NOW + k * _S),
+                              st.sampled_from([NOW + 600 * _S, NOW - 600 * _S, 0, 2**63 - 1])),
+        interval_s=st.one_of(st.sampled_from([1.0, 1.0, 5.0, 30.0]), st.sampled_from([0.0, -1.0, math.nan, 1e9])),
+        count=st.one_of(st.integers(0, 3), st.integers(-3, 2**40)),
+        occupancy=maybe_bad_float,
+        speed_mps=st.one_of(st.none(), st.floats(0.0, 40.0), st.sampled_from([math.nan, -1.0, math.inf])),
+        seq=st.one_of(st.just(-1), st.integers(0, 6), st.just(2**62)),
+    )
+
+
+def _reference(bank, readings, now_ns):
+    """Verdicts and per-loop sums of the readings by tests/naive.py's rules."""
+    from tests.naive import loop_reading_verdict
+
+    seq, last, counts = {}, {}, np.zeros(bank.n_loops)
+    reasons = {}
+    for r in readings:
+        why = loop_reading_verdict(r, bank.loop_index, now_ns, seq, last)
+        if why is None:
+            counts[bank.loop_index[r.detector]] += r.count
+        else:
+            reasons[why] = reasons.get(why, 0) + 1
+    return reasons, counts
+
+
+@given(data=st.data())
+def test_fast_path_applies_the_same_rules_as_the_reference(net, data):
+    bank = DetectorBank(net, default_layout(net))
+    ids = sorted(bank.loop_index)[:6]
+    readings = data.draw(st.lists(_loop_readings(ids), max_size=40))
+    now = data.draw(st.sampled_from([NOW, None]))
+    bank.absorb_frames([encode(r) for r in readings], now)
+    reasons, counts = _reference(bank, readings, now)
+    assert dict(bank.rejected) == reasons
+    assert bank.accepted == len(readings) - sum(reasons.values())
+    np.testing.assert_array_equal(bank.loops.count, counts)
+
+
+@given(data=st.data())
+def test_batches_and_bulk_take_the_same_readings_as_single_frames(net, data):
+    """The same readings as single frames, in one batch, and as roster + bulk columns."""
+    ids = sorted(DetectorBank(net, default_layout(net)).loop_index)[:8]
+    good = st.builds(LoopReading, detector=st.sampled_from(ids), ts_event_ns=st.just(NOW),
+                     interval_s=st.just(1.0), count=st.integers(-1, 3), occupancy=st.floats(0.0, 1.2),
+                     speed_mps=st.one_of(st.none(), st.floats(0.0, 30.0)))
+    picked = data.draw(st.lists(good, max_size=8, unique_by=lambda r: r.detector))
+    single, batch, bulk = (DetectorBank(net, default_layout(net)) for _ in range(3))
+    single.absorb_frames([encode(r) for r in picked], NOW)
+    batch.absorb_frames([encode(Batch(picked, source="gw", seq=1))], NOW)
+    f32 = lambda x: float(np.float32(x))  # noqa: E731  the bulk columns are float32
+    picked32 = [LoopReading(r.detector, r.ts_event_ns, r.interval_s, r.count, f32(r.occupancy),
+                            None if r.speed_mps is None else f32(r.speed_mps)) for r in picked]
+    bulk.absorb_frames([
+        encode(Roster("gw", 1, [r.detector for r in picked])),
+        encode(loop_bulk("gw", 1, 1, NOW, 1.0, [r.count for r in picked], [r.occupancy for r in picked],
+                         [np.nan if r.speed_mps is None else r.speed_mps for r in picked])),
+    ], NOW)
+    reference = DetectorBank(net, default_layout(net))
+    reference.absorb_frames([encode(r) for r in picked32], NOW)
+    assert batch.rejected == single.rejected and batch.accepted == single.accepted
+    np.testing.assert_array_equal(batch.loops.count, single.loops.count)
+    assert bulk.rejected == reference.rejected and bulk.accepted == reference.accepted
+    for field in ("count", "occ_time", "time", "speed_sum", "speed_n"):
+        np.testing.assert_allclose(getattr(bulk.loops, field), getattr(reference.loops, field))
+
+
+def test_bulk_replays_unknown_rosters_and_short_columns_are_rejected(net):
+    bank = DetectorBank(net, default_layout(net))
+    ids = sorted(bank.loop_index)[:3] + ["no-such-loop"]
+    ok = loop_bulk("gw", 7, 1, NOW, 1.0, [1, 0, 1, 1], [0.1, 0.0, 0.2, 0.1])
+    bank.absorb_frames([
+        encode(ok),  # before its roster
+        encode(Roster("gw", 7, ids)),
+        encode(ok),
+        encode(ok),  # the same sequence number again
+        encode(loop_bulk("gw", 7, 2, NOW + _S, 1.0, [1, 1], [0.1, 0.1])),  # two columns for four loops
+    ], NOW)
+    assert bank.accepted == 3
+    assert bank.rejected == {"unknown_roster": 4, "unknown_detector": 1, "replay": 4, "lanes_mismatch": 4}
+
+
+@given(st.lists(st.one_of(st.binary(max_size=60), st.sampled_from([b"\x98", b"\x98\xa4loop", b""])), max_size=20))
+def test_random_frames_between_good_ones_lose_nothing(net, junk):
+    """Hostile frames mixed into a stream: every good reading is still counted, nothing raises."""
+    bank = DetectorBank(net, default_layout(net))
+    ids = sorted(bank.loop_index)[:len(junk) + 1]
+    good = [encode(LoopReading(d, NOW, 1.0, 1, 0.2)) for d in ids]
+    frames = [f for pair in zip(good, junk) for f in pair] + good[len(junk):]
+    bank.absorb_frames(frames, NOW)
+    assert bank.loops.count[[bank.loop_index[d] for d in ids]].tolist() == [1.0] * len(ids)
+    assert bank.accepted + sum(bank.rejected.values()) <= len(frames)
+    assert bank.accepted >= len(ids)

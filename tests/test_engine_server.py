@@ -35,7 +35,9 @@ def running(net):
     box: queue.Queue = queue.Queue()
 
     def serve():
-        server = Server(Engine(net, cfg))
+        engine = Engine(net, cfg)
+        engine.warm_up()  # as `serve` does: no kernel compiles while a test waits for a reply
+        server = Server(engine)
         box.put(server)
         try:
             server.serve_forever()
