@@ -17,7 +17,7 @@ traffic-engine: real-time traffic signal control and analytics.
   evaluate   run SUMO as the city, with the engine (or SUMO's own controller) in the loop,
              and report delay, throughput and safety
   demo       the bundled town, every controller, one table
-  ctl        ask a running engine (status)
+  ctl        ask a running engine (status, alarms)
 """
 
 
@@ -93,9 +93,18 @@ def _ctl(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         print(json.dumps(result, indent=2))
+    elif args.op == "alarms":
+        _print_alarms(result)
     else:
         _print_status(result)
     return 0
+
+
+def _print_alarms(res: dict) -> None:
+    active = res["active"]
+    print(f"{len(active)} active alarm(s), {res['raised_total']} raised since start")
+    for a in active:
+        print(f"  #{a['id']:<5} {a['severity']:8} {a['kind']:18} {a['subject']}  {a['detail']}")
 
 
 def _print_status(st: dict) -> None:
@@ -105,9 +114,12 @@ def _print_status(st: dict) -> None:
     print(f"ticks        {tick['count']}  p50 {fmt(tick['p50_ms'])} ms  p99 {fmt(tick['p99_ms'])} ms  "
           f"max {fmt(tick['max_ms'])} ms  (period {tick['period_s']} s)")
     rej = st["ingest"]["rejected"]
-    print(f"ingest       accepted {st['ingest']['accepted']}  rejected {sum(rej.values())}"
+    print(f"ingest       accepted {st['ingest']['accepted']}  rejected {sum(rej.values())}  "
+          f"rate {st['ingest']['rate_per_s']:.0f}/s  backlog {st['ingest']['backlog_ticks']} tick(s)"
           + "".join(f"\n               {k}: {v}" for k, v in sorted(rej.items())))
-    print(f"detectors    loops {st['detectors']['loops']}  cameras {st['detectors']['cameras']}")
+    print(f"detectors    loops {st['detectors']['loops']}  cameras {st['detectors']['cameras']}  "
+          + "  ".join(f"{k} {v}" for k, v in sorted(st["detectors"]["by_health"].items())))
+    print(f"alarms       {st['alarms']['active']} active, {st['alarms']['raised_total']} raised since start")
     print(f"junctions    {st['junctions']['signals']} signals, {st['junctions']['with_adapter']} with an adapter")
 
 
@@ -155,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     c = sub.add_parser("ctl", help="ask a running engine", description="Ask a running engine over its operator socket.")
-    c.add_argument("op", choices=["status"], help="what to ask")
+    c.add_argument("op", choices=["status", "alarms"],
+                   help="status: ingest, detectors, ticks, junctions; alarms: the active alarms")
     c.add_argument("--endpoint", default="tcp://127.0.0.1:7704", help="operator socket (default %(default)s)")
     c.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply (default %(default)s)")
     c.add_argument("--json", action="store_true", help="print the raw reply as JSON")

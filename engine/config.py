@@ -49,7 +49,10 @@ class IngestParams(_Conf):
     max_message_bytes: int = 1 << 20
     max_future_s: float = 5.0
     max_age_s: float = 300.0
-    max_queue: int = 100_000  # frames drained per tick at most; the rest wait in ZeroMQ's queue
+    max_queue: int = 10_000  # frames taken per loop turn at most; the rest wait in ZeroMQ's queue
+    max_drain_bytes: int = 32 << 20  # bytes taken per loop turn at most
+    receive_hwm: int = 100_000  # frames ZeroMQ queues per sender before it refuses more
+    overload_ticks: int = 3  # ticks with a backlog before the ingest_overload alarm
 
 
 class EngineConfig(_Conf):

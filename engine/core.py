@@ -18,6 +18,7 @@ from controllers import CONTROLLERS, FixedTime, FixedTimeConfig, MaxPressure, Ma
 from controllers.base import Controller
 from detectors.bank import DetectorBank, IngestLimits
 from detectors.messages import LoopReading, encode
+from engine.alarms import AlarmBoard
 from engine.config import EngineConfig
 from network.compiled import CompiledNetwork
 from network.estimate import Estimator
@@ -70,6 +71,7 @@ class Engine:
         self.controller = make_controller(config.controller, net, config)
         s = config.safety
         self.safety = Safety(net, SafetyConfig(s.min_green_s, s.yellow_s, s.red_clearance_s), start_ns)
+        self.alarms = AlarmBoard()
         self.target_phase = np.full(net.n_tls, -1, dtype=np.int32)
         self.last_tick_ns: int | None = None
         self.ticks = 0
@@ -102,6 +104,10 @@ class Engine:
             ingest_log.setLevel(level)
         scratch.tick(1_000_000_000)
         scratch.tick(2_000_000_000)
+
+    def detector_health(self) -> dict[str, int]:
+        """Detectors by health state."""
+        return {"ok": self.bank.n_loops + self.bank.n_cameras}
 
     def tick_stats(self) -> TickStats:
         n = min(self.ticks, TICK_HISTORY)

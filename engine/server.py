@@ -1,12 +1,12 @@
 """The engine's sockets and its loop: one thread, messages consumed in order.
 
-- ingest (PULL): frames are decoded and absorbed as they arrive; at most ``ingest.max_queue``
-  frames per loop turn, the rest wait in ZeroMQ's own bounded queue (senders then block: that
-  is the backpressure).
+- ingest (PULL): frames are absorbed in order as they arrive, a bounded amount per loop turn;
+  the rest wait in ZeroMQ's own bounded queue (see ``_watch_ingest`` for the overload policy).
 - adapters (ROUTER): ``Hello`` registers signals; every tick each registered signal gets a
   ``Command`` (which is also the engine's heartbeat).
-- feed (PUB): every tick ``conditions`` (per edge) and ``spat.<signal>`` (per signal).
-- operators (ROUTER): ``Request`` -> ``Reply``; ``status`` for now.
+- feed (PUB): every tick ``conditions`` (per edge) and ``spat.<signal>`` (per signal); ``alarms``
+  when one is raised or cleared.
+- operators (ROUTER): ``Request`` -> ``Reply``; ``status`` and ``alarms``.
 
 With ``clock = "wall"`` the loop ticks every ``tick_s`` of the system clock. With ``clock =
 "sim"`` it ticks when a ``Clock`` watermark arrives on the ingest socket, at the watermark's
@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import msgspec
@@ -51,7 +52,7 @@ class Server:
         self.ctx = context or zmq.Context.instance()
         ep = self.config.endpoints
         self.ingest = self._bind(zmq.PULL, ep.ingest)
-        self.ingest.setsockopt(zmq.RCVHWM, 100_000)
+        self.ingest.setsockopt(zmq.RCVHWM, self.config.ingest.receive_hwm)
         self.adapters = self._bind(zmq.ROUTER, ep.adapters)
         self.adapters.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.feed = self._bind(zmq.PUB, ep.feed)
@@ -67,6 +68,11 @@ class Server:
         self.command_seq = 0
         self.stopping = threading.Event()
         self.protocol_errors = 0
+        self.drains_capped = 0  # drain turns that stopped at their cap with frames still waiting
+        self._drains_capped_seen = 0
+        self.backlog_ticks = 0  # consecutive ticks that found a backlog
+        self.backlog_ticks_total = 0
+        self._rate_window: deque[tuple[int, int]] = deque(maxlen=10)
 
     def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(kind)
@@ -112,14 +118,21 @@ class Server:
                     next_tick += (missed + 1) * tick_ns
 
     def _drain_ingest(self) -> None:
-        """Take up to ``ingest.max_queue`` waiting frames and absorb them in order."""
+        """Take waiting frames (at most ``ingest.max_queue`` or ``max_drain_bytes``), absorb them in order."""
         recv = self.ingest.recv
         frames = []
+        budget = self.config.ingest.max_drain_bytes
+        capped = True
         try:
             for _ in range(self.config.ingest.max_queue):
-                frames.append(recv(zmq.NOBLOCK))
+                frame = recv(zmq.NOBLOCK)
+                frames.append(frame)
+                budget -= len(frame)
+                if budget <= 0:
+                    break
         except zmq.Again:
-            pass
+            capped = False
+        self.drains_capped += capped
         sim = isinstance(self.clock, ManualClock)
         # a simulated clock has no time until the first watermark
         now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
@@ -139,9 +152,49 @@ class Server:
         return self.clock.now_ns() if self.engine.ticks else None
 
     def run_tick(self, now_ns: int) -> None:
+        self._watch_ingest(now_ns)
         chars = self.engine.tick(now_ns).decode()
         self._send_commands(chars, now_ns)
         self._publish(chars, now_ns)
+        self._publish_alarms()
+
+    def _watch_ingest(self, now_ns: int) -> None:
+        """Backlog and rate of the ingest, once per tick.
+
+        The policy under overload: the loop drains at most ``ingest.max_queue`` frames or
+        ``ingest.max_drain_bytes`` per turn and ticks on time between turns; what it has not
+        taken waits in ZeroMQ's queue, bounded by ``ingest.receive_hwm`` frames per sender, and
+        beyond that senders are refused (a PUSH blocks or gets EAGAIN: the sender's choice). Nothing
+        that reached the engine is dropped; a reading that waited longer than ``max_age_s`` is
+        rejected as ``late``, counted. A backlog that outlasts ``ingest.overload_ticks`` ticks
+        raises the ``ingest_overload`` alarm; it clears on the first tick with an empty queue.
+        """
+        backlog = self.drains_capped > self._drains_capped_seen
+        self._drains_capped_seen = self.drains_capped
+        self.backlog_ticks = self.backlog_ticks + 1 if backlog else 0
+        if self.backlog_ticks:
+            self.backlog_ticks_total += 1
+        limit = self.config.ingest.overload_ticks
+        alarms = self.engine.alarms
+        if self.backlog_ticks >= limit:
+            alarms.raise_("ingest_overload", "ingest", now_ns,
+                          f"ingest queue not emptied for {self.backlog_ticks} ticks", "critical")
+        elif self.backlog_ticks == 0:
+            alarms.clear("ingest_overload", "ingest", now_ns)
+        self._rate_window.append((now_ns, self.engine.bank.accepted))
+
+    def ingest_rate_per_s(self) -> float:
+        """Readings accepted per second over the last ticks (at most ten)."""
+        if len(self._rate_window) < 2:
+            return 0.0
+        (t0, a0), (t1, a1) = self._rate_window[0], self._rate_window[-1]
+        return (a1 - a0) / ((t1 - t0) / 1e9) if t1 > t0 else 0.0
+
+    def _publish_alarms(self) -> None:
+        for alarm in self.engine.alarms.take_changes():
+            self.feed_seq += 1
+            body = {"seq": self.feed_seq, **msgspec.structs.asdict(alarm)}
+            self.feed.send_multipart([b"alarms", P.encoder.encode(body)])
 
     def _send_commands(self, chars: str, now_ns: int) -> None:
         net = self.engine.net
@@ -234,7 +287,13 @@ class Server:
     def handle_request(self, req: P.Request) -> P.Reply:
         if req.op == "status":
             return P.Reply(ok=True, result=self.status())
-        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status")
+        if req.op == "alarms":
+            board = self.engine.alarms
+            return P.Reply(ok=True, result={
+                "active": [msgspec.structs.asdict(a) for a in board.active()],
+                "recent": [msgspec.structs.asdict(a) for a in list(board.history)[-100:]],
+                "raised_total": board.raised_total})
+        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms")
 
     def status(self) -> dict:
         eng = self.engine
@@ -245,8 +304,11 @@ class Server:
             "now_ns": self.clock.now_ns(),
             "tick": {"count": ts.ticks, "p50_ms": ts.p50_ms, "p99_ms": ts.p99_ms, "max_ms": ts.max_ms,
                      "period_s": self.config.tick_s},
-            "ingest": {"accepted": eng.bank.accepted, "rejected": dict(eng.bank.rejected)},
-            "detectors": {"loops": eng.bank.n_loops, "cameras": eng.bank.n_cameras},
+            "ingest": {"accepted": eng.bank.accepted, "rejected": dict(eng.bank.rejected),
+                       "rate_per_s": round(self.ingest_rate_per_s(), 1), "backlog_ticks": self.backlog_ticks,
+                       "backlog_ticks_total": self.backlog_ticks_total},
+            "detectors": {"loops": eng.bank.n_loops, "cameras": eng.bank.n_cameras, "by_health": eng.detector_health()},
+            "alarms": {"active": len(eng.alarms.active()), "raised_total": eng.alarms.raised_total},
             "junctions": {"signals": eng.net.n_tls, "with_adapter": len(self.signal_adapter)},
             "adapters": {"protocol_errors": self.protocol_errors, "connected": len(self.links)},
         }
