@@ -28,6 +28,7 @@ log = logging.getLogger("traffic_engine.ingest")
 ROLE_STOP, ROLE_UPSTREAM = 0, 1
 MAX_VEH_PER_LANE_PER_S = 1.0  # no lane discharges more than 3,600 veh/h; above that is not a count
 MAX_CAMERA_VEH_PER_M = 0.25  # a car every 4 m, bumper to bumper, is the most a camera can see
+MAX_VEHICLE_CLASSES = 16
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class LaneObservations:
     """What the detectors said about each lane during one tick (float64[n_lanes] each).
 
     Counts are vehicles in the tick; ``*_seen`` say whether any detector of that kind reported;
+    per-lane arrays are float64[n_lanes];
     ``speed_mps``, ``camera_vehicles`` and ``camera_queue_veh`` are NaN where nothing was seen.
     """
 
@@ -64,6 +66,10 @@ class LaneObservations:
     camera_vehicles: np.ndarray
     camera_queue_veh: np.ndarray
     interval_s: float
+    # turning counts from cameras, per turn of the network (``DetectorBank.turn_from_edge`` /
+    # ``turn_to_edge``): vehicles in the tick, and whether any camera reported that turn
+    turn_count: np.ndarray | None = None
+    turn_seen: np.ndarray | None = None
 
 
 class DetectorBank:
@@ -114,6 +120,14 @@ class DetectorBank:
         self._cam_vehicles = np.full(n_slots, np.nan)
         self._cam_queue = np.full(n_slots, np.nan)
         self._cam_last_seq = np.full(len(cam_range), -1, dtype=np.int64)
+        # the network's turns (approach edge -> exit edge), for camera movement counts
+        turns = sorted({(int(net.lane_edge[a]), int(net.lane_edge[b]))
+                        for a, b in zip(net.move_in_lane.tolist(), net.move_out_lane.tolist())})
+        self.turn_from_edge = np.array([a for a, _ in turns], dtype=np.int32)
+        self.turn_to_edge = np.array([b for _, b in turns], dtype=np.int32)
+        self.turn_index = {(net.edge_ids[a], net.edge_ids[b]): k for k, (a, b) in enumerate(turns)}
+        self._turn_count = np.zeros(len(turns))
+        self._turn_seen = np.zeros(len(turns), dtype=np.bool_)
         self._cam_last_ts = np.full(len(cam_range), NO_TIME, dtype=np.int64)
         self._source_seq: dict[tuple[str, str], int] = {}  # (kind, source) -> last batch/bulk seq
         self._rosters: dict[tuple[str, int], np.ndarray] = {}  # (source, roster) -> loop indices
@@ -332,6 +346,28 @@ class DetectorBank:
         cap = self._cam_capacity[lo:hi]
         if (counts > cap).any() or (queue > cap).any():
             return self.reject("count_impossible", f"{r!r}")
+        turns = []
+        for from_edge, to_edge, n in r.movements:
+            k = self.turn_index.get((from_edge, to_edge))
+            if k is None:
+                return self.reject("unknown_movement", f"{r.camera}: no turn {from_edge} -> {to_edge}")
+            if n < 0:
+                return self.reject("negative", f"{r.camera}: turn {from_edge} -> {to_edge}: {n}")
+            if n > MAX_VEH_PER_LANE_PER_S * r.interval_s * (hi - lo) + 1:
+                return self.reject("count_impossible", f"{r.camera}: turn {from_edge} -> {to_edge}: {n}")
+            turns.append((k, n))
+        if len(r.classes) > MAX_VEHICLE_CLASSES:
+            return self.reject("malformed", f"{r.camera}: {len(r.classes)} vehicle classes")
+        for name, per_lane in r.classes.items():
+            if len(per_lane) != hi - lo:
+                return self.reject("lanes_mismatch", f"{r.camera}: class {name!r}: expected {hi - lo} lanes")
+            if any(x < 0 for x in per_lane):
+                return self.reject("negative", f"{r.camera}: class {name!r}: {per_lane}")
+            if any(x > c for x, c in zip(per_lane, counts.tolist())):
+                return self.reject("count_impossible", f"{r.camera}: class {name!r} counts more than in view")
+        for k, n in turns:
+            self._turn_count[k] += n
+            self._turn_seen[k] = True
         if r.seq >= 0:
             self._cam_last_seq[c] = _clip64(r.seq)
         self._cam_last_ts[c] = ts
@@ -378,8 +414,12 @@ class DetectorBank:
                 camera_vehicles=cam_veh,
                 camera_queue_veh=cam_queue,
                 interval_s=interval_s,
+                turn_count=self._turn_count.copy(),
+                turn_seen=self._turn_seen.copy(),
             )
         L.reset_tick()
         self._cam_vehicles.fill(np.nan)
         self._cam_queue.fill(np.nan)
+        self._turn_count.fill(0.0)
+        self._turn_seen.fill(False)
         return obs

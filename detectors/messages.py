@@ -37,6 +37,10 @@ class CameraReading(msgspec.Struct, tag="camera", frozen=True, array_like=True):
     counts: list[int]  # vehicles in view per lane
     queue_veh: list[float]  # queued (halting) vehicles per lane
     seq: int = -1
+    # turning counts where the camera tracks vehicles through the junction: (from edge, to edge,
+    # vehicles that made that turn in the interval)
+    movements: list[tuple[str, str, int]] = []
+    classes: dict[str, list[int]] = {}  # vehicles in view per lane by class ("car", "truck", "bus", ...)
 
 
 class Batch(msgspec.Struct, tag="batch", frozen=True, array_like=True):

@@ -222,3 +222,30 @@ def test_random_frames_between_good_ones_lose_nothing(net, junk):
     assert bank.loops.count[[bank.loop_index[d] for d in ids]].tolist() == [1.0] * len(ids)
     assert bank.accepted + sum(bank.rejected.values()) <= len(frames)
     assert bank.accepted >= len(ids)
+
+
+def test_camera_turning_counts_and_classes(net, bank):
+    cam_id, c = next(iter(bank.camera_index.items()))
+    lo, hi = bank.camera_lane_ptr[c], bank.camera_lane_ptr[c + 1]
+    n = int(hi - lo)
+    approach = net.edge_ids[net.lane_edge[bank.camera_lane_idx[lo]]]
+    turns = [(a, b) for (a, b) in bank.turn_index if a == approach]
+    assert turns, "a camera approach leads somewhere"
+    good = CameraReading(cam_id, NOW, 1.0, [2] * n, [1.0] * n, 1, [(turns[0][0], turns[0][1], 2)],
+                         {"car": [1] * n, "bus": [1] * n})
+    bank.absorb(good, NOW)
+    assert bank.accepted == 1 and not bank.rejected
+    bad = [
+        (CameraReading(cam_id, NOW, 1.0, [2] * n, [1.0] * n, 2, [(approach, "nowhere", 1)]), "unknown_movement"),
+        (CameraReading(cam_id, NOW, 1.0, [2] * n, [1.0] * n, 3, [(*turns[0], 10**6)]), "count_impossible"),
+        (CameraReading(cam_id, NOW, 1.0, [2] * n, [1.0] * n, 4, [], {"car": [1] * (n + 1)}), "lanes_mismatch"),
+        (CameraReading(cam_id, NOW, 1.0, [2] * n, [1.0] * n, 5, [], {"car": [3] * n}), "count_impossible"),
+    ]
+    for reading, reason in bad:
+        before = bank.rejected[reason]
+        bank.absorb(reading, NOW)
+        assert bank.rejected[reason] == before + 1, reason
+    obs = bank.close_tick(1.0)
+    k = bank.turn_index[turns[0]]
+    assert obs.turn_count[k] == 2 and obs.turn_seen[k] and obs.turn_seen.sum() == 1
+    assert bank.close_tick(1.0).turn_count.sum() == 0
