@@ -1,6 +1,6 @@
 """The ingest fast path: loop readings validated and accumulated by numba kernels.
 
-Two kernels share one validation routine (``_take_loop``), so every loop reading meets the same
+Two kernels share one validation routine (``_verdict``), so every loop reading meets the same
 checks whichever way it came:
 
 - ``absorb_loop_frames`` parses single-reading ``loop`` frames straight from the received bytes
@@ -17,6 +17,7 @@ byte for byte, so the kernels never build a Python string.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,7 +84,7 @@ def _fill_table(id_bytes, id_ptr, slot_hash, slot_index):
         slot_index[s] = i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _lookup(buf, lo, hi, slot_hash, slot_index, id_bytes, id_ptr):
     """Index of the id in ``buf[lo:hi]``, -1 if unknown."""
     h = _fnv1a(buf, lo, hi)
@@ -129,30 +130,27 @@ class LoopState:
             a.fill(0.0)
 
 
-@njit(cache=True, inline="always")
-def _take_loop(i, ts, interval, count, occ, speed, seq, now_ns, lim, cap_per_s, st_count, st_occ_time,
-               st_time, st_speed_sum, st_speed_n, st_last_seq, st_last_ts):
-    """Check one loop reading; accumulate it if good. Returns -1 if accepted, else a reason code.
-
-    ``lim`` = (max_interval_s, max_future_ns, max_age_ns). ``speed`` is NaN when not measured.
-    """
-    if not (interval > 0.0 and interval <= lim[0]):
+@njit(cache=True)
+def _verdict(known, ts, interval, count, occ, speed, seq, now_ns, max_interval_s, max_future_ns, max_age_ns,
+             cap_per_s, last_seq, last_ts):
+    """Check one loop reading: -1 if it is good, else a reason code. Scalars only, so the call
+    costs no reference counting. ``speed`` is NaN when not measured."""
+    if not (interval > 0.0 and interval <= max_interval_s):
         return R_BAD_INTERVAL
     if now_ns != NO_TIME:
-        if ts > now_ns + lim[1]:
+        if ts > now_ns + max_future_ns:
             return R_SKEW
-        if ts < now_ns - lim[2]:
+        if ts < now_ns - max_age_ns:
             return R_LATE
-    if i < 0:
+    if not known:
         return R_UNKNOWN
-    if seq >= 0:
-        if seq <= st_last_seq[i]:
-            return R_REPLAY
-    if ts < st_last_ts[i]:
+    if seq >= 0 and seq <= last_seq:
+        return R_REPLAY
+    if ts < last_ts:
         return R_OUT_OF_ORDER
-    if seq < 0 and ts == st_last_ts[i]:
+    if seq < 0 and ts == last_ts:
         return R_DUPLICATE
-    if not np.isfinite(occ) or np.isinf(speed):
+    if not math.isfinite(occ) or math.isinf(speed):
         return R_NON_FINITE
     if count < 0 or speed < 0.0:
         return R_NEGATIVE
@@ -160,15 +158,6 @@ def _take_loop(i, ts, interval, count, occ, speed, seq, now_ns, lim, cap_per_s, 
         return R_OCC_RANGE
     if count > cap_per_s * interval + 1.0:
         return R_IMPOSSIBLE
-    if seq >= 0:
-        st_last_seq[i] = seq
-    st_last_ts[i] = ts
-    st_count[i] += count
-    st_occ_time[i] += occ * interval
-    st_time[i] += interval
-    if speed == speed and count > 0:
-        st_speed_sum[i] += speed * count
-        st_speed_n[i] += count
     return -1
 
 
@@ -178,16 +167,31 @@ def absorb_loop_arrays(idx, ts, interval, count, occ, speed, seq, now_ns, lim, c
                        st_rejected, st_accepted):
     """Readings as columns. ``first_bad[r]`` gets the position of the first reading rejected for
     reason ``r`` in this call (-1 if none), for the log."""
+    max_interval_s, max_future_ns, max_age_ns = lim[0], lim[1], lim[2]
+    accepted = 0
     for k in range(idx.size):
-        r = _take_loop(idx[k], ts[k], interval[k], count[k], occ[k], speed[k], seq[k], now_ns, lim,
-                       cap_per_s, st_count, st_occ_time, st_time, st_speed_sum, st_speed_n, st_last_seq,
-                       st_last_ts)
+        i = idx[k]
+        known = i >= 0
+        j = i if known else 0
+        r = _verdict(known, ts[k], interval[k], count[k], occ[k], speed[k], seq[k], now_ns, max_interval_s,
+                     max_future_ns, max_age_ns, cap_per_s, st_last_seq[j] if known else -1,
+                     st_last_ts[j] if known else NO_TIME)
         if r < 0:
-            st_accepted[0] += 1
+            accepted += 1
+            if seq[k] >= 0:
+                st_last_seq[i] = seq[k]
+            st_last_ts[i] = ts[k]
+            st_count[i] += count[k]
+            st_occ_time[i] += occ[k] * interval[k]
+            st_time[i] += interval[k]
+            if speed[k] == speed[k] and count[k] > 0:
+                st_speed_sum[i] += speed[k] * count[k]
+                st_speed_n[i] += count[k]
         else:
             st_rejected[r] += 1
             if first_bad[r] < 0:
                 first_bad[r] = k
+    st_accepted[0] += accepted
 
 
 # -- msgpack, as much of it as a loop reading uses ------------------------------------------------
@@ -200,7 +204,7 @@ def _be(buf, p, n):
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _read_int(buf, p, end):
     """(ok, value, next position) for a msgpack integer no wider than int64."""
     if p >= end:
@@ -230,8 +234,8 @@ def _read_int(buf, p, end):
     return False, 0, p
 
 
-@njit(cache=True)
-def _read_float(buf, p, end, scratch64, scratch32):
+@njit(cache=True, inline="always")
+def _read_float(buf, p, end):
     """(ok, value, next position) for a msgpack float32/float64 or integer."""
     if p >= end:
         return False, 0.0, p
@@ -239,18 +243,16 @@ def _read_float(buf, p, end, scratch64, scratch32):
     if b == 0xCB:
         if p + 9 > end:
             return False, 0.0, p
-        scratch64[0] = _be(buf, p + 1, 8)
-        return True, scratch64.view(np.float64)[0], p + 9
+        return True, np.uint64(_be(buf, p + 1, 8)).view(np.float64), p + 9
     if b == 0xCA:
         if p + 5 > end:
             return False, 0.0, p
-        scratch32[0] = np.uint32(_be(buf, p + 1, 4))
-        return True, np.float64(scratch32.view(np.float32)[0]), p + 5
+        return True, np.float64(np.uint32(_be(buf, p + 1, 4)).view(np.float32)), p + 5
     ok, v, q = _read_int(buf, p, end)
     return ok, np.float64(v), q
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _str_span(buf, p, end):
     """(ok, start, stop) of a msgpack str (fixstr, str8 or str16)."""
     if p >= end:
@@ -277,8 +279,6 @@ def absorb_loop_frames(buf, offsets, start, now_ns, lim, cap_per_s, max_frame, s
     is a plain single loop reading of a known detector; returns the index of the first frame that is
     not (``offsets.size - 1`` when all were taken). ``first_bad[r]`` gets the first frame rejected for
     reason ``r``."""
-    scratch64 = np.zeros(1, dtype=np.uint64)
-    scratch32 = np.zeros(1, dtype=np.uint32)
     n_frames = offsets.size - 1
     for f in range(start, n_frames):
         p, end = offsets[f], offsets[f + 1]
@@ -300,13 +300,13 @@ def absorb_loop_frames(buf, offsets, start, now_ns, lim, cap_per_s, max_frame, s
         ok, ts, q = _read_int(buf, b, end)
         if not ok:
             return f
-        ok, interval, q = _read_float(buf, q, end, scratch64, scratch32)
+        ok, interval, q = _read_float(buf, q, end)
         if not ok:
             return f
         ok, count, q = _read_int(buf, q, end)
         if not ok:
             return f
-        ok, occ, q = _read_float(buf, q, end, scratch64, scratch32)
+        ok, occ, q = _read_float(buf, q, end)
         if not ok:
             return f
         speed = np.nan
@@ -315,7 +315,7 @@ def absorb_loop_frames(buf, offsets, start, now_ns, lim, cap_per_s, max_frame, s
             if q < end and buf[q] == 0xC0:
                 q += 1
             else:
-                ok, speed, q = _read_float(buf, q, end, scratch64, scratch32)
+                ok, speed, q = _read_float(buf, q, end)
                 if not ok or speed != speed:  # a NaN speed is not "no speed": leave it to the slow path
                     return f
         if n_items == 8:
@@ -324,10 +324,19 @@ def absorb_loop_frames(buf, offsets, start, now_ns, lim, cap_per_s, max_frame, s
                 return f
         if q != end:
             return f
-        r = _take_loop(i, ts, interval, count, occ, speed, seq, now_ns, lim, cap_per_s, st_count,
-                       st_occ_time, st_time, st_speed_sum, st_speed_n, st_last_seq, st_last_ts)
+        r = _verdict(True, ts, interval, count, occ, speed, seq, now_ns, lim[0], lim[1], lim[2], cap_per_s,
+                     st_last_seq[i], st_last_ts[i])
         if r < 0:
             st_accepted[0] += 1
+            if seq >= 0:
+                st_last_seq[i] = seq
+            st_last_ts[i] = ts
+            st_count[i] += count
+            st_occ_time[i] += occ * interval
+            st_time[i] += interval
+            if speed == speed and count > 0:
+                st_speed_sum[i] += speed * count
+                st_speed_n[i] += count
         else:
             st_rejected[r] += 1
             if first_bad[r] < 0:

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ from engine.clock import ManualClock, WallClock
 from engine.core import Engine
 
 log = logging.getLogger("traffic_engine.server")
+COALESCE_BELOW = 256  # frames: a drain that took fewer waits ``ingest.coalesce_ms`` before the next
 
 
 @dataclass
@@ -51,8 +53,8 @@ class Server:
         self.clock = ManualClock() if self.config.clock == "sim" else WallClock()
         self.ctx = context or zmq.Context.instance()
         ep = self.config.endpoints
-        self.ingest = self._bind(zmq.PULL, ep.ingest)
-        self.ingest.setsockopt(zmq.RCVHWM, self.config.ingest.receive_hwm)
+        # (options before bind: a listener copies them when it is made)
+        self.ingest = self._bind(zmq.PULL, ep.ingest, {zmq.RCVHWM: self.config.ingest.receive_hwm})
         self.adapters = self._bind(zmq.ROUTER, ep.adapters)
         self.adapters.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.feed = self._bind(zmq.PUB, ep.feed)
@@ -74,9 +76,11 @@ class Server:
         self.backlog_ticks_total = 0
         self._rate_window: deque[tuple[int, int]] = deque(maxlen=10)
 
-    def _bind(self, kind: int, endpoint: str) -> zmq.Socket:
+    def _bind(self, kind: int, endpoint: str, options: dict[int, int] | None = None) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
+        for opt, value in (options or {}).items():
+            sock.setsockopt(opt, value)
         if endpoint.endswith(":0"):
             endpoint = endpoint[:-2] + ":*"
         try:
@@ -99,11 +103,15 @@ class Server:
         tick_ns = int(self.config.tick_s * 1e9)
         wall = not isinstance(self.clock, ManualClock)
         next_tick = self.clock.now_ns() + tick_ns
+        coalesce_s = self.config.ingest.coalesce_ms / 1e3 if wall else 0.0
         while not self.stopping.is_set():
             timeout_ms = max(0.0, (next_tick - self.clock.now_ns()) / 1e6) if wall else 100.0
             events = dict(poller.poll(min(timeout_ms, 100.0)))
             if self.ingest in events:
-                self._drain_ingest()
+                if self._drain_ingest() < COALESCE_BELOW and coalesce_s:
+                    # a trickle: let frames gather for a moment so each pass takes many at once
+                    # (on the wall clock only; a simulator waits for every tick)
+                    time.sleep(coalesce_s)
             if self.adapters in events:
                 self._drain_adapters()
             if self.operators in events:
@@ -117,7 +125,7 @@ class Server:
                         log.warning("tick overran: skipped %d tick(s)", missed)
                     next_tick += (missed + 1) * tick_ns
 
-    def _drain_ingest(self) -> None:
+    def _drain_ingest(self) -> int:
         """Take waiting frames (at most ``ingest.max_queue`` or ``max_drain_bytes``), absorb them in order."""
         recv = self.ingest.recv
         frames = []
@@ -137,6 +145,7 @@ class Server:
         # a simulated clock has no time until the first watermark
         now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
         self.engine.bank.absorb_frames(frames, now, self._on_clock)
+        return len(frames)
 
     def _on_clock(self, clock) -> int | None:
         """A watermark arrived: on simulated time, tick at it; returns the clock after it."""
