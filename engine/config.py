@@ -52,6 +52,21 @@ class IngestParams(_Conf):
     max_queue: int = 100_000  # frames drained per tick at most; the rest wait in ZeroMQ's queue
 
 
+class RecordingParams(_Conf):
+    """The flight recorder (``engine.recorder``): every message in and out, on disk under ``dir``
+    in segments of ``segment_bytes``. Off unless ``enabled`` (``serve --record DIR`` turns it on)."""
+
+    enabled: bool = False
+    dir: str | None = None
+    segment_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.dir:
+            raise ValueError("recording.enabled needs recording.dir")
+        if self.segment_bytes < 4096:
+            raise ValueError(f"recording.segment_bytes must be at least 4096, not {self.segment_bytes}")
+
+
 class EngineConfig(_Conf):
     """Everything ``traffic-engine serve`` can be told. All fields have working defaults."""
 
@@ -66,6 +81,7 @@ class EngineConfig(_Conf):
     max_pressure: MaxPressureParams = MaxPressureParams()
     fixed_time: FixedTimeParams = FixedTimeParams()
     ingest: IngestParams = IngestParams()
+    recording: RecordingParams = RecordingParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):

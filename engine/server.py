@@ -29,6 +29,7 @@ import zmq
 from engine import protocol as P
 from engine.clock import ManualClock, WallClock
 from engine.core import Engine
+from engine.recorder import NullRecorder
 
 log = logging.getLogger("traffic_engine.server")
 
@@ -44,8 +45,9 @@ class AdapterLink:
 class Server:
     """Binds the four sockets around an :class:`Engine` and runs its loop."""
 
-    def __init__(self, engine: Engine, context: zmq.Context | None = None):
+    def __init__(self, engine: Engine, context: zmq.Context | None = None, recorder: NullRecorder | None = None):
         self.engine = engine
+        self.recorder = recorder or NullRecorder()  # engine.recorder: every message in and out, on disk
         self.config = engine.config
         self.clock = ManualClock() if self.config.clock == "sim" else WallClock()
         self.ctx = context or zmq.Context.instance()
@@ -102,6 +104,7 @@ class Server:
                 self._drain_adapters()
             if self.operators in events:
                 self._drain_operators()
+            self.recorder.flush()
             if wall:
                 now = self.clock.now_ns()
                 if now >= next_tick:
@@ -121,6 +124,7 @@ class Server:
                 return
             # a simulated clock has no time until the first watermark
             now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
+            self.recorder.ingest(frame, now)
             clock = bank.absorb_frame(frame, now)
             if clock is None:
                 continue
@@ -134,6 +138,7 @@ class Server:
                 bank.reject("clock_in_wall_mode", "Clock watermarks are for engines on simulated time")
 
     def run_tick(self, now_ns: int) -> None:
+        self.recorder.tick(now_ns)
         chars = self.engine.tick(now_ns).decode()
         self._send_commands(chars, now_ns)
         self._publish(chars, now_ns)
@@ -145,7 +150,9 @@ class Server:
         for t, ident in self.signal_adapter.items():
             cmd = P.Command(junction=net.tls_ids[t], ts_ns=now_ns, seq=self.command_seq,
                             state=chars[ptr[t]:ptr[t + 1]], phase=self.engine.local_phase(t))
-            self.adapters.send_multipart([ident, P.encoder.encode(cmd)])
+            frame = P.encoder.encode(cmd)
+            self.recorder.adapter_out(ident, frame, now_ns)
+            self.adapters.send_multipart([ident, frame])
 
     def _publish(self, chars: str, now_ns: int) -> None:
         net, st = self.engine.net, self.engine.estimator.state
@@ -178,6 +185,7 @@ class Server:
             except ValueError:
                 self.protocol_errors += 1
                 continue
+            self.recorder.adapter_in(ident, frame, self.clock.now_ns())
             try:
                 msg = P.adapter_decoder.decode(frame)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
@@ -203,7 +211,9 @@ class Server:
                         link.junctions.append(t)
                     reply = P.Welcome(msg.junction, True)
                     log.info("adapter %r registered junction %s", ident, msg.junction)
-                self.adapters.send_multipart([ident, P.encoder.encode(reply)])
+                out = P.encoder.encode(reply)
+                self.recorder.adapter_out(ident, out, self.clock.now_ns())
+                self.adapters.send_multipart([ident, out])
             elif isinstance(msg, P.Feedback):
                 t = net.tls_index.get(msg.junction)
                 if t is not None:
@@ -219,12 +229,15 @@ class Server:
                 return
             ident, body = frames[0], frames[-1]
             envelope = frames[1:-1]  # REQ peers add an empty delimiter
+            self.recorder.operator_in(ident, body, self.clock.now_ns())
             try:
                 req = P.request_decoder.decode(body)
                 reply = self.handle_request(req)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 reply = P.Reply(ok=False, error=f"bad request: {exc}")
-            self.operators.send_multipart([ident, *envelope, P.encoder.encode(reply)])
+            out = P.encoder.encode(reply)
+            self.recorder.operator_out(ident, out, self.clock.now_ns())
+            self.operators.send_multipart([ident, *envelope, out])
 
     def handle_request(self, req: P.Request) -> P.Reply:
         if req.op == "status":
@@ -247,6 +260,7 @@ class Server:
         }
 
     def close(self) -> None:
+        self.recorder.close(self.engine)
         for sock in (self.ingest, self.adapters, self.feed, self.operators):
             sock.close(0)
 
