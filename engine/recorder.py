@@ -4,8 +4,12 @@ A recording is a directory of segment files ``segment-000000.telog``, ``segment-
 ... written append-only and rotated when a segment reaches ``recording.segment_bytes``. Each
 segment starts with a header, then holds records back to back (all integers little-endian)::
 
-    header:  b"TELOG\\0" | u16 format version | u32 n | n bytes of JSON (see ``Recorder.header``)
+    header:  b"TELOG\\0" | u16 format version | u32 n | n bytes of JSON (see ``open_recorder``)
     record:  u8 kind | i64 t_ns | u32 n | n bytes of payload
+
+Records are written in blocks, one ``os.write`` each, and every block ends with a ``CHECK``
+record (``t_ns`` 0, payload: u32 CRC-32 of the block's bytes before it), so a block is whole or
+not at all.
 
 ``t_ns`` is on the engine's clock: for ``INGEST`` the time the detector bank checked the frame
 against (-1 when a simulated clock had not started), for ``TICK`` the tick's ``now_ns``, for the
@@ -21,8 +25,10 @@ before the engine acts (``tick``) and before any message goes out while inputs a
 file, in order, even after a ``kill -9``. There is no fsync per message (the OS page cache
 survives a killed process, not a power cut); segments are fsynced when they are closed.
 
-A crash can leave a torn record at the end of the last segment: the reader finds it by its
-length prefix (or by a kind that is not one of ours) and ignores it.
+A crash can leave a torn block at the end of the last segment (a record cut short, a kind
+that is not one of ours, zeros, or a block without its ``CHECK``): the reader ignores it and
+says how many bytes it skipped. A bad ``CHECK`` with data after it, or a damaged segment that
+is not the last, is damage, not a torn tail, and an error.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import os
 import shutil
 import struct
 import time
-from dataclasses import dataclass, field
+import zlib
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -44,14 +50,15 @@ MAGIC = b"TELOG\x00"
 SEGMENT_GLOB = "segment-*.telog"
 INVENTORY_NAME = "detectors.json"  # the detector inventory in use, copied beside the segments
 
-INGEST, ADAPTER_IN, OPERATOR_IN, TICK, ADAPTER_OUT, OPERATOR_OUT, END = 1, 2, 3, 4, 5, 6, 7
+INGEST, ADAPTER_IN, OPERATOR_IN, TICK, ADAPTER_OUT, OPERATOR_OUT, END, CHECK = 1, 2, 3, 4, 5, 6, 7, 8
 KIND_NAMES = {INGEST: "ingest", ADAPTER_IN: "adapter_in", OPERATOR_IN: "operator_in", TICK: "tick",
               ADAPTER_OUT: "adapter_out", OPERATOR_OUT: "operator_out", END: "end"}
-_INPUTS = frozenset((INGEST, ADAPTER_IN, OPERATOR_IN))
 
 _HEAD = struct.Struct("<6sHI")
 _REC = struct.Struct("<BqI")
 REC_SIZE = _REC.size  # 13 bytes
+_CRC = struct.Struct("<I")
+CHECK_SIZE = REC_SIZE + _CRC.size
 MAX_PAYLOAD = 1 << 30
 
 
@@ -191,6 +198,7 @@ class Recorder(NullRecorder):
         self._inputs_pending = False
         if not self._buf:
             return
+        self._buf += self._pack(CHECK, 0, 4) + _CRC.pack(zlib.crc32(self._buf))
         data = memoryview(self._buf)
         while data:
             n = os.write(self._fd, data)
@@ -285,19 +293,13 @@ class Record(NamedTuple):
         return self.payload[1:1 + n], self.payload[1 + n:]
 
 
-@dataclass
 class LogReader:
     """Reads a recording (its directory, or one segment file) record by record, in order.
 
     ``header`` is the first segment's header. After iterating, ``torn_bytes`` says how many
-    bytes at the end of the last segment were not a whole record (a crash mid-write) and were
-    ignored; a damaged segment that is not the last raises :class:`LogError`.
+    bytes at the end of the last segment were not a whole block (a crash mid-write) and were
+    ignored; damage anywhere else raises :class:`LogError`.
     """
-
-    path: Path
-    segments: list[Path] = field(default_factory=list)
-    header: dict = field(default_factory=dict)
-    torn_bytes: int = 0
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -310,7 +312,7 @@ class LogReader:
         else:
             raise LogError(f"no recording at {self.path}")
         self.directory = self.path if self.path.is_dir() else self.path.parent
-        self.header = self._read_header(self.segments[0])[0]
+        self.header, self.header_bytes = self._read_header(self.segments[0])  # of the first segment
         self.torn_bytes = 0
 
     @property
@@ -344,34 +346,48 @@ class LogReader:
         return (rec for rec, _ in self.iter_with_offsets())
 
     def iter_with_offsets(self) -> Iterator[tuple[Record, int]]:
-        """Records with the count of bytes read so far over all segments (for progress)."""
+        """Records with their byte offset counted over all segments in order (for progress);
+        within one segment file, the record's offset in that file."""
         done = 0
         self.torn_bytes = 0
         last = len(self.segments) - 1
         for i, seg in enumerate(self.segments):
             data = seg.read_bytes()
             _, pos = self._read_header(seg, data)
-            for rec in self._records(seg, data, pos, i == last):
-                yield rec, done + pos
-                pos += REC_SIZE + len(rec.payload)
+            for rec, at in self._records(seg, data, pos, i == last):
+                yield rec, done + at
             done += len(data)
 
-    def _records(self, seg: Path, data: bytes, pos: int, is_last: bool) -> Iterator[Record]:
+    def _records(self, seg: Path, data: bytes, pos: int, is_last: bool) -> Iterator[tuple[Record, int]]:
+        """Records (and their byte offsets) of the whole, checked blocks of one segment; a torn
+        last block is skipped (``torn_bytes``)."""
         unpack = _REC.unpack_from
         size = len(data)
-        while pos < size:
-            if pos + REC_SIZE > size:
-                break
+        block = pos  # where the block being read began
+        pending: list[tuple[Record, int]] = []
+        bad_check_at = -1
+        while pos + REC_SIZE <= size:
             kind, t_ns, n = unpack(data, pos)
             start = pos + REC_SIZE
-            if kind not in KIND_NAMES or n > MAX_PAYLOAD or start + n > size:
+            if not (kind in KIND_NAMES or kind == CHECK) or n > MAX_PAYLOAD or start + n > size:
                 break
-            yield Record(kind, t_ns, data[start:start + n])
+            if kind == CHECK:
+                if n != 4 or _CRC.unpack_from(data, start)[0] != zlib.crc32(data[block:pos]):
+                    bad_check_at = start + n
+                    break
+                yield from pending
+                pending.clear()
+                pos = block = start + n
+                continue
+            pending.append((Record(kind, t_ns, data[start:start + n]), pos))
             pos = start + n
-        if pos < size:
+        if block < size:
             if not is_last:
-                raise LogError(f"{seg}: damaged at byte {pos} of {size} (not the last segment)")
-            self.torn_bytes = size - pos
+                raise LogError(f"{seg}: damaged at byte {block} of {size} (not the last segment)")
+            if 0 <= bad_check_at < size:
+                raise LogError(f"{seg}: block at byte {block} fails its checksum and more data follows: "
+                               "the recording is damaged")
+            self.torn_bytes = size - block
 
 
 def read_records(path: str | Path) -> Iterator[Record]:
