@@ -135,12 +135,11 @@ class Recorder(NullRecorder):
         self.segment_bytes = segment_bytes
         self.buffer_bytes = buffer_bytes
         self.segment = -1
-        self.records = 0
         self.bytes_written = 0
         self._fd = -1
         self._size = 0
         self._buf = bytearray()
-        self._inputs_pending = False
+        self._out_mark = 0  # length of the buffer after its last output record (0: nothing since a write)
         self._pack = _REC.pack
         self._open_segment()
 
@@ -150,35 +149,32 @@ class Recorder(NullRecorder):
         buf = self._buf
         buf += self._pack(INGEST, -1 if t_ns is None else t_ns, len(frame))
         buf += frame
-        self.records += 1
-        self._inputs_pending = True
         if len(buf) >= self.buffer_bytes:
             self.flush()
 
     def adapter_in(self, identity: bytes, frame: bytes, t_ns: int) -> None:
         self._peer(ADAPTER_IN, identity, frame, t_ns)
-        self._inputs_pending = True
 
     def operator_in(self, identity: bytes, frame: bytes, t_ns: int) -> None:
         self._peer(OPERATOR_IN, identity, frame, t_ns)
-        self._inputs_pending = True
 
     def tick(self, now_ns: int) -> None:
         """A tick at ``now_ns`` is about to run: record it and write out everything before it."""
         self._buf += self._pack(TICK, now_ns, 0)
-        self.records += 1
         self.flush()
 
     def adapter_out(self, identity: bytes, frame: bytes, t_ns: int) -> None:
         """Call just before sending ``frame``: the inputs it may answer are written out first."""
-        if self._inputs_pending:
+        if len(self._buf) != self._out_mark:  # something other than outputs since the last write
             self.flush()
         self._peer(ADAPTER_OUT, identity, frame, t_ns)
+        self._out_mark = len(self._buf)
 
     def operator_out(self, identity: bytes, frame: bytes, t_ns: int) -> None:
-        if self._inputs_pending:
+        if len(self._buf) != self._out_mark:
             self.flush()
         self._peer(OPERATOR_OUT, identity, frame, t_ns)
+        self._out_mark = len(self._buf)
 
     def _peer(self, kind: int, identity: bytes, frame: bytes, t_ns: int) -> None:
         ident = bytes(identity[:255])
@@ -187,7 +183,6 @@ class Recorder(NullRecorder):
         buf.append(len(ident))
         buf += ident
         buf += frame
-        self.records += 1
         if len(buf) >= self.buffer_bytes:
             self.flush()
 
@@ -195,7 +190,7 @@ class Recorder(NullRecorder):
 
     def flush(self) -> None:
         """Hand the buffer to the OS (one write), then rotate if the segment is full."""
-        self._inputs_pending = False
+        self._out_mark = 0
         if not self._buf:
             return
         self._buf += self._pack(CHECK, 0, 4) + _CRC.pack(zlib.crc32(self._buf))
@@ -215,13 +210,12 @@ class Recorder(NullRecorder):
         """Write an ``END`` record (the engine's final counters, when given), flush, fsync, close."""
         if self._fd < 0:
             return
-        end = {"records": self.records + 1}
+        end = {"bytes": self.bytes_written + len(self._buf)}
         if engine is not None:
             end.update(ticks=engine.ticks, accepted=engine.bank.accepted, rejected=dict(engine.bank.rejected))
         body = msgspec.msgpack.encode(end)
         self._buf += self._pack(END, time.time_ns(), len(body))
         self._buf += body
-        self.records += 1
         self.flush()
         self._close_segment()
 
