@@ -35,15 +35,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import msgspec
+
+log = logging.getLogger("traffic_engine.recorder")
 
 FORMAT_VERSION = 1
 MAGIC = b"TELOG\x00"
@@ -110,6 +114,9 @@ class NullRecorder:
     def close(self, engine=None) -> None:
         pass
 
+    def status(self) -> dict:
+        return {"enabled": False}
+
 
 class Recorder(NullRecorder):
     """Appends records to a rotating set of segment files in ``directory``.
@@ -136,6 +143,8 @@ class Recorder(NullRecorder):
         self.buffer_bytes = buffer_bytes
         self.segment = -1
         self.bytes_written = 0
+        self.failed: str | None = None  # why recording stopped (a disk error), None while it works
+        self.dropped_bytes = 0
         self._fd = -1
         self._size = 0
         self._buf = bytearray()
@@ -189,26 +198,49 @@ class Recorder(NullRecorder):
     # to disk ----------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Hand the buffer to the OS (one write), then rotate if the segment is full."""
+        """Hand the buffer to the OS (one write), then rotate if the segment is full.
+
+        A failing disk (full, gone) does not stop the engine: recording stops, the error is
+        logged and shown in ``status()``, and later records are counted and dropped.
+        """
         self._out_mark = 0
-        if not self._buf:
+        buf = self._buf
+        if not buf:
             return
-        self._buf += self._pack(CHECK, 0, 4) + _CRC.pack(zlib.crc32(self._buf))
-        data = memoryview(self._buf)
-        while data:
-            n = os.write(self._fd, data)
-            data = data[n:]
-        del data
-        self._size += len(self._buf)
-        self.bytes_written += len(self._buf)
-        self._buf.clear()
-        if self._size >= self.segment_bytes:
-            self._close_segment()
-            self._open_segment()
+        if self.failed is not None:
+            self.dropped_bytes += len(buf)
+            buf.clear()
+            return
+        buf += self._pack(CHECK, 0, 4) + _CRC.pack(zlib.crc32(buf))
+        data = memoryview(buf)
+        try:
+            while data:
+                n = os.write(self._fd, data)
+                self._size += n
+                self.bytes_written += n
+                data = data[n:]
+            if self._size >= self.segment_bytes:
+                self._close_segment(wait=False)
+                self._open_segment()
+        except OSError as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            self.dropped_bytes += len(data)
+            log.error("recording into %s stopped: %s (the engine keeps running; records are dropped)",
+                      self.dir, self.failed)
+        finally:
+            data.release()
+            buf.clear()
+
+    def status(self) -> dict:
+        return {"enabled": True, "dir": str(self.dir), "segment": self.segment, "bytes_written": self.bytes_written,
+                "failed": self.failed, "dropped_bytes": self.dropped_bytes}
 
     def close(self, engine=None) -> None:
         """Write an ``END`` record (the engine's final counters, when given), flush, fsync, close."""
         if self._fd < 0:
+            return
+        if self.failed is not None:
+            self._close_segment(wait=True)
             return
         end = {"bytes": self.bytes_written + len(self._buf)}
         if engine is not None:
@@ -217,7 +249,8 @@ class Recorder(NullRecorder):
         self._buf += self._pack(END, time.time_ns(), len(body))
         self._buf += body
         self.flush()
-        self._close_segment()
+        if self._fd >= 0:
+            self._close_segment(wait=True)
 
     def _open_segment(self) -> None:
         self.segment += 1
@@ -229,12 +262,23 @@ class Recorder(NullRecorder):
         os.write(self._fd, data)
         self._size = len(data)
 
-    def _close_segment(self) -> None:
-        try:
-            os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = -1
+    def _close_segment(self, wait: bool) -> None:
+        """fsync and close the current segment; on rotation (``wait=False``) in a thread, so the
+        engine's loop does not wait for the disk."""
+        fd, self._fd = self._fd, -1
+        if wait:
+            _fsync_close(fd)
+        else:
+            threading.Thread(target=_fsync_close, args=(fd,), name="recorder-fsync", daemon=True).start()
+
+
+def _fsync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        log.error("recording: fsync failed: %s", exc)
+    finally:
+        os.close(fd)
 
 
 def open_recorder(directory: str | Path, *, config, net_path: str | Path, segment_bytes: int,

@@ -257,6 +257,7 @@ class Server:
             "detectors": {"loops": eng.bank.n_loops, "cameras": eng.bank.n_cameras},
             "junctions": {"signals": eng.net.n_tls, "with_adapter": len(self.signal_adapter)},
             "adapters": {"protocol_errors": self.protocol_errors, "connected": len(self.links)},
+            "recording": self.recorder.status(),
         }
 
     def close(self) -> None:

@@ -168,6 +168,28 @@ def test_a_torn_tail_is_ignored_and_a_damaged_middle_is_an_error(tmp_path):
         LogReader(tmp_path / "junk")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_stops_recording_not_the_engine(tmp_path):
+    """Writes that fail (here: into /dev/full, ENOSPC) are logged, shown in status and counted as
+    dropped; the hooks keep working and the buffer stays bounded."""
+    rec = Recorder(tmp_path / "log", {}, buffer_bytes=4096)
+    rec.ingest(b"before", 1)
+    rec.flush()
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, rec._fd)  # the segment's descriptor now writes to a full device
+    os.close(full)
+    for i in range(10_000):
+        rec.ingest(b"x" * 100, i)
+        rec.adapter_out(b"a", b"cmd", i)
+        assert len(rec._buf) < 4096 + 200
+    rec.tick(10**9)
+    st = rec.status()
+    assert st["failed"] and "No space left" in st["failed"]
+    assert st["dropped_bytes"] > 10_000 * 100
+    rec.close()
+    assert [r.payload for r in read_records(tmp_path / "log")] == [b"before"]
+
+
 def test_recording_config_section(tmp_path):
     assert EngineConfig().recording.enabled is False
     cfg = tmp_path / "e.toml"
@@ -218,6 +240,7 @@ def test_kill_9_loses_nothing_the_engine_acted_on_or_acknowledged(demo, tmp_path
                     break
                 time.sleep(0.05)
         assert st["ingest"]["accepted"] == expected and st["ingest"]["rejected"] == {"malformed": 30}
+        assert st["recording"]["dir"] == str(log) and st["recording"]["failed"] is None
         acked = len(sent)
         for i in range(20_000):  # 3. a burst nobody waits for, then kill -9
             frame = encode(LoopReading(loops[i % len(loops)], ts, 1.0, 1, 0.3))
