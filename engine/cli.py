@@ -142,6 +142,10 @@ def _print_status(st: dict) -> None:
           + "".join(f"\n               {k}: {v}" for k, v in sorted(rej.items())))
     print(f"detectors    loops {st['detectors']['loops']}  cameras {st['detectors']['cameras']}")
     print(f"junctions    {st['junctions']['signals']} signals, {st['junctions']['with_adapter']} with an adapter")
+    rec = st.get("recording") or {}
+    if rec.get("enabled"):
+        print(f"recording    {rec['dir']}  segment {rec['segment']}  {rec['bytes_written'] / 1e6:.1f} MB written"
+              + (f"  STOPPED: {rec['failed']} ({rec['dropped_bytes']} bytes dropped)" if rec["failed"] else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
