@@ -3,6 +3,9 @@
 On the bundled demo town (``sim/scenarios/demo``), with single-reading ingest messages (one
 ``LoopReading`` per ZeroMQ message, the engine's worst case) and batched ones (100 readings):
 
+Machines are shared: every figure is the best of ``--repeat`` runs, with and without recording
+alternating.
+
 - ``socket``: a real engine process (``traffic-engine serve --clock sim``) takes N messages
   pushed over loopback TCP, without and with ``--record``; messages/s and their ratio;
 - ``in-process``: the same loop body without sockets, ``DetectorBank.absorb_frame`` alone and
@@ -55,40 +58,48 @@ def make_frames(loops: list[str], n: int, batch: int) -> list[bytes]:
     return frames
 
 
-def bench_socket(frames: list[bytes], readings: int, work: Path, record: bool) -> float:
-    """Messages/s a real engine process takes over loopback TCP (from the first send until the
-    operator socket reports every reading accepted)."""
-    cfg = work / "engine.toml"
-    cfg.write_text(ANY)
-    args = [sys.executable, "-m", "engine", "serve", str(DEMO), "--config", str(cfg), "--clock", "sim"]
-    if record:
-        args += ["--record", str(work / f"socket-log-{time.monotonic_ns()}")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    push = zmq.Context.instance().socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    try:
-        ep = json.loads(proc.stdout.readline())["endpoints"]
-        push.connect(ep["ingest"])
-        with OperatorClient(ep["operators"], timeout_s=30) as client:
-            push.send(encode(Clock(T0)))  # start the engine's clock, so readings are checked against it
-            while client.request("status")["tick"]["count"] < 1:
-                time.sleep(0.01)
-            t0 = time.perf_counter()
-            for f in frames:
-                push.send(f)
-            while True:
-                st = client.request("status")["ingest"]
-                if st["accepted"] + sum(st["rejected"].values()) >= readings:
-                    break
-                time.sleep(0.002)
-            dt = time.perf_counter() - t0
-        if st["rejected"] or st["accepted"] != readings:
+class EngineProcess:
+    """A real engine process (``serve --clock sim``, its clock started at ``T0``) and a PUSH to it."""
+
+    def __init__(self, work: Path, record: bool):
+        cfg = work / "engine.toml"
+        cfg.write_text(ANY)
+        args = [sys.executable, "-m", "engine", "serve", str(DEMO), "--config", str(cfg), "--clock", "sim"]
+        if record:
+            args += ["--record", str(work / f"socket-log-{time.monotonic_ns()}")]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.push = zmq.Context.instance().socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        ep = json.loads(self.proc.stdout.readline())["endpoints"]
+        self.push.connect(ep["ingest"])
+        self.client = OperatorClient(ep["operators"], timeout_s=60)
+        self.push.send(encode(Clock(T0)))  # start the engine's clock, so readings are checked against it
+        while self.client.request("status")["tick"]["count"] < 1:
+            time.sleep(0.01)
+        self.taken = 0
+
+    def rate(self, frames: list[bytes], readings: int) -> float:
+        """Messages/s the engine takes over loopback TCP: from the first send until the operator
+        socket reports every reading accepted."""
+        t0 = time.perf_counter()
+        for f in frames:
+            self.push.send(f)
+        self.taken += readings
+        while True:
+            st = self.client.request("status")["ingest"]
+            if st["accepted"] + sum(st["rejected"].values()) >= self.taken:
+                break
+            time.sleep(0.002)
+        dt = time.perf_counter() - t0
+        if st["rejected"] or st["accepted"] != self.taken:
             raise RuntimeError(f"benchmark readings were rejected: {st}")
         return len(frames) / dt
-    finally:
-        push.close(0)
-        proc.terminate()
-        proc.wait(30)
+
+    def close(self) -> None:
+        self.client.close()
+        self.push.close(0)
+        self.proc.terminate()
+        self.proc.wait(30)
 
 
 def bench_in_process(engine: Engine, frames: list[bytes], recorder: Recorder | None) -> float:
@@ -189,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=200_000,
                    help="single-reading messages per measurement (default %(default)s; batches of 100: 1/20 of it)")
     p.add_argument("--ticks", type=int, default=200, help="ticks of the lockstep recording replayed (default %(default)s)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="measurements of each figure, alternating with and without recording; the best "
+                        "counts (default %(default)s)")
     p.add_argument("--dir", help="where logs are written (default: a temporary directory, removed after)")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
@@ -203,12 +217,20 @@ def main(argv: list[str] | None = None) -> int:
             engine = Engine(net, EngineConfig())
             engine.warm_up()
             bench_in_process(engine, frames[: min(n, 1000)], None)  # warm the code paths
-            plain = bench_in_process(engine, frames, None)
             rec = Recorder(work / f"inproc-{label}", {}, segment_bytes=1 << 30)
-            recorded = bench_in_process(engine, frames, rec)
+            plain = recorded = sock_plain = sock_rec = 0.0
+            for _ in range(args.repeat):
+                plain = max(plain, bench_in_process(engine, frames, None))
+                recorded = max(recorded, bench_in_process(engine, frames, rec))
             rec.close()
-            sock_plain = bench_socket(frames, n * batch, work, record=False)
-            sock_rec = bench_socket(frames, n * batch, work, record=True)
+            engines = EngineProcess(work, record=False), EngineProcess(work, record=True)
+            try:
+                for _ in range(args.repeat):
+                    sock_plain = max(sock_plain, engines[0].rate(frames, n * batch))
+                    sock_rec = max(sock_rec, engines[1].rate(frames, n * batch))
+            finally:
+                for e in engines:
+                    e.close()
             w = bench_writer(frames, work)
             read = bench_read(Path(w["log"]))
             out[label] = {

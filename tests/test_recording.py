@@ -27,8 +27,8 @@ from engine import protocol as P
 from engine.client import OperatorClient
 from engine.config import EngineConfig, load_config
 from engine.recorder import (ADAPTER_IN, ADAPTER_OUT, CHECK, CHECK_SIZE, END, INGEST, OPERATOR_IN, OPERATOR_OUT,
-                             REC_SIZE, TICK, LogError, LogReader, Recorder, read_records)
-from engine.replay import replay
+                             REC_SIZE, TICK, LogError, LogReader, Recorder, open_recorder, read_records)
+from engine.replay import parse_until, replay
 from network import compile_network
 from network.layout import default_layout
 
@@ -325,6 +325,26 @@ def test_serve_refuses_a_directory_that_holds_a_recording(tmp_path):
     r = subprocess.run([sys.executable, "-m", "engine", "replay", str(tmp_path / "nothing-here")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no recording" in r.stderr
+
+
+def test_replay_checks_the_network_and_reads_until(tmp_path):
+    """A network that differs from the recorded one is refused (exit 2) before anything runs."""
+    log = tmp_path / "log"
+    open_recorder(log, config=EngineConfig(clock="sim"), net_path=DEMO_NET, segment_bytes=1 << 20).close()
+    assert LogReader(log).header["network"]["path"] == str(DEMO_NET.resolve())
+    other = tmp_path / "demo.net.xml"
+    other.write_bytes(DEMO_NET.read_bytes().replace(b"</net>", b"<!-- changed --></net>"))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "engine", "replay", str(log), "-q", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    r = run("--net", str(other))
+    assert r.returncode == 2 and "differs from the recorded one" in r.stderr
+    r = run("--until", "yesterday")
+    assert r.returncode == 2 and "--until" in r.stderr
+    r = run()
+    assert r.returncode == 0 and "ticks        0" in r.stdout
+    assert parse_until("+1.5") == ("rel", 1_500_000_000)
+    assert parse_until("2026-01-01T00:00:10Z") == ("abs", T0 + 10 * 10**9)
+    assert parse_until(str(T0)) == ("abs", T0)
 
 
 # -- determinism, closed loop with SUMO --------------------------------------------------------
