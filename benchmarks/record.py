@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=200_000,
                    help="single-reading messages per measurement (default %(default)s; batches of 100: 1/20 of it)")
-    p.add_argument("--ticks", type=int, default=200, help="ticks of the lockstep recording replayed (default %(default)s)")
+    p.add_argument("--ticks", type=int, default=200,
+                   help="ticks of the lockstep recording replayed (default %(default)s)")
     p.add_argument("--repeat", type=int, default=3,
                    help="measurements of each figure, alternating with and without recording; the best "
                         "counts (default %(default)s)")
@@ -254,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  reading the log back     {read:12,.0f} rec/s", flush=True)
         log = lockstep_log(net, loops, work, args.ticks)
         rp = bench_replay(log)
-        out["replay"] = {"ticks": rp["ticks"], "records": rp["records"], "commands_compared": rp["commands_compared"],
-                         "mismatches": rp["mismatches"], "records_per_s": rp["records_per_s"], "replay_s": rp["replay_s"]}
+        out["replay"] = {k: rp[k] for k in ("ticks", "records", "commands_compared", "mismatches", "records_per_s",
+                                            "replay_s")}
         print(f"replay of a lockstep recording: {rp['records']:,} records, {rp['ticks']} ticks, "
               f"{rp['commands_compared']:,} commands compared, {rp['mismatches']} mismatches, "
               f"{rp['records_per_s']:,} records/s")

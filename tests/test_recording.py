@@ -295,8 +295,8 @@ def test_wall_clock_recording_replays_tick_for_tick(demo, tmp_path):
         for d in socks:
             assert d.poll(10_000)
         time.sleep(0.3)
-        ctl = subprocess.run([sys.executable, "-m", "engine", "ctl", "status", "--endpoint", eng.endpoints["operators"]],
-                             capture_output=True, text=True, timeout=60)
+        ctl = subprocess.run([sys.executable, "-m", "engine", "ctl", "status",
+                              "--endpoint", eng.endpoints["operators"]], capture_output=True, text=True, timeout=60)
         assert ctl.returncode == 0 and f"recording    {log}  segment 0" in ctl.stdout
         eng.proc.send_signal(signal.SIGTERM)
         assert eng.proc.wait(20) == 0
