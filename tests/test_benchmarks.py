@@ -24,8 +24,8 @@ def test_tick_benchmark_writes_a_row_per_network_and_controller(resco_dir, tmp_p
 
 def test_record_benchmark_prints_and_writes_its_figures(tmp_path):
     out = tmp_path / "record.json"
-    r = subprocess.run([sys.executable, "-m", "benchmarks.record", "--messages", "2000", "--ticks", "5", "--repeat", "1",
-                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.record", "--messages", "2000", "--ticks", "5",
+                        "--repeat", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     for label in ("single", "batch100"):
