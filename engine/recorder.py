@@ -63,7 +63,6 @@ _REC = struct.Struct("<BqI")
 REC_SIZE = _REC.size  # 13 bytes
 _CRC = struct.Struct("<I")
 CHECK_SIZE = REC_SIZE + _CRC.size
-MAX_PAYLOAD = 1 << 30
 
 
 class LogError(ValueError):
@@ -400,25 +399,31 @@ class LogReader:
         """Records (and their byte offsets) of the whole, checked blocks of one segment; a torn
         last block is skipped (``torn_bytes``)."""
         unpack = _REC.unpack_from
+        new = tuple.__new__
+        kinds = KIND_NAMES
         size = len(data)
         block = pos  # where the block being read began
         pending: list[tuple[Record, int]] = []
+        append = pending.append
         bad_check_at = -1
         while pos + REC_SIZE <= size:
             kind, t_ns, n = unpack(data, pos)
             start = pos + REC_SIZE
-            if not (kind in KIND_NAMES or kind == CHECK) or n > MAX_PAYLOAD or start + n > size:
+            end = start + n
+            if end > size:
                 break
             if kind == CHECK:
                 if n != 4 or _CRC.unpack_from(data, start)[0] != zlib.crc32(data[block:pos]):
-                    bad_check_at = start + n
+                    bad_check_at = end
                     break
                 yield from pending
                 pending.clear()
-                pos = block = start + n
+                pos = block = end
                 continue
-            pending.append((Record(kind, t_ns, data[start:start + n]), pos))
-            pos = start + n
+            if kind not in kinds:
+                break
+            append((new(Record, (kind, t_ns, data[start:end])), pos))
+            pos = end
         if block < size:
             if not is_last:
                 raise LogError(f"{seg}: damaged at byte {block} of {size} (not the last segment)")
