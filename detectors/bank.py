@@ -175,10 +175,10 @@ class DetectorBank:
             log.warning("rejected reading (%s, %d so far): %s", reason, total, detail[:200])
 
     def absorb_frames(self, frames: list[bytes], now_ns: int | None,
-                      on_clock: Callable[[Clock], int | None] | None = None) -> None:
+                      on_clock: Callable[[Clock, int], int | None] | None = None) -> None:
         """Absorb received frames in order. Plain loop readings go through the numba kernel; each
-        other frame is decoded by msgspec. A ``Clock`` frame calls ``on_clock``, which may tick the
-        engine and returns the clock to check the frames after it against."""
+        other frame is decoded by msgspec. A ``Clock`` frame (the ``k``-th) calls ``on_clock(clock, k)``,
+        which may tick the engine and returns the clock to check the frames after it against."""
         if not frames:
             return
         lens = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
@@ -202,7 +202,7 @@ class DetectorBank:
                 break
             clock = self.absorb_frame(frames[k], now_ns)
             if clock is not None:
-                now_ns = on_clock(clock) if on_clock is not None else now_ns
+                now_ns = on_clock(clock, k) if on_clock is not None else now_ns
             k += 1
         self._log_kernel_rejections(first_bad, lambda f: bytes(frames[f]).hex())
 

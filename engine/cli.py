@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+import msgspec
+
 DESCRIPTION = """\
 traffic-engine: real-time traffic signal control and analytics.
 
@@ -18,6 +20,7 @@ traffic-engine: real-time traffic signal control and analytics.
              and report delay, throughput and safety
   demo       the bundled town, every controller, one table
   ctl        ask a running engine (status, alarms)
+  replay     run the engine over a recording (serve --record) and check it sends the same commands
 """
 
 
@@ -30,6 +33,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, controller=args.controller, clock=args.clock)
+        if args.record:
+            cfg = msgspec.structs.replace(cfg, recording=msgspec.structs.replace(
+                cfg.recording, enabled=True, dir=args.record))
         net = compile_network(args.net, permissive_turns=cfg.network.permissive_turns)
         engine = Engine(net, cfg)
     except (ValueError, NetworkError) as exc:
@@ -41,6 +47,16 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"traffic-engine serve: {exc}", file=sys.stderr)
         return 2
+    if cfg.recording.enabled:
+        from engine.recorder import LogError, open_recorder
+
+        try:
+            server.recorder = open_recorder(cfg.recording.dir, config=cfg, net_path=args.net,
+                                            segment_bytes=cfg.recording.segment_bytes)
+        except (LogError, OSError) as exc:
+            server.close()
+            print(f"traffic-engine serve: cannot record: {exc}", file=sys.stderr)
+            return 2
     logging.getLogger("traffic_engine").info(
         "serving %s: %d signals, %d lanes, %d loops, %d cameras, controller %s, clock %s",
         Path(args.net).name, net.n_tls, net.n_lanes, engine.bank.n_loops, engine.bank.n_cameras,
@@ -107,6 +123,23 @@ def _print_alarms(res: dict) -> None:
         print(f"  #{a['id']:<5} {a['severity']:8} {a['kind']:18} {a['subject']}  {a['detail']}")
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from engine.replay import ReplayError, print_summary, quiet_rejections, replay
+
+    if args.verbose == 0:
+        quiet_rejections()
+    try:
+        result = replay(args.log, net_path=args.net, until=args.until, progress=not args.quiet)
+    except (ReplayError, ValueError) as exc:
+        print(f"traffic-engine replay: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print_summary(result)
+    return 1 if result["mismatches"] else 0
+
+
 def _print_status(st: dict) -> None:
     tick = st["tick"]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
@@ -121,6 +154,10 @@ def _print_status(st: dict) -> None:
           + "  ".join(f"{k} {v}" for k, v in sorted(st["detectors"]["by_health"].items())))
     print(f"alarms       {st['alarms']['active']} active, {st['alarms']['raised_total']} raised since start")
     print(f"junctions    {st['junctions']['signals']} signals, {st['junctions']['with_adapter']} with an adapter")
+    rec = st.get("recording") or {}
+    if rec.get("enabled"):
+        print(f"recording    {rec['dir']}  segment {rec['segment']}  {rec['bytes_written'] / 1e6:.1f} MB written"
+              + (f"  STOPPED: {rec['failed']} ({rec['dropped_bytes']} bytes dropped)" if rec["failed"] else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--controller", choices=engine_ctls, help="override the config's controller")
     s.add_argument("--clock", choices=["wall", "sim"],
                    help="wall: tick on the system clock (default); sim: tick on Clock watermarks from a simulator")
+    s.add_argument("--record", metavar="DIR",
+                   help="record every message in and out (and every tick) into DIR, a new or empty "
+                        "directory, for `traffic-engine replay DIR` (segment size: recording.segment_bytes)")
     s.set_defaults(func=_serve)
 
     e = sub.add_parser("evaluate", help="test a controller on a SUMO scenario", description=(
@@ -173,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply (default %(default)s)")
     c.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     c.set_defaults(func=_ctl)
+
+    r = sub.add_parser("replay", help="run the engine over a recording and compare its commands", description=(
+        "Rebuild the engine a recording was made with (config from the recording, the network it names, "
+        "checked by SHA-256), feed it the recorded inputs on a manual clock, tick at the recorded tick "
+        "times, and compare every command it sends with the recorded one, byte for byte. Prints a "
+        "summary; exit code 0 when everything matches, 1 on a mismatch, 2 when the recording cannot "
+        "be replayed."))
+    r.add_argument("log", help="the recording: the directory given to serve --record")
+    r.add_argument("--json", help="also write the summary as one JSON object to this file")
+    r.add_argument("--until", help="stop before the first tick after this engine time: epoch ns, an ISO "
+                                   "time (2026-01-01T00:10:00Z), or +SECONDS after the first tick")
+    r.add_argument("--net", help="the network file, when it is no longer where it was recorded")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    r.set_defaults(func=_replay)
     return p
 
 

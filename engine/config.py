@@ -56,6 +56,21 @@ class IngestParams(_Conf):
     coalesce_ms: float = 1.0  # on the wall clock, after a drain of a few frames, wait this long
 
 
+class RecordingParams(_Conf):
+    """The flight recorder (``engine.recorder``): every message in and out, on disk under ``dir``
+    in segments of ``segment_bytes``. Off unless ``enabled`` (``serve --record DIR`` turns it on)."""
+
+    enabled: bool = False
+    dir: str | None = None
+    segment_bytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.dir:
+            raise ValueError("recording.enabled needs recording.dir")
+        if self.segment_bytes < 4096:
+            raise ValueError(f"recording.segment_bytes must be at least 4096, not {self.segment_bytes}")
+
+
 class EngineConfig(_Conf):
     """Everything ``traffic-engine serve`` can be told. All fields have working defaults."""
 
@@ -70,6 +85,7 @@ class EngineConfig(_Conf):
     max_pressure: MaxPressureParams = MaxPressureParams()
     fixed_time: FixedTimeParams = FixedTimeParams()
     ingest: IngestParams = IngestParams()
+    recording: RecordingParams = RecordingParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):

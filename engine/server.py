@@ -31,6 +31,7 @@ import zmq
 from engine import protocol as P
 from engine.clock import ManualClock, WallClock
 from engine.core import Engine
+from engine.recorder import NullRecorder
 
 log = logging.getLogger("traffic_engine.server")
 COALESCE_BELOW = 256  # frames: a drain that took fewer waits ``ingest.coalesce_ms`` before the next
@@ -47,8 +48,9 @@ class AdapterLink:
 class Server:
     """Binds the four sockets around an :class:`Engine` and runs its loop."""
 
-    def __init__(self, engine: Engine, context: zmq.Context | None = None):
+    def __init__(self, engine: Engine, context: zmq.Context | None = None, recorder: NullRecorder | None = None):
         self.engine = engine
+        self.recorder = recorder or NullRecorder()  # engine.recorder: every message in and out, on disk
         self.config = engine.config
         self.clock = ManualClock() if self.config.clock == "sim" else WallClock()
         self.ctx = context or zmq.Context.instance()
@@ -116,6 +118,7 @@ class Server:
                 self._drain_adapters()
             if self.operators in events:
                 self._drain_operators()
+            self.recorder.flush()
             if wall:
                 now = self.clock.now_ns()
                 if now >= next_tick:
@@ -144,23 +147,35 @@ class Server:
         sim = isinstance(self.clock, ManualClock)
         # a simulated clock has no time until the first watermark
         now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
+        self._drained, self._recorded, self._absorb_now = frames, 0, now
         self.engine.bank.absorb_frames(frames, now, self._on_clock)
+        self._record_ingest(len(frames))
         return len(frames)
 
-    def _on_clock(self, clock) -> int | None:
-        """A watermark arrived: on simulated time, tick at it; returns the clock after it."""
+    def _record_ingest(self, stop: int) -> None:
+        """Record the drained frames up to ``stop`` with the clock they were checked against."""
+        if self.recorder.enabled:
+            for frame in self._drained[self._recorded:stop]:
+                self.recorder.ingest(frame, self._absorb_now)
+        self._recorded = stop
+
+    def _on_clock(self, clock, k: int) -> int | None:
+        """Frame ``k`` was a watermark: on simulated time, tick at it; returns the clock after it."""
+        self._record_ingest(k + 1)  # what came before the tick is on record before it
         bank = self.engine.bank
         if not isinstance(self.clock, ManualClock):
             bank.reject("clock_in_wall_mode", "Clock watermarks are for engines on simulated time")
-            return self.clock.now_ns()
+            return self._absorb_now
         if self.engine.ticks and clock.ts_ns <= self.clock.now_ns():
             bank.reject("clock_backwards", f"watermark {clock.ts_ns} <= {self.clock.now_ns()}")
         else:
             self.clock.set(clock.ts_ns)
             self.run_tick(clock.ts_ns)
-        return self.clock.now_ns() if self.engine.ticks else None
+        self._absorb_now = self.clock.now_ns() if self.engine.ticks else None
+        return self._absorb_now
 
     def run_tick(self, now_ns: int) -> None:
+        self.recorder.tick(now_ns)
         self._watch_ingest(now_ns)
         chars = self.engine.tick(now_ns).decode()
         self._send_commands(chars, now_ns)
@@ -212,7 +227,9 @@ class Server:
         for t, ident in self.signal_adapter.items():
             cmd = P.Command(junction=net.tls_ids[t], ts_ns=now_ns, seq=self.command_seq,
                             state=chars[ptr[t]:ptr[t + 1]], phase=self.engine.local_phase(t))
-            self.adapters.send_multipart([ident, P.encoder.encode(cmd)])
+            frame = P.encoder.encode(cmd)
+            self.recorder.adapter_out(ident, frame, now_ns)
+            self.adapters.send_multipart([ident, frame])
 
     def _publish(self, chars: str, now_ns: int) -> None:
         net, st = self.engine.net, self.engine.estimator.state
@@ -245,6 +262,7 @@ class Server:
             except ValueError:
                 self.protocol_errors += 1
                 continue
+            self.recorder.adapter_in(ident, frame, self.clock.now_ns())
             try:
                 msg = P.adapter_decoder.decode(frame)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
@@ -270,7 +288,9 @@ class Server:
                         link.junctions.append(t)
                     reply = P.Welcome(msg.junction, True)
                     log.info("adapter %r registered junction %s", ident, msg.junction)
-                self.adapters.send_multipart([ident, P.encoder.encode(reply)])
+                out = P.encoder.encode(reply)
+                self.recorder.adapter_out(ident, out, self.clock.now_ns())
+                self.adapters.send_multipart([ident, out])
             elif isinstance(msg, P.Feedback):
                 t = net.tls_index.get(msg.junction)
                 if t is not None:
@@ -286,12 +306,15 @@ class Server:
                 return
             ident, body = frames[0], frames[-1]
             envelope = frames[1:-1]  # REQ peers add an empty delimiter
+            self.recorder.operator_in(ident, body, self.clock.now_ns())
             try:
                 req = P.request_decoder.decode(body)
                 reply = self.handle_request(req)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 reply = P.Reply(ok=False, error=f"bad request: {exc}")
-            self.operators.send_multipart([ident, *envelope, P.encoder.encode(reply)])
+            out = P.encoder.encode(reply)
+            self.recorder.operator_out(ident, out, self.clock.now_ns())
+            self.operators.send_multipart([ident, *envelope, out])
 
     def handle_request(self, req: P.Request) -> P.Reply:
         if req.op == "status":
@@ -320,9 +343,11 @@ class Server:
             "alarms": {"active": len(eng.alarms.active()), "raised_total": eng.alarms.raised_total},
             "junctions": {"signals": eng.net.n_tls, "with_adapter": len(self.signal_adapter)},
             "adapters": {"protocol_errors": self.protocol_errors, "connected": len(self.links)},
+            "recording": self.recorder.status(),
         }
 
     def close(self) -> None:
+        self.recorder.close(self.engine)
         for sock in (self.ingest, self.adapters, self.feed, self.operators):
             sock.close(0)
 

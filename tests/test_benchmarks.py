@@ -20,3 +20,19 @@ def test_tick_benchmark_writes_a_row_per_network_and_controller(resco_dir, tmp_p
     for row in rows:
         assert 0 < row["decide_us_p50"] <= row["tick_us_p50"] * 10
         assert row["network"] in r.stdout
+
+
+def test_record_benchmark_prints_and_writes_its_figures(tmp_path):
+    out = tmp_path / "record.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.record", "--messages", "2000", "--ticks", "5",
+                        "--repeat", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    for label in ("single", "batch100"):
+        row = res[label]
+        for key in ("socket", "inproc"):
+            assert row[f"{key}_msgs_per_s"] > 0 and row[f"{key}_recorded_msgs_per_s"] > 0
+            assert row[f"{key}_ratio"] == row[f"{key}_recorded_msgs_per_s"] / row[f"{key}_msgs_per_s"]
+        assert row["writer_ratio"] == row["writer_mb_per_s"] / row["raw_write_mb_per_s"]
+        assert f"{row['writer_records_per_s']:12,.0f}" in r.stdout
+    assert res["replay"]["mismatches"] == 0 and res["replay"]["commands_compared"] == 5 * 10
