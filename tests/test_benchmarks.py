@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from controllers import CONTROLLERS
 
 
@@ -36,3 +38,19 @@ def test_record_benchmark_prints_and_writes_its_figures(tmp_path):
         assert row["writer_ratio"] == row["writer_mb_per_s"] / row["raw_write_mb_per_s"]
         assert f"{row['writer_records_per_s']:12,.0f}" in r.stdout
     assert res["replay"]["mismatches"] == 0 and res["replay"]["commands_compared"] == 5 * 10
+
+
+def test_ingest_benchmark_prints_and_writes_its_figures(tmp_path):
+    out = tmp_path / "ingest.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.ingest", "--grid", "3", "--detectors", "500",
+                        "--messages", "5000", "--bulk-size", "100", "--bulk-messages", "20", "--seconds", "3",
+                        "--burst-seconds", "0.5", "--repeat", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["detectors"] == 500
+    assert res["ratio_single"] == res["ingest_msgs_per_s"] / res["raw_msgs_per_s"]
+    assert res["batched_readings_per_s"] == pytest.approx(res["ratio_batched"] * res["raw_bulk_readings_per_s"])
+    assert res["lost"] == 0 and res["rejected"] == {}
+    assert res["sustained_readings_sent"] > 0 and res["accepted"] >= res["sustained_readings_sent"]
+    assert f"ratio {res['ratio_single']:.2f}" in r.stdout
