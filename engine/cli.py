@@ -17,7 +17,7 @@ traffic-engine: real-time traffic signal control and analytics.
   evaluate   run SUMO as the city, with the engine (or SUMO's own controller) in the loop,
              and report delay, throughput and safety
   demo       the bundled town, every controller, one table
-  ctl        ask a running engine (status, alarms)
+  ctl        ask a running engine (status, alarms, detectors)
 """
 
 
@@ -95,6 +95,8 @@ def _ctl(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     elif args.op == "alarms":
         _print_alarms(result)
+    elif args.op == "detectors":
+        _print_detectors(result)
     else:
         _print_status(result)
     return 0
@@ -105,6 +107,14 @@ def _print_alarms(res: dict) -> None:
     print(f"{len(active)} active alarm(s), {res['raised_total']} raised since start")
     for a in active:
         print(f"  #{a['id']:<5} {a['severity']:8} {a['kind']:18} {a['subject']}  {a['detail']}")
+
+
+def _print_detectors(res: dict) -> None:
+    by = res["by_health"]
+    print(f"{res['loops']} loops, {res['cameras']} cameras: "
+          + ", ".join(f"{k} {v}" for k, v in by.items() if v or k == "ok"))
+    for d in res["faulty"]:
+        print(f"  {d['state']:22} {d['kind']:6} {d['id']}  (lanes {', '.join(d['lanes'])})")
 
 
 def _print_status(st: dict) -> None:
@@ -167,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     c = sub.add_parser("ctl", help="ask a running engine", description="Ask a running engine over its operator socket.")
-    c.add_argument("op", choices=["status", "alarms"],
-                   help="status: ingest, detectors, ticks, junctions; alarms: the active alarms")
+    c.add_argument("op", choices=["status", "alarms", "detectors"],
+                   help="status: ingest, detectors, ticks, junctions; alarms: the active alarms; "
+                   "detectors: detectors by health state and every faulty one")
     c.add_argument("--endpoint", default="tcp://127.0.0.1:7704", help="operator socket (default %(default)s)")
     c.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply (default %(default)s)")
     c.add_argument("--json", action="store_true", help="print the raw reply as JSON")
