@@ -13,10 +13,13 @@ one of these states (``STATES``), the first whose condition holds, in this order
   or counting at least ``flicker_min_vps`` with each vehicle covering it less than
   ``flicker_occ_s`` (contact bounce); a camera whose vehicles in view jump by more than
   ``camera_chatter_vps`` per lane per second. Rates are exponential averages over
-  ``chatter_tau_s``; once chattering, half the rate keeps the state.
-- ``flow_zero_occ_nonzero``: no count for ``fzon_s`` while the loop was occupied for
+  ``chatter_tau_s``; once chattering, half the rate keeps the state. Erratic means varying: a
+  reading that repeats the last non-zero one is ``constant``'s to judge, not chatter.
+- ``flow_zero_occ_nonzero``: no count for ``fzon_s`` while the loop was partly occupied for
   ``fzon_occupied_s`` in total (a camera: a queue reported with no vehicle in view), and not
-  fully occupied now (that is ``stuck_on``'s to decide).
+  fully occupied now. Only readings below ``stuck_occupancy`` count: a vehicle standing on a
+  stop-bar loop through a long wait was counted when it arrived, and a loop that stays fully
+  occupied is ``stuck_on``'s to judge.
 - ``no_activity``: zero count and zero occupancy for ``no_activity_s`` while the detector's peers
   (the other loops on its lane, else on its road; a camera's: the loops on its lanes) counted
   ``no_activity_peer_veh`` vehicles on average: traffic was there and it saw none.
@@ -92,7 +95,8 @@ def health_tick(dt, p, loop_count, loop_occ_time, loop_time, cam_ptr, cam_veh, c
             scratch[i, 1] = t
             scratch[i, 2] = c
             scratch[i, 3] = occ
-            scratch[i, 4] = occ * t if c == 0.0 else 0.0
+            # occupancy with no count, from a vehicle not standing on the loop (that one was counted)
+            scratch[i, 4] = occ * t if c == 0.0 and occ < p[P_STUCK_OCC] else 0.0
             scratch[i, 5] = c / t
             same = stats[i, S_HAVE_LAST] > 0.0 and c == stats[i, S_LAST_COUNT] and occ == stats[i, S_LAST_OCC]
             # "have last" = 2: this reading repeats the last one (read, and set back to 1, in step 2)
@@ -187,10 +191,11 @@ def health_tick(dt, p, loop_count, loop_occ_time, loop_time, cam_ptr, cam_veh, c
             cond = STUCK_ON
         elif st[S_CONST_N] >= p[P_CONST_N] and st[S_CONST_S] >= (p[P_CONST_S] if loop else p[P_CAM_CONST_S]):
             cond = CONSTANT
-        elif loop and (st[S_RATE] >= h * p[P_CHATTER] or (st[S_RATE] >= h * p[P_FLICKER_VPS]
-                                                           and st[S_OCC_RATE] * h < p[P_FLICKER_OCC] * st[S_RATE])):
+        elif st[S_CONST_N] == 0.0 and loop and (
+                st[S_RATE] >= h * p[P_CHATTER]
+                or (st[S_RATE] >= h * p[P_FLICKER_VPS] and st[S_OCC_RATE] * h < p[P_FLICKER_OCC] * st[S_RATE])):
             cond = CHATTERING
-        elif not loop and st[S_RATE] >= h * p[P_CAM_CHATTER]:
+        elif st[S_CONST_N] == 0.0 and not loop and st[S_RATE] >= h * p[P_CAM_CHATTER]:
             cond = CHATTERING
         elif st[S_FZ_RUN] >= p[P_FZON_S] and st[S_FZ_OCC] >= p[P_FZON_OCC] and st[S_LAST_OCC] < p[P_STUCK_OCC]:
             cond = FZON
@@ -301,8 +306,8 @@ class DetectorHealth:
         for d in np.flatnonzero(self._changed).tolist():  # changes only: rare
             out.append(HealthChange(d, self.ids[d], STATES[old[d]], STATES[self.state[d]]))
             self.since_ns[d] = now_ns
-            self.faults_total += self.state[d] != OK
-        self.changes_total += n
+            self.faults_total += int(self.state[d] != OK)
+        self.changes_total += int(n)
         return out
 
     def update_from_bank(self, bank, dt: float, now_ns: int = 0) -> list[HealthChange]:

@@ -68,6 +68,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.scenario, controller=args.controller, routes=args.routes, begin=args.begin, end=args.end,
             json_path=args.json, tls_states=args.tls_states, config=args.config, progress=not args.quiet,
+            inject_faults=args.inject_fault or (),
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -166,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="engine config for engine controllers")
     e.add_argument("--json", help="write the outcome as one JSON object to this file")
     e.add_argument("--tls-states", help="write SUMO's SaveTLSStates output for every signal here")
+    e.add_argument("--inject-fault", action="append", metavar="ID=KIND[@T]",
+                   help="make detector ID lie from simulated second T (default 0): KIND is silent, stuck_on, "
+                   "chattering, constant, zero_count_with_occupancy or no_activity; repeatable. The outcome "
+                   "then lists the engine's detector health and its detector_fault alarms")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

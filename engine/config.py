@@ -79,7 +79,7 @@ class HealthParams(_Conf):
     fzon_s: float = 300.0  # flow_zero_occ_nonzero: no count for this long ...
     fzon_occupied_s: float = 15.0  # ... while occupied this many seconds (a camera: queue with no vehicles)
     no_activity_s: float = 300.0  # no_activity: zero count and zero occupancy for this long ...
-    no_activity_peer_veh: float = 20.0  # ... while its peers (same lane, else same road) counted this many
+    no_activity_peer_veh: float = 10.0  # ... while its peers (same lane, else same road) counted this many
     clear_s: float = 60.0  # a fault clears after this long without any fault condition
 
     def __post_init__(self) -> None:

@@ -74,6 +74,7 @@ class Engine:
         s = config.safety
         self.safety = Safety(net, SafetyConfig(s.min_green_s, s.yellow_s, s.red_clearance_s), start_ns)
         self.alarms = AlarmBoard()
+        self.detector_alarm_changes = 0  # detector_fault raises and clears, as the feed sent them
         self.target_phase = np.full(net.n_tls, -1, dtype=np.int32)
         self.last_tick_ns: int | None = None
         self.ticks = 0
@@ -100,9 +101,9 @@ class Engine:
         """``detector_fault``: raised with the state as detail; a fault replacing another clears
         the old alarm and raises a new one; back to ok clears it."""
         if ch.old != "ok":
-            self.alarms.clear("detector_fault", ch.id, now_ns)
+            self.detector_alarm_changes += self.alarms.clear("detector_fault", ch.id, now_ns)
         if ch.new != "ok":
-            self.alarms.raise_("detector_fault", ch.id, now_ns, ch.new)
+            self.detector_alarm_changes += self.alarms.raise_("detector_fault", ch.id, now_ns, ch.new)
 
     def warm_up(self) -> None:
         """Run two ticks on a scratch engine, so every kernel is loaded before the first real tick."""
@@ -133,7 +134,7 @@ class Engine:
                 c = d - bank.n_loops
                 kind = "camera"
                 lanes = [self.net.lane_ids[x] for x in bank.camera_lane_idx[bank.camera_lane_ptr[c]:bank.camera_lane_ptr[c + 1]]]
-            out.append({"id": det, "kind": kind, "state": state, "since_ns": since, "lanes": lanes})
+            out.append({"id": det, "kind": kind, "state": state, "since_ns": int(since), "lanes": lanes})
         return out
 
     def tick_stats(self) -> TickStats:

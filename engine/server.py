@@ -302,7 +302,8 @@ class Server:
         eng = self.engine
         return {"by_health": eng.detector_health(), "faulty": eng.faulty_detectors(),
                 "loops": eng.bank.n_loops, "cameras": eng.bank.n_cameras,
-                "faults_total": eng.health.faults_total, "changes_total": eng.health.changes_total}
+                "faults_total": eng.health.faults_total, "changes_total": eng.health.changes_total,
+                "alarm_changes": eng.detector_alarm_changes}
 
     def status(self) -> dict:
         eng = self.engine
