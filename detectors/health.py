@@ -14,7 +14,7 @@ one of these states (``STATES``), the first whose condition holds, in this order
   ``flicker_occ_s`` (contact bounce); a camera whose vehicles in view jump by more than
   ``camera_chatter_vps`` per lane per second. Rates are exponential averages over
   ``chatter_tau_s``; once chattering, half the rate keeps the state. Erratic means varying: a
-  reading that repeats the last non-zero one is ``constant``'s to judge, not chatter.
+  reading that repeats the last non-zero one is ``constant``'s to judge and stays out of the rates.
 - ``flow_zero_occ_nonzero``: no count for ``fzon_s`` while the loop was partly occupied for
   ``fzon_occupied_s`` in total (a camera: a queue reported with no vehicle in view), and not
   fully occupied now. Only readings below ``stuck_occupancy`` count: a vehicle standing on a
@@ -148,15 +148,15 @@ def health_tick(dt, p, loop_count, loop_occ_time, loop_time, cam_ptr, cam_veh, c
                 st[S_STUCK] += secs
             else:
                 st[S_STUCK] = 0.0
-            if same and c > 0.0:
+            if same and c > 0.0:  # a repeat: constant's evidence, left out of the chatter rates
                 st[S_CONST_S] += secs
                 st[S_CONST_N] += 1.0
             else:
                 st[S_CONST_S] = 0.0
                 st[S_CONST_N] = 0.0
-            a = min(1.0, secs / p[P_TAU])
-            st[S_RATE] += a * (scratch[d, 5] - st[S_RATE])
-            st[S_OCC_RATE] += a * (occ - st[S_OCC_RATE])
+                a = min(1.0, secs / p[P_TAU])
+                st[S_RATE] += a * (scratch[d, 5] - st[S_RATE])
+                st[S_OCC_RATE] += a * (occ - st[S_OCC_RATE])
             if c == 0.0:
                 st[S_FZ_RUN] += secs
                 st[S_FZ_OCC] += evid
