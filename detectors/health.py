@@ -134,35 +134,34 @@ def health_tick(dt, p, loop_count, loop_occ_time, loop_time, cam_ptr, cam_veh, c
     # 2. statistics and state
     n_changed = 0
     for d in range(n):
-        st = stats[d]
         loop = d < n_loops
         if scratch[d, 0] > 0.0:
             secs = scratch[d, 1]
             c = scratch[d, 2]
             occ = scratch[d, 3]
             evid = scratch[d, 4]
-            same = st[S_HAVE_LAST] == 2.0
-            st[S_HAVE_LAST] = 1.0
-            st[S_SILENT] = 0.0
+            same = stats[d, S_HAVE_LAST] == 2.0
+            stats[d, S_HAVE_LAST] = 1.0
+            stats[d, S_SILENT] = 0.0
             if occ >= p[P_STUCK_OCC]:
-                st[S_STUCK] += secs
+                stats[d, S_STUCK] += secs
             else:
-                st[S_STUCK] = 0.0
+                stats[d, S_STUCK] = 0.0
             if same and c > 0.0:  # a repeat: constant's evidence, left out of the chatter rates
-                st[S_CONST_S] += secs
-                st[S_CONST_N] += 1.0
+                stats[d, S_CONST_S] += secs
+                stats[d, S_CONST_N] += 1.0
             else:
-                st[S_CONST_S] = 0.0
-                st[S_CONST_N] = 0.0
+                stats[d, S_CONST_S] = 0.0
+                stats[d, S_CONST_N] = 0.0
                 a = min(1.0, secs / p[P_TAU])
-                st[S_RATE] += a * (scratch[d, 5] - st[S_RATE])
-                st[S_OCC_RATE] += a * (occ - st[S_OCC_RATE])
+                stats[d, S_RATE] += a * (scratch[d, 5] - stats[d, S_RATE])
+                stats[d, S_OCC_RATE] += a * (occ - stats[d, S_OCC_RATE])
             if c == 0.0:
-                st[S_FZ_RUN] += secs
-                st[S_FZ_OCC] += evid
+                stats[d, S_FZ_RUN] += secs
+                stats[d, S_FZ_OCC] += evid
             else:
-                st[S_FZ_RUN] = 0.0
-                st[S_FZ_OCC] = 0.0
+                stats[d, S_FZ_RUN] = 0.0
+                stats[d, S_FZ_OCC] = 0.0
             if c == 0.0 and occ == 0.0 and evid == 0.0:
                 peer_sum = 0.0
                 peer_n = 0
@@ -171,46 +170,46 @@ def health_tick(dt, p, loop_count, loop_occ_time, loop_time, cam_ptr, cam_veh, c
                     if scratch[q, 0] > 0.0 and prev_state[q] == OK:
                         peer_sum += scratch[q, 2]
                         peer_n += 1
-                st[S_Q_RUN] += secs
+                stats[d, S_Q_RUN] += secs
                 if peer_n > 0:
-                    st[S_Q_PEER] += peer_sum / peer_n
+                    stats[d, S_Q_PEER] += peer_sum / peer_n
             else:
-                st[S_Q_RUN] = 0.0
-                st[S_Q_PEER] = 0.0
-            st[S_LAST_COUNT] = c
-            st[S_LAST_OCC] = occ
+                stats[d, S_Q_RUN] = 0.0
+                stats[d, S_Q_PEER] = 0.0
+            stats[d, S_LAST_COUNT] = c
+            stats[d, S_LAST_OCC] = occ
         else:
-            st[S_SILENT] += dt
+            stats[d, S_SILENT] += dt
         # the condition, first that holds
         cur = state[d]
         h = CHATTER_CLEAR_RATIO if cur == CHATTERING else 1.0
         cond = OK
-        if st[S_SILENT] >= p[P_MISSING]:
+        if stats[d, S_SILENT] >= p[P_MISSING]:
             cond = MISSING
-        elif st[S_STUCK] >= p[P_STUCK_S]:
+        elif stats[d, S_STUCK] >= p[P_STUCK_S]:
             cond = STUCK_ON
-        elif st[S_CONST_N] >= p[P_CONST_N] and st[S_CONST_S] >= (p[P_CONST_S] if loop else p[P_CAM_CONST_S]):
+        elif stats[d, S_CONST_N] >= p[P_CONST_N] and stats[d, S_CONST_S] >= (p[P_CONST_S] if loop else p[P_CAM_CONST_S]):
             cond = CONSTANT
-        elif st[S_CONST_N] == 0.0 and loop and (
-                st[S_RATE] >= h * p[P_CHATTER]
-                or (st[S_RATE] >= h * p[P_FLICKER_VPS] and st[S_OCC_RATE] * h < p[P_FLICKER_OCC] * st[S_RATE])):
+        elif stats[d, S_CONST_N] == 0.0 and loop and (
+                stats[d, S_RATE] >= h * p[P_CHATTER]
+                or (stats[d, S_RATE] >= h * p[P_FLICKER_VPS] and stats[d, S_OCC_RATE] * h < p[P_FLICKER_OCC] * stats[d, S_RATE])):
             cond = CHATTERING
-        elif st[S_CONST_N] == 0.0 and not loop and st[S_RATE] >= h * p[P_CAM_CHATTER]:
+        elif stats[d, S_CONST_N] == 0.0 and not loop and stats[d, S_RATE] >= h * p[P_CAM_CHATTER]:
             cond = CHATTERING
-        elif st[S_FZ_RUN] >= p[P_FZON_S] and st[S_FZ_OCC] >= p[P_FZON_OCC] and st[S_LAST_OCC] < p[P_STUCK_OCC]:
+        elif stats[d, S_FZ_RUN] >= p[P_FZON_S] and stats[d, S_FZ_OCC] >= p[P_FZON_OCC] and stats[d, S_LAST_OCC] < p[P_STUCK_OCC]:
             cond = FZON
-        elif st[S_Q_RUN] >= p[P_QUIET_S] and st[S_Q_PEER] >= p[P_QUIET_PEER]:
+        elif stats[d, S_Q_RUN] >= p[P_QUIET_S] and stats[d, S_Q_PEER] >= p[P_QUIET_PEER]:
             cond = NO_ACTIVITY
         changed[d] = False
         if cond != OK:
-            st[S_CLEAR] = 0.0
+            stats[d, S_CLEAR] = 0.0
             if cond != cur:
                 state[d] = cond
                 changed[d] = True
         elif cur != OK:
-            st[S_CLEAR] += dt
-            if st[S_CLEAR] >= p[P_CLEAR_S]:
-                st[S_CLEAR] = 0.0
+            stats[d, S_CLEAR] += dt
+            if stats[d, S_CLEAR] >= p[P_CLEAR_S]:
+                stats[d, S_CLEAR] = 0.0
                 state[d] = OK
                 changed[d] = True
         if changed[d]:
