@@ -97,9 +97,10 @@ def demo_net():
     return compile_network(DEMO_NET)
 
 
-def run_engine(engine, seconds, reading_of, start=1):
+def run_engine(engine, seconds, reading_of, start=1, camera_of=None):
     """Tick ``engine`` once a second; ``reading_of(k, det)`` gives each loop's reading (None: silent).
-    Every camera sees one vehicle per lane every fourth second."""
+    Every camera sees one vehicle per lane every fourth second, unless ``camera_of(k, cam, n_lanes)``
+    says otherwise."""
     bank = engine.bank
     lanes = np.diff(bank.camera_lane_ptr).tolist()
     cams = sorted(bank.camera_index, key=bank.camera_index.get)
@@ -110,7 +111,8 @@ def run_engine(engine, seconds, reading_of, start=1):
             if r is not None:
                 bank.absorb(LoopReading(det, now, 1.0, *r), now)
         for cam, n in zip(cams, lanes):
-            bank.absorb(CameraReading(cam, now, 1.0, [int(k % 4 == 0)] * n, [0.0] * n), now)
+            veh, queue = camera_of(k, cam, n) if camera_of else ([int(k % 4 == 0)] * n, [0.0] * n)
+            bank.absorb(CameraReading(cam, now, 1.0, veh, queue), now)
         engine.tick(now)
 
 
@@ -149,6 +151,25 @@ def test_each_fault_is_found_alarmed_excluded_and_cleared(demo_net, fault, state
     run_engine(engine, 200, lambda k, det: healthy(k), start=402)
     assert engine.faulty_detectors() == []
     assert [(a.subject, a.active) for a in engine.alarms.take_changes()] == [(bad, False)]
+
+
+def test_a_stuck_camera_leaves_no_full_lanes_behind(demo_net):
+    """A camera reporting every lane full for five minutes: once it is found stuck, its lanes'
+    estimates restart from the loops (which see light traffic), not from "full"."""
+    engine = Engine(demo_net, EngineConfig(clock="sim"))
+    bank = engine.bank
+    bad = "C:-143"
+    c = bank.camera_index[bad]
+    lanes = bank.camera_lane_idx[bank.camera_lane_ptr[c]:bank.camera_lane_ptr[c + 1]]
+    full = [int(x) for x in engine.health.cam_cap[bank.camera_lane_ptr[c]:bank.camera_lane_ptr[c + 1]]]
+    healthy = lambda k: (1, 0.3) if k % 4 == 0 else (0, 0.0)  # noqa: E731
+    stuck = lambda k, cam, n: (full, [float(x) for x in full]) if cam == bad else ([int(k % 4 == 0)] * n, [0.0] * n)  # noqa: E731
+    run_engine(engine, 299, lambda k, det: healthy(k), camera_of=stuck)
+    assert engine.faulty_detectors() == [] and (engine.estimator.state.lane_vehicles[lanes] == full).all()
+    run_engine(engine, 1, lambda k, det: healthy(k), start=300, camera_of=stuck)
+    assert [(d["id"], d["state"]) for d in engine.faulty_detectors()] == [(bad, "stuck_on")]
+    assert (engine.estimator.state.lane_vehicles[lanes] <= 1).all()
+    assert (engine.estimator.state.lane_queue_veh[lanes] <= 1).all()
 
 
 def test_lane_without_its_faulty_loop_is_not_observed(demo_net):
