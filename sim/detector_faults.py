@@ -21,9 +21,12 @@ last ``=`` separates the kind.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
+import zmq
 
 from detectors.bank import MAX_CAMERA_VEH_PER_M
 from network.layout import DetectorSpec
@@ -159,12 +162,11 @@ class FaultInjector:
 
 
 class AlarmWatch:
-    """A SUB on the engine's feed, topic ``alarms``: what an operator's screen would have shown."""
+    """A SUB on the engine's feed, topic ``alarms``: what an operator's screen would have shown.
+    Create it before the simulation starts: a subscriber misses what was published before it
+    joined."""
 
-    def __init__(self, feed_endpoint: str, context=None):
-        import zmq
-
-        self._zmq = zmq
+    def __init__(self, feed_endpoint: str, context: zmq.Context | None = None):
         self.sock = (context or zmq.Context.instance()).socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"alarms")
@@ -172,21 +174,17 @@ class AlarmWatch:
         self.alarms: list[dict] = []
 
     def _drain(self, timeout_ms: int) -> bool:
-        import msgspec
-
         if not self.sock.poll(timeout_ms):
             return False
         while True:
             try:
-                _, body = self.sock.recv_multipart(self._zmq.NOBLOCK)
-            except self._zmq.Again:
+                _, body = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
                 return True
             self.alarms.append(msgspec.msgpack.decode(body))
 
     def collect(self, kind: str, expected: int, timeout_s: float = 10.0) -> list[dict]:
         """Alarms of ``kind`` received, waiting (at most ``timeout_s``) until ``expected`` have come."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         while True:
             got = [a for a in self.alarms if a.get("kind") == kind]

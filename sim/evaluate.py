@@ -178,7 +178,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     bar = Progress(f"{sc.name} {controller}", begin=sc.begin, end=sc.end, enabled=progress)
     status: dict = {}
     health: dict = {}
-    watch = AlarmWatch(engine.endpoints["feed"])  # subscribed before the first tick
+    watch = AlarmWatch(engine.endpoints["feed"])  # joins before the bridge starts the clock
     try:
         with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional),
                   outdir=outdir, check_junction_collisions=True,
@@ -233,6 +233,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "detector_faults": {d["id"]: d["state"] for d in health.get("faulty", [])},
         "detector_alarms": [{"t_s": round((a["ts_ns"] - SIM_EPOCH_NS) / 1e9, 3), "detector": a["subject"],
                              "state": a["detail"], "active": a["active"]} for a in fault_alarms],
+        "detector_alarm_changes": health.get("alarm_changes"),  # as the engine counted them
     }
 
 

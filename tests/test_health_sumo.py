@@ -32,5 +32,6 @@ def test_each_injected_fault_gets_its_state_and_one_alarm(tmp_path):
     assert r["detector_health"]["ok"] == 228 - len(FAULTS)
     alarms = [(a["detector"], a["state"], a["active"]) for a in r["detector_alarms"]]
     assert sorted(alarms) == sorted((d, s, True) for d, s in expected.items())
+    assert r["detector_alarm_changes"] == len(FAULTS)  # the engine's count: the feed lost none
     assert all(a["t_s"] > START_S for a in r["detector_alarms"])
     assert r["safety_violations"] == 0 and r["ingest_rejected"] == {}
