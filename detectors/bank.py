@@ -377,12 +377,27 @@ class DetectorBank:
 
     # -- per tick -------------------------------------------------------------------------
 
-    def close_tick(self, interval_s: float) -> LaneObservations:
-        """Per-lane observations of the readings absorbed since the last call; resets."""
+    def close_tick(self, interval_s: float, loop_ok: np.ndarray | None = None,
+                   camera_ok: np.ndarray | None = None) -> LaneObservations:
+        """Per-lane observations of the readings absorbed since the last call; resets.
+
+        ``loop_ok``/``camera_ok`` (bool per loop / camera, from ``detectors.health``): detectors
+        that are False are left out, as if they had not reported (their readings stay accepted).
+        """
         n = self.net.n_lanes
-        stop = self.loop_role == ROLE_STOP
         L = self.loops
+        stop = self.loop_role == ROLE_STOP
         seen = L.time > 0
+        if loop_ok is not None:
+            stop = stop & loop_ok
+            seen = seen & loop_ok
+            up = (self.loop_role != ROLE_STOP) & loop_ok
+        else:
+            up = ~stop
+        if camera_ok is not None and not camera_ok.all():
+            bad_slots = np.repeat(~camera_ok, np.diff(self.camera_lane_ptr))
+            self._cam_vehicles[bad_slots] = np.nan
+            self._cam_queue[bad_slots] = np.nan
         stop_count = np.zeros(n)
         up_count = np.zeros(n)
         stop_occ_time = np.zeros(n)
@@ -390,15 +405,16 @@ class DetectorBank:
         stop_seen = np.zeros(n, dtype=np.bool_)
         up_seen = np.zeros(n, dtype=np.bool_)
         np.add.at(stop_count, self.loop_lane[stop], L.count[stop])
-        np.add.at(up_count, self.loop_lane[~stop], L.count[~stop])
+        np.add.at(up_count, self.loop_lane[up], L.count[up])
         np.add.at(stop_occ_time, self.loop_lane[stop], L.occ_time[stop])
         np.add.at(stop_time, self.loop_lane[stop], L.time[stop])
         stop_seen[self.loop_lane[stop & seen]] = True
-        up_seen[self.loop_lane[~stop & seen]] = True
+        up_seen[self.loop_lane[up & seen]] = True
         speed_sum = np.zeros(n)
         speed_n = np.zeros(n)
-        np.add.at(speed_sum, self.loop_lane, L.speed_sum)
-        np.add.at(speed_n, self.loop_lane, L.speed_n)
+        used = stop | up
+        np.add.at(speed_sum, self.loop_lane[used], L.speed_sum[used])
+        np.add.at(speed_n, self.loop_lane[used], L.speed_n[used])
         cam_veh = np.full(n, np.nan)
         cam_queue = np.full(n, np.nan)
         cam_veh[self.camera_lane_idx] = self._cam_vehicles

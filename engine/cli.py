@@ -19,7 +19,7 @@ traffic-engine: real-time traffic signal control and analytics.
   evaluate   run SUMO as the city, with the engine (or SUMO's own controller) in the loop,
              and report delay, throughput and safety
   demo       the bundled town, every controller, one table
-  ctl        ask a running engine (status, alarms)
+  ctl        ask a running engine (status, alarms, detectors)
   replay     run the engine over a recording (serve --record) and check it sends the same commands
 """
 
@@ -84,6 +84,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.scenario, controller=args.controller, routes=args.routes, begin=args.begin, end=args.end,
             json_path=args.json, tls_states=args.tls_states, config=args.config, progress=not args.quiet,
+            inject_faults=args.inject_fault or (),
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -111,6 +112,8 @@ def _ctl(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     elif args.op == "alarms":
         _print_alarms(result)
+    elif args.op == "detectors":
+        _print_detectors(result)
     else:
         _print_status(result)
     return 0
@@ -138,6 +141,14 @@ def _replay(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print_summary(result)
     return 1 if result["mismatches"] else 0
+
+
+def _print_detectors(res: dict) -> None:
+    by = res["by_health"]
+    print(f"{res['loops']} loops, {res['cameras']} cameras: "
+          + ", ".join(f"{k} {v}" for k, v in by.items() if v or k == "ok"))
+    for d in res["faulty"]:
+        print(f"  {d['state']:22} {d['kind']:6} {d['id']}  (lanes {', '.join(d['lanes'])})")
 
 
 def _print_status(st: dict) -> None:
@@ -196,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="engine config for engine controllers")
     e.add_argument("--json", help="write the outcome as one JSON object to this file")
     e.add_argument("--tls-states", help="write SUMO's SaveTLSStates output for every signal here")
+    e.add_argument("--inject-fault", action="append", metavar="ID=KIND[@T]",
+                   help="make detector ID lie from simulated second T (default 0): KIND is silent, stuck_on, "
+                   "chattering, constant, zero_count_with_occupancy or no_activity; repeatable. The outcome "
+                   "then lists the engine's detector health and its detector_fault alarms")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 
@@ -207,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     c = sub.add_parser("ctl", help="ask a running engine", description="Ask a running engine over its operator socket.")
-    c.add_argument("op", choices=["status", "alarms"],
-                   help="status: ingest, detectors, ticks, junctions; alarms: the active alarms")
+    c.add_argument("op", choices=["status", "alarms", "detectors"],
+                   help="status: ingest, detectors, ticks, junctions; alarms: the active alarms; "
+                   "detectors: detectors by health state and every faulty one")
     c.add_argument("--endpoint", default="tcp://127.0.0.1:7704", help="operator socket (default %(default)s)")
     c.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply (default %(default)s)")
     c.add_argument("--json", action="store_true", help="print the raw reply as JSON")

@@ -71,6 +71,44 @@ class RecordingParams(_Conf):
             raise ValueError(f"recording.segment_bytes must be at least 4096, not {self.segment_bytes}")
 
 
+class HealthParams(_Conf):
+    """Detector health checks, after PeMS diagnostics and NTCIP 1202 detector alarms
+    (``detectors.health``). Durations are seconds of detector time, so they hold for any
+    reporting period; each check must hold that long before its state is entered (the
+    on-delay), and a faulty detector returns to ``ok`` only after ``clear_s`` without any fault.
+
+    The defaults are set so a vehicle standing on a stop-bar loop through a long red, or a camera
+    watching a queue at red, is not a fault; lower them only where signals cycle fast."""
+
+    enabled: bool = True
+    missing_s: float = 120.0  # missing: no reading for this long
+    stuck_on_s: float = 300.0  # stuck_on: occupancy >= stuck_occupancy without a break (max presence)
+    stuck_occupancy: float = 0.95  # (a camera: vehicles in view / what its zone can hold)
+    constant_s: float = 120.0  # constant: the same non-zero reading repeated for this long ...
+    constant_min_samples: int = 4  # ... and at least this many times
+    camera_constant_s: float = 600.0  # (a camera: a standing queue repeats itself for a whole red)
+    chatter_vps: float = 0.9  # chattering: a loop counting more than this per second (3,240 veh/h) ...
+    camera_chatter_vps: float = 3.0  # ... a camera whose vehicles in view jump by this per lane per second ...
+    chatter_tau_s: float = 60.0  # ... on average over this time constant; or a loop that
+    flicker_min_vps: float = 0.2  # ... counts at least this per second
+    flicker_occ_s: float = 0.1  # ... each vehicle covering it less than this (no car passes a loop that fast)
+    fzon_s: float = 300.0  # flow_zero_occ_nonzero: no count for this long ...
+    fzon_occupied_s: float = 15.0  # ... while occupied this many seconds (a camera: queue with no vehicles)
+    no_activity_s: float = 300.0  # no_activity: zero count and zero occupancy for this long ...
+    no_activity_peer_veh: float = 10.0  # ... while its peers (same lane, else same road) counted this many
+    clear_s: float = 60.0  # a fault clears after this long without any fault condition
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            v = getattr(self, name)
+            if not isinstance(v, bool) and not (v >= 0 and v == v and v != float("inf")):
+                raise ValueError(f"health.{name} must be a finite number >= 0, not {v}")
+        if not 0 < self.stuck_occupancy <= 1:
+            raise ValueError(f"health.stuck_occupancy must be in (0, 1], not {self.stuck_occupancy}")
+        if self.chatter_tau_s <= 0:
+            raise ValueError("health.chatter_tau_s must be > 0")
+
+
 class EngineConfig(_Conf):
     """Everything ``traffic-engine serve`` can be told. All fields have working defaults."""
 
@@ -86,6 +124,7 @@ class EngineConfig(_Conf):
     fixed_time: FixedTimeParams = FixedTimeParams()
     ingest: IngestParams = IngestParams()
     recording: RecordingParams = RecordingParams()
+    health: HealthParams = HealthParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):

@@ -6,7 +6,7 @@
   ``Command`` (which is also the engine's heartbeat).
 - feed (PUB): every tick ``conditions`` (per edge) and ``spat.<signal>`` (per signal); ``alarms``
   when one is raised or cleared.
-- operators (ROUTER): ``Request`` -> ``Reply``; ``status`` and ``alarms``.
+- operators (ROUTER): ``Request`` -> ``Reply``; ``status``, ``alarms`` and ``detectors``.
 
 With ``clock = "wall"`` the loop ticks every ``tick_s`` of the system clock. With ``clock =
 "sim"`` it ticks when a ``Clock`` watermark arrives on the ingest socket, at the watermark's
@@ -325,7 +325,17 @@ class Server:
                 "active": [msgspec.structs.asdict(a) for a in board.active()],
                 "recent": [msgspec.structs.asdict(a) for a in list(board.history)[-100:]],
                 "raised_total": board.raised_total})
-        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms")
+        if req.op == "detectors":
+            return P.Reply(ok=True, result=self.detectors())
+        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms, detectors")
+
+    def detectors(self) -> dict:
+        """Health of the detectors: counts by state, every faulty one, alarm changes so far."""
+        eng = self.engine
+        return {"by_health": eng.detector_health(), "faulty": eng.faulty_detectors(),
+                "loops": eng.bank.n_loops, "cameras": eng.bank.n_cameras,
+                "faults_total": eng.health.faults_total, "changes_total": eng.health.changes_total,
+                "alarm_changes": eng.detector_alarm_changes}
 
     def status(self) -> dict:
         eng = self.engine

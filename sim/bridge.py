@@ -4,7 +4,7 @@ Each simulated second the bridge
 
 1. reads every placed detector by subscription (``sim.sumo``) and PUSHes the readings to the
    engine's ingest socket as one ``Batch``, stamped with simulated time, then a ``Clock``
-   watermark for that second;
+   watermark for that second (with injected faults, ``sim.detector_faults``, some devices lie);
 2. waits until every signal's adapter (one DEALER per signal) has the engine's ``Command`` for
    that second, and applies the commanded states to SUMO;
 3. steps SUMO and lets the conflict monitor look at what SUMO actually showed.
@@ -45,9 +45,10 @@ class Bridge:
     """Detector gateway and signal adapters of a simulated city."""
 
     def __init__(self, sumo, net: CompiledNetwork, specs: list[DetectorSpec], endpoints: dict[str, str],
-                 context: zmq.Context | None = None, command_timeout_s: float = 30.0):
+                 context: zmq.Context | None = None, command_timeout_s: float = 30.0, faults=None):
         self.sumo = sumo
         self.net = net
+        self.faults = faults  # a sim.detector_faults.FaultInjector: devices that lie (SUMO is untouched)
         self.ctx = context or zmq.Context.instance()
         self.timeout_ms = int(command_timeout_s * 1000)
         self.loop_ids = [s.id for s in specs if s.kind == "loop"]
@@ -97,13 +98,19 @@ class Bridge:
         readings: list[LoopReading | CameraReading] = []
         if not first:
             count, occ, speed = self.sumo.read_loops()
+            send = self.faults.loops(t_s, count, occ, speed) if self.faults else None
             for i, det in enumerate(self.loop_ids):
+                if send is not None and not send[i]:
+                    continue
                 s = float(speed[i])
                 readings.append(LoopReading(det, ts, 1.0, int(count[i]), float(occ[i]),
                                             None if math.isnan(s) else s))
             if self.cameras:
                 veh, halt = self.sumo.read_cameras()
+                send = self.faults.cameras(t_s, veh, halt) if self.faults else None
                 for c, cam in enumerate(self.cameras):
+                    if send is not None and not send[c]:
+                        continue
                     lo, hi = self.zone_ptr[c], self.zone_ptr[c + 1]
                     readings.append(CameraReading(cam.id, ts, 1.0, veh[lo:hi].tolist(),
                                                   halt[lo:hi].astype(float).tolist()))

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import msgspec
 
@@ -28,7 +29,8 @@ from network.layout import default_layout, save_layout
 from network.sumo_net import NetworkError
 from sim.additional import write_additional
 from sim.baselines import SUMO_CONTROLLERS, normalize_net
-from sim.bridge import Bridge, BridgeError
+from sim.bridge import SIM_EPOCH_NS, Bridge, BridgeError
+from sim.detector_faults import AlarmWatch, DetectorFault, FaultError, FaultInjector, parse_fault
 from sim.monitor import ConflictMonitor
 from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
@@ -45,8 +47,16 @@ class EvaluationError(RuntimeError):
 
 def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None, begin: float | None = None,
              end: float | None = None, json_path: str | Path | None = None, tls_states: str | Path | None = None,
-             config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None) -> dict:
-    """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome."""
+             config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
+             inject_faults: Sequence[str | DetectorFault] = ()) -> dict:
+    """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
+
+    ``inject_faults``: detector faults (``ID=KIND[@T]``, see ``sim.detector_faults``) the bridge
+    injects into what the devices send; engine controllers only."""
+    try:
+        faults = [f if isinstance(f, DetectorFault) else parse_fault(f) for f in inject_faults]
+    except FaultError as exc:
+        raise EvaluationError(str(exc)) from exc
     route_list = [r for r in routes.split(",") if r] if isinstance(routes, str) else routes
     try:
         sc = load_scenario(scenario, routes=route_list, begin=begin, end=end)
@@ -55,6 +65,8 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
     if controller not in BUILTIN and controller not in CONTROLLERS:
         raise EvaluationError(f"unknown controller {controller!r}; engine: {', '.join(sorted(CONTROLLERS))}; "
                               f"SUMO: {', '.join(BUILTIN)}")
+    if faults and controller in BUILTIN:
+        raise EvaluationError(f"--inject-fault needs an engine controller ({controller} reads SUMO's detectors itself)")
     tls_path = Path(tls_states).resolve() if tls_states else None
     with tempfile.TemporaryDirectory(prefix="te-eval-") as tmp:
         outdir = Path(workdir) if workdir else Path(tmp)
@@ -64,7 +76,8 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
 
             result = run_builtin(sc, controller, outdir=outdir, tls_states=tls_path, progress=progress)
         else:
-            result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress)
+            result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
+                                faults=faults)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
@@ -128,7 +141,7 @@ class EngineProcess:
 
 
 def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path | None,
-               config: str | Path | None, progress: bool) -> dict:
+               config: str | Path | None, progress: bool, faults: Sequence[DetectorFault] = ()) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict."""
     wall0 = time.perf_counter()
     try:
@@ -143,6 +156,10 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     if net.n_tls == 0:
         raise EvaluationError(f"{sc.net} has no traffic lights: nothing to control")
     specs = default_layout(net)
+    try:
+        injector = FaultInjector(list(faults), specs, dict(zip(net.lane_ids, net.lane_length_m.tolist())))
+    except FaultError as exc:
+        raise EvaluationError(str(exc)) from exc
     inventory = outdir / "detectors.json"
     save_layout(specs, inventory)
     cfg = msgspec.structs.replace(
@@ -160,11 +177,13 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     monitor = ConflictMonitor(net, min_green_s=cfg.safety.min_green_s)
     bar = Progress(f"{sc.name} {controller}", begin=sc.begin, end=sc.end, enabled=progress)
     status: dict = {}
+    health: dict = {}
+    watch = AlarmWatch(engine.endpoints["feed"])  # joins before the bridge starts the clock
     try:
         with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional),
                   outdir=outdir, check_junction_collisions=True,
                   extra_args=["--collision-output", str(outdir / "collisions.xml")]) as sumo:
-            bridge = Bridge(sumo, net, specs, engine.endpoints)
+            bridge = Bridge(sumo, net, specs, engine.endpoints, faults=injector)
             try:
                 sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
                 perm = sumo.signal_order(net.tls_ids)  # SUMO's signal order -> the network's
@@ -186,9 +205,12 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                 bridge.close()
         with OperatorClient(engine.endpoints["operators"], timeout_s=10) as client:
             status = client.request("status")
+            health = client.request("detectors")
+        fault_alarms = watch.collect("detector_fault", health.get("alarm_changes", 0))
     except (BridgeError, OperatorError) as exc:
         raise EvaluationError(f"{exc}\nengine log ({engine.log_path}):\n{engine.log_tail()}") from exc
     finally:
+        watch.close()
         engine.stop()
         bar.close()
     out = read_statistics(outdir / "stats.xml")
@@ -206,6 +228,12 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "tick_p99_ms": tick.get("p99_ms"),
         "ingest_accepted": status.get("ingest", {}).get("accepted"),
         "ingest_rejected": status.get("ingest", {}).get("rejected"),
+        "injected_faults": [str(f) for f in faults],
+        "detector_health": health.get("by_health"),
+        "detector_faults": {d["id"]: d["state"] for d in health.get("faulty", [])},
+        "detector_alarms": [{"t_s": round((a["ts_ns"] - SIM_EPOCH_NS) / 1e9, 3), "detector": a["subject"],
+                             "state": a["detail"], "active": a["active"]} for a in fault_alarms],
+        "detector_alarm_changes": health.get("alarm_changes"),  # as the engine counted them
     }
 
 

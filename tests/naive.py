@@ -179,3 +179,125 @@ def loop_reading_verdict(r, known, now_ns, last_seq, last_ts, max_interval_s=360
         last_seq[i] = r.seq
     last_ts[i] = r.ts_event_ns
     return None
+
+
+HEALTH_STATES = ("ok", "missing", "stuck_on", "constant", "chattering", "flow_zero_occ_nonzero", "no_activity")
+
+
+class HealthRef:
+    """Detector health in plain Python, one detector at a time, as ``detectors.health`` says it.
+
+    ``loops`` is the number of loops; ``cameras`` lists each camera's lane capacities (whole
+    vehicles); ``peers[d]`` the loop indices detector ``d`` is compared with; ``p`` a dict of
+    ``HealthParams`` fields."""
+
+    def __init__(self, loops, cameras, peers, p):
+        self.n_loops = loops
+        self.cameras = cameras
+        self.peers = peers
+        self.p = p
+        n = loops + len(cameras)
+        self.state = ["ok"] * n
+        self.silent = [0.0] * n
+        self.stuck = [0.0] * n
+        self.const_s = [0.0] * n
+        self.const_n = [0] * n
+        self.rate = [0.0] * n
+        self.occ_rate = [0.0] * n
+        self.fz_run = [0.0] * n
+        self.fz_occ = [0.0] * n
+        self.q_run = [0.0] * n
+        self.q_peer = [0.0] * n
+        self.clear = [0.0] * n
+        self.last = [None] * n  # last reading, to tell a repeat
+        self.last_occ = [0.0] * n
+        self.cam_last = [None] * len(cameras)  # per camera: (vehicles, queue) lists
+
+    def tick(self, dt, loops, cams):
+        """``loops[i]``: None or (count, occupied seconds, seconds); ``cams[c]``: None or
+        (vehicles per lane, queue per lane). Returns the states after the tick."""
+        p = self.p
+        samples = []
+        for i, r in enumerate(loops):
+            if r is None:
+                samples.append(None)
+                continue
+            count, occ_time, secs = r
+            occ = occ_time / secs
+            evid = occ * secs if count == 0 and occ < p["stuck_occupancy"] else 0.0
+            repeat = self.last[i] == (count, occ)
+            self.last[i] = (count, occ)
+            samples.append(dict(secs=secs, count=count, occ=occ, evid=evid, rate=count / secs, repeat=repeat))
+        for c, r in enumerate(cams):
+            if r is None:
+                samples.append(None)
+                continue
+            veh, queue = r
+            caps = self.cameras[c]
+            prev = self.cam_last[c]
+            jump = sum(abs(v - u) for v, u in zip(veh, prev[0])) if prev else 0.0
+            repeat = prev is not None and list(veh) == prev[0] and list(queue) == prev[1]
+            self.cam_last[c] = (list(veh), list(queue))
+            total = sum(veh)
+            samples.append(dict(secs=dt, count=total, occ=total / sum(caps) if sum(caps) > 0 else 0.0,
+                                evid=dt if total == 0 and sum(queue) > 0 else 0.0,
+                                rate=jump / len(veh) / dt, repeat=repeat))
+        before = list(self.state)
+        for d, s in enumerate(samples):
+            loop = d < self.n_loops
+            if s is None:
+                self.silent[d] += dt
+            else:
+                self.silent[d] = 0.0
+                self.stuck[d] = self.stuck[d] + s["secs"] if s["occ"] >= p["stuck_occupancy"] else 0.0
+                if s["repeat"] and s["count"] > 0:
+                    self.const_s[d] += s["secs"]
+                    self.const_n[d] += 1
+                else:
+                    self.const_s[d], self.const_n[d] = 0.0, 0
+                    a = min(1.0, s["secs"] / p["chatter_tau_s"])
+                    self.rate[d] += a * (s["rate"] - self.rate[d])
+                    self.occ_rate[d] += a * (s["occ"] - self.occ_rate[d])
+                if s["count"] == 0:
+                    self.fz_run[d] += s["secs"]
+                    self.fz_occ[d] += s["evid"]
+                else:
+                    self.fz_run[d], self.fz_occ[d] = 0.0, 0.0
+                if s["count"] == 0 and s["occ"] == 0 and s["evid"] == 0:
+                    seen = [samples[q]["count"] for q in self.peers[d] if samples[q] is not None and before[q] == "ok"]
+                    self.q_run[d] += s["secs"]
+                    if seen:
+                        self.q_peer[d] += sum(seen) / len(seen)
+                else:
+                    self.q_run[d], self.q_peer[d] = 0.0, 0.0
+                self.last_occ[d] = s["occ"]
+            h = 0.5 if self.state[d] == "chattering" else 1.0
+            varying = self.const_n[d] == 0
+            if self.silent[d] >= p["missing_s"]:
+                cond = "missing"
+            elif self.stuck[d] >= p["stuck_on_s"]:
+                cond = "stuck_on"
+            elif self.const_n[d] >= p["constant_min_samples"] and \
+                    self.const_s[d] >= (p["constant_s"] if loop else p["camera_constant_s"]):
+                cond = "constant"
+            elif varying and loop and (self.rate[d] >= h * p["chatter_vps"] or (
+                    self.rate[d] >= h * p["flicker_min_vps"] and self.occ_rate[d] * h < p["flicker_occ_s"] * self.rate[d])):
+                cond = "chattering"
+            elif varying and not loop and self.rate[d] >= h * p["camera_chatter_vps"]:
+                cond = "chattering"
+            elif self.fz_run[d] >= p["fzon_s"] and self.fz_occ[d] >= p["fzon_occupied_s"] and \
+                    self.last_occ[d] < p["stuck_occupancy"]:
+                cond = "flow_zero_occ_nonzero"
+            elif self.q_run[d] >= p["no_activity_s"] and self.q_peer[d] >= p["no_activity_peer_veh"]:
+                cond = "no_activity"
+            else:
+                cond = "ok"
+            if cond != "ok":
+                self.clear[d] = 0.0
+                self.state[d] = cond
+            elif self.state[d] != "ok":
+                self.clear[d] += dt
+                if self.clear[d] >= p["clear_s"]:
+                    self.clear[d] = 0.0
+                    self.state[d] = "ok"
+        return list(self.state)

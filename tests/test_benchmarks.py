@@ -54,3 +54,16 @@ def test_ingest_benchmark_prints_and_writes_its_figures(tmp_path):
     assert res["lost"] == 0 and res["rejected"] == {}
     assert res["sustained_readings_sent"] > 0 and res["accepted"] >= res["sustained_readings_sent"]
     assert f"ratio {res['ratio_single']:.2f}" in r.stdout
+
+
+def test_health_benchmark_checks_every_detector_and_finds_its_faults(tmp_path):
+    """Tiny run: the figures are written, and after 400 s each of the six faults was found."""
+    out = tmp_path / "health.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.health", "--detectors", "7000", "--ticks", "400",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(out.read_text())
+    assert row["detectors"] == 7000 and sum(row["states"].values()) == 7000
+    assert all(n > 0 for n in row["states"].values()), row["states"]
+    assert 0 < row["read_inputs_us_p50"] and 0 < row["kernel_us_p50"] <= row["kernel_us_p99"]
+    assert "ratio kernel / reading the inputs" in r.stdout
