@@ -78,7 +78,7 @@ class Engine:
         t0 = time.perf_counter_ns()
         dt = self.config.tick_s if self.last_tick_ns is None else max((now_ns - self.last_tick_ns) / 1e9, 1e-3)
         obs = self.bank.close_tick(dt)
-        state = self.estimator.update(obs)
+        state = self.estimator.update(obs, now_ns, self.safety.link_state)
         self.controller.decide(state, self.safety.active_phase, self.safety.active_since_ns, now_ns,
                                self.target_phase)
         self.safety.enforce(self.target_phase, now_ns)
