@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
 from network.compiled import CompiledNetwork
 
@@ -49,9 +50,40 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 def default_layout(net: CompiledNetwork, camera_range_m: float = CAMERA_RANGE_M) -> list[DetectorSpec]:
     """Loops and cameras on every lane entering a signalised junction."""
     signal_lanes = sorted({int(net.move_in_lane[k]) for k in range(net.n_movements) if net.move_link[k] >= 0})
+    return _instrument(net, signal_lanes, camera_range_m)
+
+
+def coverage_layout(net: CompiledNetwork, fraction: float, seed: int = 0,
+                    camera_range_m: float = CAMERA_RANGE_M) -> list[DetectorSpec]:
+    """Detectors on a random ``fraction`` of all edges (drawn with ``seed``), none elsewhere.
+
+    Each chosen edge gets what a signalised approach gets in :func:`default_layout` (a stop-bar
+    loop and, where the lane is long enough, an upstream loop on every lane, and a camera over
+    the edge), whether or not a signal ends it; the other edges have no detector at all.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"detector coverage must be between 0 and 1, not {fraction}")
+    n = int(round(fraction * net.n_edges))
+    chosen = sorted(np.random.default_rng(seed).permutation(net.n_edges)[:n].tolist())
+    lanes = [int(x) for e in chosen for x in net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]]
+    return _instrument(net, sorted(lanes), camera_range_m)
+
+
+def instrumented_edges(net: CompiledNetwork, specs: list[DetectorSpec]) -> np.ndarray:
+    """bool[n_edges]: every lane of the edge has a counting loop (the estimator's "observed")."""
+    has = np.zeros(net.n_lanes, dtype=np.bool_)
+    for s in specs:
+        if s.kind == "loop":
+            has[net.lane_index[s.lanes[0]]] = True
+    return np.array([bool(has[net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]].all())
+                     for e in range(net.n_edges)], dtype=np.bool_)
+
+
+def _instrument(net: CompiledNetwork, lanes: list[int], camera_range_m: float) -> list[DetectorSpec]:
+    """Stop-bar and upstream loops on ``lanes``, one camera per edge over its instrumented lanes."""
     specs: list[DetectorSpec] = []
     cams: dict[int, list[int]] = {}
-    for lane in signal_lanes:
+    for lane in lanes:
         lane_id = net.lane_ids[lane]
         length = float(net.lane_length_m[lane])
         stop_pos = max(0.1, length - STOP_BAR_SETBACK_M)
@@ -114,4 +146,4 @@ def load_layout(path: str | Path) -> list[DetectorSpec]:
         raise ValueError(f"bad detector inventory {path}: {exc}") from exc
 
 
-__all__ = ["DetectorSpec", "default_layout", "load_layout", "save_layout"]
+__all__ = ["DetectorSpec", "coverage_layout", "default_layout", "instrumented_edges", "load_layout", "save_layout"]
