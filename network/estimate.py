@@ -124,30 +124,25 @@ def _estimate_lanes(dt, stop_count, stop_seen, stop_occ, up_count, up_seen, spee
         observed[i] = seen
 
 
-@njit(cache=True)
-def _conditions(e, q, Q, e_len, e_nlanes, e_vfree, e_signal, e_storage, tt, speed, density, delay, los):
-    """Travel time, speed, density, delay and LOS of edge ``e`` from flow ``q`` and queue ``Q``."""
-    vc = max(e_vfree[e] * CRUISE_FACTOR, 0.5)
-    free_part = max(e_len[e] - Q * JAM_SPACING_M / e_nlanes[e], 0.0)
+@njit(cache=True, inline="always")
+def _conditions(q, Q, length, nlanes, vfree, signal, storage):
+    """(travel time, speed, density, delay, LOS) of an edge from flow ``q`` and queue ``Q``."""
+    vc = max(vfree * CRUISE_FACTOR, 0.5)
+    free_part = max(length - Q * JAM_SPACING_M / nlanes, 0.0)
     t = free_part / vc + Q * 3600.0 / max(q, MIN_DELAY_FLOW_VPH)
-    t = min(max(t, e_len[e] / max(e_vfree[e] * 1.2, 0.5)), e_len[e] / 0.5)
-    tt[e] = t
-    speed[e] = e_len[e] / t
-    density[e] = max(q, 0.0) * t / 3600.0 / max(e_len[e], 1.0) * 1000.0
-    if Q > 0 and density[e] < Q / max(e_len[e], 1.0) * 1000.0:
-        density[e] = Q / max(e_len[e], 1.0) * 1000.0
-    if e_signal[e]:
-        d = max(t - e_len[e] / max(e_vfree[e], 0.5), 0.0)
-        delay[e] = d
-        k = 0
-        while k < 5 and d > LOS_LIMITS_S[k]:
-            k += 1
-        if Q >= 0.9 * e_storage[e]:
-            k = 5
-        los[e] = k
-    else:
-        delay[e] = np.nan
-        los[e] = -1
+    t = min(max(t, length / max(vfree * 1.2, 0.5)), length / 0.5)
+    density = max(q, 0.0) * t / 3600.0 / max(length, 1.0) * 1000.0
+    if Q > 0 and density < Q / max(length, 1.0) * 1000.0:
+        density = Q / max(length, 1.0) * 1000.0
+    if not signal:
+        return t, length / t, density, np.nan, -1
+    d = max(t - length / max(vfree, 0.5), 0.0)
+    k = 0
+    while k < 5 and d > LOS_LIMITS_S[k]:
+        k += 1
+    if Q >= 0.9 * storage:
+        k = 5
+    return t, length / t, density, d, k
 
 
 @njit(cache=True)
@@ -255,8 +250,8 @@ def _estimate_edges(
             q = max(acc_flow[e] / T, 0.0)
             m_flow[e] = q
             m_queue[e] = acc_queue[e] / T
-            _conditions(e, q, m_queue[e], e_len, e_nlanes, e_vfree, e_signal, e_storage, m_tt, m_speed, m_density,
-                        m_delay, m_los)
+            m_tt[e], m_speed[e], m_density[e], m_delay[e], m_los[e] = _conditions(
+                q, m_queue[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
             acc_flow[e] = 0.0
             acc_queue[e] = 0.0
         acc_time[0] = 0.0
@@ -284,7 +279,8 @@ def _estimate_edges(
             else:
                 queue_now[e] = 0.0
         queue_s[e] += a * (queue_now[e] - queue_s[e])
-        _conditions(e, q, queue_s[e], e_len, e_nlanes, e_vfree, e_signal, e_storage, tt, speed, density, delay, los)
+        tt[e], speed[e], density[e], delay[e], los[e] = _conditions(
+            q, queue_s[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
         lanes = edge_lane_ptr[e + 1] - edge_lane_ptr[e]
         for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
             ln = edge_lane_idx[k]

@@ -272,3 +272,37 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
                 out["lane", ln] = (st["queue_s"][e] / n, (st["queue_s"][e] + moving) / n, q / n)
     st["acc_time"] += dt
     return observed, out
+
+
+def fastest_route(net, tt, origin, destination):
+    """(travel time, edge ids) of the fastest route between edge or junction ids, Dijkstra by hand
+    over edges linked by lane connections."""
+    import heapq
+
+    nxt = {}
+    for m in range(net.n_movements):
+        a, b = int(net.lane_edge[net.move_in_lane[m]]), int(net.lane_edge[net.move_out_lane[m]])
+        if a != b:
+            nxt.setdefault(a, set()).add(b)
+    if origin in net.edge_index:
+        starts = [net.edge_index[origin]]
+    else:
+        starts = [e for e in range(net.n_edges) if net.junction_ids[net.edge_from[e]] == origin]
+    if destination in net.edge_index:
+        goal = {net.edge_index[destination]}
+    else:
+        goal = {e for e in range(net.n_edges) if net.junction_ids[net.edge_to[e]] == destination}
+    heap = [(float(tt[e]), e, (e,)) for e in starts]
+    heapq.heapify(heap)
+    done = set()
+    while heap:
+        d, e, path = heapq.heappop(heap)
+        if e in done:
+            continue
+        done.add(e)
+        if e in goal:
+            return d, [net.edge_ids[x] for x in path]
+        for f in nxt.get(e, ()):
+            if f not in done:
+                heapq.heappush(heap, (d + float(tt[f]), f, path + (f,)))
+    return None
