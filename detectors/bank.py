@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
@@ -54,6 +54,11 @@ class LaneObservations:
     camera_vehicles: np.ndarray
     camera_queue_veh: np.ndarray
     interval_s: float
+    # camera movement counts, one slot per (lane, edge it turns into) of every camera's `turns`:
+    # the slot's lane and destination edge (indices, fixed), vehicles in the tick (NaN: not reported)
+    turn_lane: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    turn_edge: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    turn_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class DetectorBank:
@@ -66,6 +71,7 @@ class DetectorBank:
         self.camera_index: dict[str, int] = {}
         loop_lane, loop_role = [], []
         cam_ptr, cam_lanes, cam_range = [0], [], []
+        turn_ptr, turn_lane, turn_edge = [0], [], []
         for spec in specs:
             missing = [x for x in (*spec.lanes, *(u for up in spec.upstream for u in up)) if x not in net.lane_index]
             if missing:
@@ -81,6 +87,12 @@ class DetectorBank:
                 cam_lanes.extend(net.lane_index[x] for x in spec.lanes)
                 cam_ptr.append(len(cam_lanes))
                 cam_range.append(spec.range_m)
+                for k, edge in spec.turns:
+                    if not 0 <= k < len(spec.lanes) or edge not in net.edge_index:
+                        raise ValueError(f"detector {spec.id}: bad turn ({k}, {edge!r})")
+                    turn_lane.append(net.lane_index[spec.lanes[k]])
+                    turn_edge.append(net.edge_index[edge])
+                turn_ptr.append(len(turn_lane))
             else:
                 raise ValueError(f"detector {spec.id}: unknown kind {spec.kind!r}")
         self.loop_lane = np.array(loop_lane, dtype=np.int32)
@@ -88,6 +100,10 @@ class DetectorBank:
         self.camera_lane_ptr = np.array(cam_ptr, dtype=np.int64)
         self.camera_lane_idx = np.array(cam_lanes, dtype=np.int32)
         self.camera_range_m = np.array(cam_range, dtype=np.float64)
+        self.camera_turn_ptr = np.array(turn_ptr, dtype=np.int64)
+        self.turn_lane = np.array(turn_lane, dtype=np.int32)
+        self.turn_edge = np.array(turn_edge, dtype=np.int32)
+        self._turn_count = np.full(len(turn_lane), np.nan)
         lane_len = dict(zip(net.lane_ids, net.lane_length_m.tolist()))
         self._cam_capacity = np.array(
             [max(1.0, spec.zone_m(k, lane_len) * MAX_CAMERA_VEH_PER_M)
@@ -197,10 +213,23 @@ class DetectorBank:
             cap = self._cam_capacity[lo:hi]
             if (counts > cap).any() or (queue > cap).any():
                 return self.reject("count_impossible", f"{r!r}")
+            t0, t1 = int(self.camera_turn_ptr[c]), int(self.camera_turn_ptr[c + 1])
+            turns = None
+            if r.turn_counts:
+                if len(r.turn_counts) != t1 - t0:
+                    return self.reject("lanes_mismatch", f"{r.camera}: expected {t1 - t0} turn counts")
+                turns = np.asarray(r.turn_counts, dtype=np.float64)
+                if (turns < 0).any():
+                    return self.reject("negative", f"{r!r}")
+                if (turns > MAX_VEH_PER_LANE_PER_S * r.interval_s + 1).any():
+                    return self.reject("count_impossible", f"{r!r}")
             if not self._check_seq(r.camera, r.seq):
                 return None
             self._cam_vehicles[lo:hi] = counts
             self._cam_queue[lo:hi] = queue
+            if turns is not None:
+                seen = self._turn_count[t0:t1]
+                self._turn_count[t0:t1] = np.where(np.isnan(seen), 0.0, seen) + turns
         self.accepted += 1
 
     def _check_seq(self, source: str, seq: int) -> bool:
@@ -251,9 +280,13 @@ class DetectorBank:
                 camera_vehicles=cam_veh,
                 camera_queue_veh=cam_queue,
                 interval_s=interval_s,
+                turn_lane=self.turn_lane,
+                turn_edge=self.turn_edge,
+                turn_count=self._turn_count.copy(),
             )
         for a in (self._loop_count, self._loop_occ_time, self._loop_time, self._loop_speed_sum, self._loop_speed_n):
             a.fill(0.0)
         self._cam_vehicles.fill(np.nan)
         self._cam_queue.fill(np.nan)
+        self._turn_count.fill(np.nan)
         return obs

@@ -34,6 +34,7 @@ class CameraReading(msgspec.Struct, tag="camera", frozen=True, array_like=True):
     counts: list[int]  # vehicles in view per lane
     queue_veh: list[float]  # queued (halting) vehicles per lane
     seq: int = -1
+    turn_counts: list[int] = []  # vehicles that left the view into each of the inventory's `turns`
 
 
 class Batch(msgspec.Struct, tag="batch", frozen=True, array_like=True):

@@ -59,6 +59,8 @@ SATURATION_VPH_PER_LANE = 1800.0
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
 MIN_DELAY_FLOW_VPH = 60.0  # flow below which Little's law no longer gives a usable wait
 MINUTE_NS = 60 * 10**9
+RATIO_TAU_S = 300.0  # smoothing of camera movement counts into turning shares
+RATIO_PRIOR_VPH = 30.0  # weight of the lane-structure shares against measured movement flows
 LOS_LETTERS = "ABCDEF"
 LOS_LIMITS_S = (10.0, 20.0, 35.0, 55.0, 80.0)  # HCM control delay thresholds of A..E
 
@@ -155,7 +157,7 @@ def _estimate_edges(
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lane_ndest,
     lane_link_ptr, lane_link_idx,
     # solver state
-    R, x, r, prior,
+    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, x, r, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, queue_s, tt, speed, density, delay, los,
@@ -192,8 +194,8 @@ def _estimate_edges(
         queue_now[e] = qsum if (lanes > 0 and n_cam == lanes) else -1.0
     if obs_lanes > 0:
         prior[0] += a_prior * (obs_sum / obs_lanes - prior[0])
-    # 2. turning ratios from the lane structure and measured lane flows
-    R[:] = 0.0
+    # 2. turning ratios: the lane structure with measured lane flows (Rs), then camera movement counts (R)
+    Rs[:] = 0.0
     for j in range(lt_lane.size):
         ln = lt_lane[j]
         t = lt_turn[j]
@@ -210,7 +212,34 @@ def _estimate_edges(
             share = lane_flow[ln] / tot
         else:
             share = 1.0 / max(n_exit, 1)
-        R[t] += share / lane_ndest[ln]
+        Rs[t] += share / lane_ndest[ln]
+    # measured turning shares: edges whose cameras count movements on every lane that has exits
+    a_turn = min(1.0, dt / RATIO_TAU_S)
+    for e in range(n_edges):
+        slots_seen[e] = 0
+        slots_all[e] = 0
+    for j in range(slot_turn.size):
+        t = slot_turn[j]
+        if t >= 0:
+            slots_all[turn_from[t]] += 1
+            if not np.isnan(slot_count[j]):
+                slots_seen[turn_from[t]] += 1
+    turn_now[:] = 0.0
+    for j in range(slot_turn.size):
+        t = slot_turn[j]
+        if t >= 0 and not np.isnan(slot_count[j]):
+            turn_now[t] += slot_count[j] * 3600.0 / dt
+    for i in range(n_edges):
+        if slots_all[i] > 0 and slots_seen[i] == slots_all[i]:
+            for k in range(tout_ptr[i], tout_ptr[i + 1]):
+                t = tout_idx[k]
+                turn_s[t] += a_turn * (turn_now[t] - turn_s[t])
+        tot = 0.0
+        for k in range(tout_ptr[i], tout_ptr[i + 1]):
+            tot += turn_s[tout_idx[k]]
+        for k in range(tout_ptr[i], tout_ptr[i + 1]):
+            t = tout_idx[k]
+            R[t] = (turn_s[t] + RATIO_PRIOR_VPH * Rs[t]) / (tot + RATIO_PRIOR_VPH)
     # 3. residuals of the conservation equations, then Gauss-Seidel sweeps over unobserved edges
     for e in range(n_edges):
         if tin_ptr[e + 1] > tin_ptr[e]:
@@ -394,6 +423,13 @@ class Estimator:
             minute_los=np.where(m.e_signal, 0, -1).astype(np.int8),
         )
         self._R = np.zeros(m.turn_from.size)
+        self._Rs = np.zeros(m.turn_from.size)
+        self._turn_now = np.zeros(m.turn_from.size)
+        self._turn_s = np.zeros(m.turn_from.size)
+        self._slots_seen = np.zeros(ne, dtype=np.int64)
+        self._slots_all = np.zeros(ne, dtype=np.int64)
+        self._turn_pairs = m.turn_from.astype(np.int64) * ne + m.turn_to
+        self._slots: tuple[object, np.ndarray] = (None, np.zeros(0, dtype=np.int32))
         self._r = np.zeros(ne)
         self._prior = np.zeros(1)
         self._queue_now = np.zeros(ne)
@@ -430,7 +466,8 @@ class Estimator:
             net.edge_lane_ptr, net.edge_lane_idx, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
             m.e_storage, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
             m.lt_turn, m.lane_ndest, m.lane_link_ptr, m.lane_link_idx,
-            self._R, s.edge_flow_now_vph, self._r, self._prior,
+            self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
+            self._turn_s, self._slots_seen, self._slots_all, s.edge_flow_now_vph, self._r, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
             s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
@@ -441,6 +478,24 @@ class Estimator:
             s.minute_end_ns = (self._minute + 1) * MINUTE_NS
         self._minute = minute
         return s
+
+    def _slot_turn(self, obs) -> np.ndarray:
+        """The turn (``model.turn_from -> turn_to``) of each camera movement-count slot, -1 for a
+        slot that names no turn of the network; computed once per inventory."""
+        lanes = getattr(obs, "turn_lane", None)
+        if lanes is None or not len(lanes):
+            return self._slots[1][:0]
+        if self._slots[0] is lanes:
+            return self._slots[1]
+        net = self.net
+        key = net.lane_edge[lanes].astype(np.int64) * net.n_edges + np.asarray(obs.turn_edge, dtype=np.int64)
+        pos = np.searchsorted(self._turn_pairs, key)
+        pos = np.minimum(pos, max(self._turn_pairs.size - 1, 0))
+        ok = self._turn_pairs.size > 0
+        turn = np.where(ok & (self._turn_pairs[pos] == key), pos, -1).astype(np.int32) if ok else np.full(
+            len(lanes), -1, dtype=np.int32)
+        self._slots = (lanes, turn)
+        return turn
 
     @property
     def turn_ratios(self) -> np.ndarray:

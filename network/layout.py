@@ -28,7 +28,9 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     at the stop bar or ``"upstream"``) or ``"camera"`` (several lanes, each watched over the
     last ``range_m`` before the stop line; readings list lanes in this order). Where a lane is
     shorter than ``range_m`` the camera also sees the lanes that lead into it: ``upstream[k]``
-    lists them for lane ``k``, nearest first.
+    lists them for lane ``k``, nearest first. A camera that classifies movements counts the
+    vehicles leaving lane ``k`` into edge ``e`` for every pair ``(k, e)`` of ``turns``, in that
+    order (its readings' ``turn_counts``).
     """
 
     id: str
@@ -38,6 +40,7 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     pos_m: float = 0.0
     range_m: float = 0.0
     upstream: tuple[tuple[str, ...], ...] = ()
+    turns: tuple[tuple[int, str], ...] = ()  # camera movement counts: (lane k, edge it turns into)
 
     def zone_m(self, k: int, lane_length_m) -> float:
         """Length of road camera lane ``k`` watches (``lane_length_m``: lane id -> metres)."""
@@ -95,6 +98,11 @@ def _instrument(net: CompiledNetwork, lanes: list[int], camera_range_m: float) -
             specs.append(DetectorSpec(id=f"L:{lane_id}:up", kind="loop", lanes=(lane_id,), role="upstream", pos_m=up_pos))
         cams.setdefault(int(net.lane_edge[lane]), []).append(lane)
     feeders = _unique_feeders(net)
+    dests: dict[int, set[str]] = {}
+    for m in range(net.n_movements):
+        a, b = int(net.move_in_lane[m]), int(net.move_out_lane[m])
+        if net.lane_edge[a] != net.lane_edge[b]:
+            dests.setdefault(a, set()).add(net.edge_ids[net.lane_edge[b]])
     for edge, lanes in cams.items():
         ups = tuple(_upstream_chain(net, feeders, x, camera_range_m) for x in lanes)
         specs.append(
@@ -104,6 +112,7 @@ def _instrument(net: CompiledNetwork, lanes: list[int], camera_range_m: float) -
                 lanes=tuple(net.lane_ids[x] for x in lanes),
                 range_m=camera_range_m,
                 upstream=ups if any(ups) else (),
+                turns=tuple((k, e) for k, x in enumerate(lanes) for e in sorted(dests.get(x, ()))),
             )
         )
     return specs
