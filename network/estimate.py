@@ -52,8 +52,9 @@ SPEED_TAU_S = 30.0
 CAMERA_RANGE_M = 100.0
 EFFECTIVE_VEHICLE_LENGTH_M = 5.5  # vehicle plus loop length, for speed from occupancy (g-factor)
 EDGE_TAU_S = 60.0  # smoothing of the per-tick edge conditions
-PRIOR_WEIGHT = 0.01  # pull of an undetermined edge's flow towards the typical flow per lane
+PRIOR_WEIGHT = 0.01
 PRIOR_TAU_S = 300.0
+GUESS_WEIGHT = 0.2  # weight of a conservation equation none of whose turning ratios is measured
 SWEEPS = 4  # Gauss-Seidel sweeps of the flow solver per tick
 SATURATION_VPH_PER_LANE = 1800.0
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
@@ -157,7 +158,7 @@ def _estimate_edges(
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lane_ndest,
     lane_link_ptr, lane_link_idx,
     # solver state
-    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, x, r, prior,
+    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, x, r, w, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, queue_s, tt, speed, density, delay, los,
@@ -240,35 +241,38 @@ def _estimate_edges(
         for k in range(tout_ptr[i], tout_ptr[i + 1]):
             t = tout_idx[k]
             R[t] = (turn_s[t] + RATIO_PRIOR_VPH * Rs[t]) / (tot + RATIO_PRIOR_VPH)
-    # 3. residuals of the conservation equations, then Gauss-Seidel sweeps over unobserved edges
+    # 3. residuals of the conservation equations, each weighted by the share of its terms whose
+    # turning ratio cameras measured (a guessed split is weak evidence), then Gauss-Seidel sweeps
     for e in range(n_edges):
         if tin_ptr[e + 1] > tin_ptr[e]:
             s = x[e]
+            known = 0.0
             for k in range(tin_ptr[e], tin_ptr[e + 1]):
                 t = tin_idx[k]
                 s -= R[t] * x[turn_from[t]]
+                if slots_all[turn_from[t]] > 0:
+                    known += 1.0
             r[e] = s
+            share = known / (tin_ptr[e + 1] - tin_ptr[e])
+            w[e] = GUESS_WEIGHT + (1.0 - GUESS_WEIGHT) * share * share
         else:
             r[e] = 0.0
+            w[e] = 0.0
     for _ in range(SWEEPS):
         for v in range(n_edges):
             if observed[v]:
                 continue
-            has_eq = tin_ptr[v + 1] > tin_ptr[v]
             p = prior[0] * e_nlanes[v]
-            diag = PRIOR_WEIGHT
-            g = PRIOR_WEIGHT * (x[v] - p)
-            if has_eq:
-                diag += 1.0
-                g += r[v]
+            diag = PRIOR_WEIGHT + w[v]
+            g = PRIOR_WEIGHT * (x[v] - p) + w[v] * r[v]
             for k in range(tout_ptr[v], tout_ptr[v + 1]):
                 t = tout_idx[k]
-                diag += R[t] * R[t]
-                g -= R[t] * r[turn_to[t]]
+                f = turn_to[t]
+                diag += w[f] * R[t] * R[t]
+                g -= w[f] * R[t] * r[f]
             d = -g / diag
             x[v] += d
-            if has_eq:
-                r[v] += d
+            r[v] += d
             for k in range(tout_ptr[v], tout_ptr[v + 1]):
                 t = tout_idx[k]
                 r[turn_to[t]] -= R[t] * d
@@ -431,6 +435,7 @@ class Estimator:
         self._turn_pairs = m.turn_from.astype(np.int64) * ne + m.turn_to
         self._slots: tuple[object, np.ndarray] = (None, np.zeros(0, dtype=np.int32))
         self._r = np.zeros(ne)
+        self._w = np.zeros(ne)
         self._prior = np.zeros(1)
         self._queue_now = np.zeros(ne)
         self._flow_s = np.zeros(ne)
@@ -467,7 +472,7 @@ class Estimator:
             m.e_storage, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
             m.lt_turn, m.lane_ndest, m.lane_link_ptr, m.lane_link_idx,
             self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
-            self._turn_s, self._slots_seen, self._slots_all, s.edge_flow_now_vph, self._r, self._prior,
+            self._turn_s, self._slots_seen, self._slots_all, s.edge_flow_now_vph, self._r, self._w, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
             s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,

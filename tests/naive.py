@@ -189,7 +189,7 @@ def edge_conditions(net, e, q, Q, est):
 def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
     """One per-edge step (flows, queues, conditions), written from the docstring of
     network/estimate.py with dicts and recomputed sums. ``st`` is a dict of lists carried over
-    ticks: x, flow_s, queue_s, prior, acc_flow, acc_queue, acc_time; ``minute_done`` in ``st``
+    ticks: x, flow_s, queue_s, prior, acc_flow, acc_queue, acc_time, turn_s; ``minute_done`` in ``st``
     asks for the minute values (``m_*``) before this tick is added."""
     import math
 
@@ -217,29 +217,51 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         queue_now[e] = sum(cams) if cams and not any(math.isnan(c) for c in cams) else None
     if obs_lanes:
         st["prior"] += min(1, dt / est.PRIOR_TAU_S) * (obs_sum / obs_lanes - st["prior"])
-    ratio = {}  # (i, e) -> share of edge i's flow into edge e
+    structural = {}  # (i, e) -> share of edge i's flow into edge e, from its lanes
     for i in E:
         exits = [x for x in lanes_of[i] if dests.get(x)]
         tot = sum(lane_flow[x] for x in exits)
         for x in exits:
             share = lane_flow[x] / tot if observed[i] and tot > 0 else 1 / len(exits)
             for e in dests[x]:
-                ratio[i, e] = ratio.get((i, e), 0.0) + share / len(dests[x])
+                structural[i, e] = structural.get((i, e), 0.0) + share / len(dests[x])
+    # camera movement counts
+    slots_all, slots_seen, turn_now = {}, {}, {}
+    for lane, edge, count in zip(obs.turn_lane, obs.turn_edge, obs.turn_count):
+        key = (int(net.lane_edge[lane]), int(edge))
+        if key not in structural:
+            continue
+        slots_all[key[0]] = slots_all.get(key[0], 0) + 1
+        if not math.isnan(count):
+            slots_seen[key[0]] = slots_seen.get(key[0], 0) + 1
+            turn_now[key] = turn_now.get(key, 0.0) + count * 3600 / dt
+    ratio = {}
+    for i in E:
+        outs = [(j, e) for (j, e) in structural if j == i]
+        if slots_all.get(i, 0) and slots_seen.get(i, 0) == slots_all[i]:
+            for key in outs:
+                st["turn_s"][key] = st["turn_s"].get(key, 0.0) + min(1, dt / est.RATIO_TAU_S) * (
+                    turn_now.get(key, 0.0) - st["turn_s"].get(key, 0.0))
+        tot = sum(st["turn_s"].get(key, 0.0) for key in outs)
+        for key in outs:
+            ratio[key] = (st["turn_s"].get(key, 0.0) + est.RATIO_PRIOR_VPH * structural[key]) / (tot + est.RATIO_PRIOR_VPH)
     into = {e: [i for (i, f) in ratio if f == e] for e in E}
     outof = {i: [f for (j, f) in ratio if j == i] for i in E}
+    weight = {e: est.GUESS_WEIGHT + (1 - est.GUESS_WEIGHT) * (sum(1 for i in into[e] if slots_all.get(i, 0))
+                                                               / len(into[e])) ** 2 if into[e] else 0.0 for e in E}
     x = st["x"]
 
     def residual(e):
-        return x[e] - sum(ratio[i, e] * x[i] for i in into[e])
+        return x[e] - sum(ratio[i, e] * x[i] for i in into[e]) if into[e] else 0.0
 
     for _ in range(est.SWEEPS):
         for v in E:
             if observed[v]:
                 continue
             p = st["prior"] * len(lanes_of[v])
-            diag = est.PRIOR_WEIGHT + (1 if into[v] else 0) + sum(ratio[v, f] ** 2 for f in outof[v])
-            grad = est.PRIOR_WEIGHT * (x[v] - p) + (residual(v) if into[v] else 0) \
-                - sum(ratio[v, f] * residual(f) for f in outof[v])
+            diag = est.PRIOR_WEIGHT + weight[v] + sum(weight[f] * ratio[v, f] ** 2 for f in outof[v])
+            grad = est.PRIOR_WEIGHT * (x[v] - p) + weight[v] * residual(v) \
+                - sum(weight[f] * ratio[v, f] * residual(f) for f in outof[v])
             x[v] -= grad / diag
     a = min(1, dt / est.EDGE_TAU_S)
     out = {}

@@ -77,13 +77,20 @@ def test_edge_estimates_match_reference_over_a_run(which, small_net, resco_dir):
     n, ne = net.n_lanes, net.n_edges
     lanes = [np.zeros(n), np.zeros(n), np.zeros(n), net.lane_speed_mps.copy()]
     st = {"x": [0.0] * ne, "flow_s": [0.0] * ne, "queue_s": [0.0] * ne, "prior": 0.0,
-          "acc_flow": [0.0] * ne, "acc_queue": [0.0] * ne, "acc_time": 0.0}
+          "acc_flow": [0.0] * ne, "acc_queue": [0.0] * ne, "acc_time": 0.0, "turn_s": {}}
     # a fixed half of the edges has detectors; the rest never reports
     has = np.zeros(n, dtype=bool)
     for k in rng.permutation(ne)[: ne // 2]:
         has[net.edge_lane_idx[net.edge_lane_ptr[k]:net.edge_lane_ptr[k + 1]]] = True
     link_state = np.zeros(net.n_links, dtype=np.int8)
     minutes_seen = 0
+    # camera movement counts on the instrumented edges' lanes (one slot per lane and edge reached),
+    # and one slot naming no turn of the network, which must be ignored
+    slots = sorted({(int(net.move_in_lane[k]), int(net.lane_edge[net.move_out_lane[k]]))
+                    for k in range(net.n_movements) if has[net.move_in_lane[k]]})
+    slots.append((0, int(net.lane_edge[0])))
+    turn_lane = np.array([a for a, _ in slots], dtype=np.int32)
+    turn_edge = np.array([b for _, b in slots], dtype=np.int32)
     for tick in range(1, 200):
         obs = random_obs(rng, n, seen=1.0)
         for arr in (obs.camera_vehicles, obs.camera_queue_veh, obs.speed_mps):
@@ -91,6 +98,8 @@ def test_edge_estimates_match_reference_over_a_run(which, small_net, resco_dir):
         obs.stop_seen &= has
         obs.upstream_seen &= has
         obs.stop_seen[rng.random(n) < 0.02] = False  # a detector that misses a tick
+        obs.turn_lane, obs.turn_edge = turn_lane, turn_edge
+        obs.turn_count = np.where(rng.random(len(slots)) < 0.97, rng.integers(0, 2, len(slots)), np.nan)
         link_state[:] = np.where(rng.random(net.n_links) < 0.1, 2 - link_state, link_state)
         now = tick * 10**9
         s = e.update(obs, now, link_state)
