@@ -116,3 +116,27 @@ def test_oversized_frames_are_rejected(net):
     bank = DetectorBank(net, default_layout(net))
     bank.absorb_frame(b"\x00" * (bank.limits.max_message_bytes + 1), NOW)
     assert bank.rejected == {"oversized": 1}
+
+
+def test_camera_movement_counts_land_on_their_turn_slots(net, bank):
+    """A camera's turn counts (in its inventory's `turns` order) are summed per slot over the
+    tick; slots of cameras that sent none stay NaN; a wrong-length or negative list is rejected."""
+    spec = next(s for s in default_layout(net) if s.kind == "camera" and len(s.turns) >= 2)
+    n = len(spec.lanes)
+    c = bank.camera_index[spec.id]
+    lo, hi = int(bank.camera_turn_ptr[c]), int(bank.camera_turn_ptr[c + 1])
+    assert hi - lo == len(spec.turns)
+    for j, (k, edge) in enumerate(spec.turns):
+        assert bank.turn_lane[lo + j] == net.lane_index[spec.lanes[k]]
+        assert bank.turn_edge[lo + j] == net.edge_index[edge]
+    counts = [j % 2 for j in range(len(spec.turns))]
+    bank.absorb(CameraReading(spec.id, NOW, 1.0, [1] * n, [0.0] * n, turn_counts=counts), NOW)
+    bank.absorb(CameraReading(spec.id, NOW, 1.0, [1] * n, [0.0] * n, turn_counts=[1] * len(spec.turns)), NOW)
+    bank.absorb(CameraReading(spec.id, NOW, 1.0, [1] * n, [0.0] * n, turn_counts=[1]), NOW)
+    bank.absorb(CameraReading(spec.id, NOW, 1.0, [1] * n, [0.0] * n,
+                              turn_counts=[-1] * len(spec.turns)), NOW)
+    assert bank.rejected["lanes_mismatch"] == 1 and bank.rejected["negative"] == 1
+    obs = bank.close_tick(1.0)
+    np.testing.assert_array_equal(obs.turn_count[lo:hi], [x + 1 for x in counts])
+    assert np.isnan(np.delete(obs.turn_count, range(lo, hi))).all()
+    assert np.isnan(bank.close_tick(1.0).turn_count).all()
