@@ -11,15 +11,18 @@ Per edge (``_estimate_edges``), every tick:
 1. An edge is *observed* this tick when every lane of it has a counting loop that reported; its
    flow is the count over the tick (veh/h, not smoothed). Its queue is measured when every lane
    has a camera.
-2. Turning ratios ``R[t]`` (share of edge ``i``'s flow that turns into edge ``e``) come from
-   the lane structure: a lane's flow splits evenly among the edges its connections reach, and
-   the lanes of an edge share its flow as their measured stop-line flows do (evenly where the
-   edge is not observed).
-3. Flows of unobserved edges solve, in the least-squares sense, the conservation equations
-   ``x_e = sum_i R[i->e] x_i`` of every edge that has predecessors (so each junction passes on
-   what enters it, and boundary demand is what the observed edges downstream need), with the
-   observed flows held fixed and a weak prior (``PRIOR_WEIGHT``) towards the network's typical
-   flow per lane for edges nothing determines. The solver is ``SWEEPS`` Gauss-Seidel sweeps of
+2. Turning ratios ``R[t]`` (share of edge ``i``'s flow that turns into edge ``e``): from the lane
+   structure, a lane's flow splits evenly among the edges its connections reach and the lanes
+   of an edge share its flow as their measured stop-line flows do (evenly where the edge is not
+   observed); where cameras count movements on the edge, their counts smoothed over
+   ``RATIO_TAU_S`` take over (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
+3. Flows of unobserved edges solve, in the weighted least-squares sense, the conservation
+   equations ``x_e = sum_i R[i->e] x_i`` of every edge that has predecessors (so each junction
+   passes on what enters it, and boundary demand is what the observed edges downstream need),
+   with the observed flows held fixed and a weak prior (``PRIOR_WEIGHT``) towards the network's
+   typical flow per lane for edges nothing determines. An equation weighs
+   ``GUESS_WEIGHT + (1 - GUESS_WEIGHT) s^2``, ``s`` the share of its terms whose ratios cameras
+   measure: a guessed split is weak evidence. The solver is ``SWEEPS`` Gauss-Seidel sweeps of
    coordinate descent per tick, warm-started from the previous tick: an information filter
    whose state carries over time, so a tick's noisy counts are smoothed over the following
    ticks. Everything is linear, so the mean of the per-tick estimates over a minute is the
