@@ -164,7 +164,7 @@ def _estimate_edges(
     R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, x, r, w, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
-    observed, flow_now, flow_s, flow_pub, queue_now, queue_s, tt, speed, density, delay, los,
+    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, queue_s, tt, speed, density, delay, los,
     acc_flow, acc_queue, acc_time, m_flow, m_queue, m_tt, m_speed, m_density, m_delay, m_los,
 ):
     n_edges = x.size
@@ -310,10 +310,11 @@ def _estimate_edges(
                             g = True
                     if g:
                         green += 1.0
-                Q = queue_s[e] + (q - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
+                Q = point_queue[e] + (q - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
                 queue_now[e] = min(max(Q, 0.0), e_storage[e])
             else:
                 queue_now[e] = 0.0
+        point_queue[e] = queue_now[e]
         queue_s[e] += a * (queue_now[e] - queue_s[e])
         tt[e], speed[e], density[e], delay[e], los[e] = _conditions(
             q, queue_s[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
@@ -441,6 +442,7 @@ class Estimator:
         self._w = np.zeros(ne)
         self._prior = np.zeros(1)
         self._queue_now = np.zeros(ne)
+        self._point_queue = np.zeros(ne)
         self._flow_s = np.zeros(ne)
         self._acc_flow = np.zeros(ne)
         self._acc_queue = np.zeros(ne)
@@ -477,7 +479,7 @@ class Estimator:
             self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, s.edge_flow_now_vph, self._r, self._w, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
-            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, s.edge_queue_veh,
+            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
             self._acc_flow, self._acc_queue, self._acc_time, s.minute_flow_vph, s.minute_queue_veh,
             s.minute_travel_time_s, s.minute_speed_mps, s.minute_density_vpkm, s.minute_delay_s, s.minute_los,

@@ -278,10 +278,11 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         if queue_now[e] is None:
             if any(links.get(ln) for ln in lanes_of[e]):
                 n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
-                Q = st["queue_s"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
+                Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
                 queue_now[e] = min(max(Q, 0), max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 1))
             else:
                 queue_now[e] = 0.0
+        st["pq"][e] = queue_now[e]
         st["queue_s"][e] += a * (queue_now[e] - st["queue_s"][e])
         out["t", e] = (q, st["queue_s"][e], *edge_conditions(net, e, q, st["queue_s"][e], est))
         st["acc_flow"][e] += x[e] * dt
