@@ -161,7 +161,7 @@ def _estimate_edges(
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lane_ndest,
     lane_link_ptr, lane_link_idx,
     # solver state
-    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, x, r, w, prior,
+    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, r, w, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, point_queue, queue_s, tt, speed, density, delay, los,
@@ -199,12 +199,7 @@ def _estimate_edges(
     if obs_lanes > 0:
         prior[0] += a_prior * (obs_sum / obs_lanes - prior[0])
     # 2. turning ratios: the lane structure with measured lane flows (Rs), then camera movement counts (R)
-    Rs[:] = 0.0
-    for j in range(lt_lane.size):
-        ln = lt_lane[j]
-        t = lt_turn[j]
-        e = turn_from[t]
-        # share of the edge's flow on this lane: measured where the edge is observed
+    for e in range(n_edges):
         tot = 0.0
         n_exit = 0
         for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
@@ -212,10 +207,18 @@ def _estimate_edges(
             if lane_ndest[m] > 0:
                 tot += lane_flow[m]
                 n_exit += 1
-        if observed[e] and tot > 0:
-            share = lane_flow[ln] / tot
+        exit_flow[e] = tot
+        exit_lanes[e] = n_exit
+    Rs[:] = 0.0
+    for j in range(lt_lane.size):
+        ln = lt_lane[j]
+        t = lt_turn[j]
+        e = turn_from[t]
+        # share of the edge's flow on this lane: measured where the edge is observed
+        if observed[e] and exit_flow[e] > 0:
+            share = lane_flow[ln] / exit_flow[e]
         else:
-            share = 1.0 / max(n_exit, 1)
+            share = 1.0 / max(exit_lanes[e], 1)
         Rs[t] += share / lane_ndest[ln]
     # measured turning shares: edges whose cameras count movements on every lane that has exits
     a_turn = min(1.0, dt / RATIO_TAU_S)
@@ -436,6 +439,8 @@ class Estimator:
         self._turn_s = np.zeros(m.turn_from.size)
         self._slots_seen = np.zeros(ne, dtype=np.int64)
         self._slots_all = np.zeros(ne, dtype=np.int64)
+        self._exit_flow = np.zeros(ne)
+        self._exit_lanes = np.zeros(ne, dtype=np.int64)
         self._turn_pairs = m.turn_from.astype(np.int64) * ne + m.turn_to
         self._slots: tuple[object, np.ndarray] = (None, np.zeros(0, dtype=np.int32))
         self._r = np.zeros(ne)
@@ -477,7 +482,8 @@ class Estimator:
             m.e_storage, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
             m.lt_turn, m.lane_ndest, m.lane_link_ptr, m.lane_link_idx,
             self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
-            self._turn_s, self._slots_seen, self._slots_all, s.edge_flow_now_vph, self._r, self._w, self._prior,
+            self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
+            s.edge_flow_now_vph, self._r, self._w, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
             s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,

@@ -89,6 +89,14 @@ def test_route_follows_the_live_travel_times(net, server):
         sub.close(0)
     tt = body["travel_time_s"]
     slow = net.edge_index[cam[2:]]
+    # the conditions message: every edge, per tick and for the last completed minute
+    ne = net.n_edges
+    assert all(len(body[k]) == ne for k in ("flow_vph", "speed_mps", "density_vpkm", "queue_veh", "delay_s", "los",
+                                             "observed"))
+    assert body["minute"]["end_ns"] == T0 + 120 * 10**9 - 60 * 10**9  # the minute (60 s, 120 s] ends next tick
+    assert all(len(body["minute"][k]) == ne for k in ("flow_vph", "travel_time_s", "queue_veh", "los"))
+    assert body["queue_veh"][slow] > 20 and body["minute"]["queue_veh"][slow] == pytest.approx(12 * n_lanes, abs=0.01)
+    assert body["los"][slow] == "F" and body["delay_s"][slow] > 80
     assert tt[slow] > 3 * min(tt)  # the queue shows in the published travel time
     origin = net.junction_ids[net.edge_from[slow]]
     dest = net.junction_ids[net.edge_to[slow]]
