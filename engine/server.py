@@ -156,7 +156,7 @@ class Server:
             "speed_mps": np.round(st.edge_speed_mps, 2).tolist(),
             "density_vpkm": np.round(st.edge_density_vpkm, 1).tolist(),
             "queue_veh": np.round(st.edge_queue_veh, 1).tolist(),
-            "travel_time_s": np.round(st.edge_travel_time_s, 1).tolist(),
+            "travel_time_s": np.round(st.edge_travel_time_s, 2).tolist(),
             **conditions_extra(st),
         }
         self.feed.send_multipart([b"conditions", P.encoder.encode(body)])
@@ -288,7 +288,7 @@ def conditions_extra(st) -> dict:
             "speed_mps": np.round(st.minute_speed_mps, 2).tolist(),
             "density_vpkm": np.round(st.minute_density_vpkm, 1).tolist(),
             "queue_veh": np.round(st.minute_queue_veh, 2).tolist(),
-            "travel_time_s": np.round(st.minute_travel_time_s, 1).tolist(),
+            "travel_time_s": np.round(st.minute_travel_time_s, 2).tolist(),
             "delay_s": [None if d != d else round(d, 1) for d in st.minute_delay_s.tolist()],
             "los": los_letters(st.minute_los),
         },

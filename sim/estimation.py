@@ -11,8 +11,8 @@ the two, bin by bin:
   flow of at least ``MIN_FLOW_VPH``; ``flow_geh_lt5_share_unobserved``: share of edge-bins of
   uninstrumented edges with traffic on either side whose GEH (hourly flows) is below 5.
 - ``speed_mape`` and ``travel_time_mape``: SUMO's space-mean ``speed`` and ``traveltime`` against
-  the edge length over the mean of the engine's minute travel times (and that travel time), on
-  edge-bins with a true flow of at least ``MIN_FLOW_VPH``.
+  the means of the engine's minute speeds and travel times, on edge-bins with a true flow of at
+  least ``MIN_FLOW_VPH``.
 - ``queue_mae_veh``: SUMO's ``waitingTime`` over the bin length (the mean number of halting
   vehicles on the edge) against the mean of the engine's minute queues, on every edge-bin some
   vehicle drove on.
@@ -93,8 +93,7 @@ def read_edgedata(path: Path) -> list[tuple[float, float, dict[str, dict[str, fl
     return out
 
 
-def score(recorder: FeedRecorder, truth_path: Path, edge_ids: list[str], edge_length_m: np.ndarray,
-          instrumented: np.ndarray) -> dict:
+def score(recorder: FeedRecorder, truth_path: Path, edge_ids: list[str], instrumented: np.ndarray) -> dict:
     """The ``estimation`` block of an evaluation (see the module docstring)."""
     if recorder.edges is not None and list(recorder.edges) != list(edge_ids):
         raise ValueError("the engine's feed lists other edges than the evaluated network")
@@ -109,6 +108,7 @@ def score(recorder: FeedRecorder, truth_path: Path, edge_ids: list[str], edge_le
         bins_used += 1
         flow = np.mean([recorder.minutes[t]["flow_vph"] for t in ends], axis=0)
         tt = np.mean([recorder.minutes[t]["travel_time_s"] for t in ends], axis=0)
+        speed = np.mean([recorder.minutes[t]["speed_mps"] for t in ends], axis=0)
         queue = np.mean([recorder.minutes[t]["queue_veh"] for t in ends], axis=0)
         for edge, a in data.items():
             k = index.get(edge)
@@ -118,7 +118,7 @@ def score(recorder: FeedRecorder, truth_path: Path, edge_ids: list[str], edge_le
             sampled = a.get("sampledSeconds", 0.0)
             rows["obs" if instrumented[k] else "unobs"].append((
                 true_flow, float(flow[k]), a.get("speed", math.nan) if sampled > 0 else math.nan,
-                float(edge_length_m[k] / tt[k]), a.get("traveltime", math.nan) if sampled > 0 else math.nan,
+                float(speed[k]), a.get("traveltime", math.nan) if sampled > 0 else math.nan,
                 float(tt[k]), a.get("waitingTime", 0.0) / span, float(queue[k]), sampled,
             ))
     obs = np.array(rows["obs"], dtype=np.float64).reshape(-1, 9)

@@ -210,7 +210,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         engine.stop()
         bar.close()
     out = read_statistics(outdir / "stats.xml")
-    estimation = score(feed, truth, list(net.edge_ids), net.edge_length_m, instrumented_edges(net, specs))
+    estimation = score(feed, truth, list(net.edge_ids), instrumented_edges(net, specs))
     tick = status.get("tick", {})
     return {
         "scenario": sc.name,
