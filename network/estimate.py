@@ -12,7 +12,8 @@ Per edge (``_estimate_edges``), every tick:
    flow is the count over the tick (veh/h, not smoothed). Its queue is measured when every lane
    has a camera.
 2. Turning ratios ``R[t]`` (share of edge ``i``'s flow that turns into edge ``e``): from the lane
-   structure, a lane's flow splits evenly among the edges its connections reach and the lanes
+   structure, a lane's flow splits among the edges its connections reach (weighted by direction:
+   straight ``STRAIGHT_WEIGHT``, turns 1, U-turns 0.1: ``DIRECTION_WEIGHT``) and the lanes
    of an edge share its flow as their measured stop-line flows do (evenly where the edge is not
    observed); where cameras count movements on the edge, their counts smoothed over
    ``RATIO_TAU_S`` take over (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
@@ -63,6 +64,9 @@ SATURATION_VPH_PER_LANE = 1800.0
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
 MIN_DELAY_FLOW_VPH = 60.0  # flow below which Little's law no longer gives a usable wait
 MINUTE_NS = 60 * 10**9
+# prior weight of a connection by SUMO direction (s straight, r/l right/left, R/L partial, t U-turn)
+STRAIGHT_WEIGHT = 2.0  # through traffic is the likelier way out of a shared lane
+DIRECTION_WEIGHT = {"s": STRAIGHT_WEIGHT, "t": 0.1}
 RATIO_TAU_S = 300.0  # smoothing of camera movement counts into turning shares
 RATIO_PRIOR_VPH = 30.0  # weight of the lane-structure shares against measured movement flows
 LOS_LETTERS = "ABCDEF"
@@ -158,7 +162,7 @@ def _estimate_edges(
     stop_count, stop_seen, up_count, up_seen, cam_queue, lane_flow, link_green,
     # static arrays
     edge_lane_ptr, edge_lane_idx, e_len, e_nlanes, e_vfree, e_signal, e_storage,
-    turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lane_ndest,
+    turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
     lane_link_ptr, lane_link_idx,
     # solver state
     R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, r, w, prior,
@@ -219,7 +223,7 @@ def _estimate_edges(
             share = lane_flow[ln] / exit_flow[e]
         else:
             share = 1.0 / max(exit_lanes[e], 1)
-        Rs[t] += share / lane_ndest[ln]
+        Rs[t] += share * lt_weight[j] / lane_wsum[ln]
     # measured turning shares: edges whose cameras count movements on every lane that has exits
     a_turn = min(1.0, dt / RATIO_TAU_S)
     for e in range(n_edges):
@@ -351,7 +355,9 @@ class EdgeModel:
     tout_idx: np.ndarray
     lt_lane: np.ndarray  # int32[n_lane_turns] (lane, turn) pairs
     lt_turn: np.ndarray
+    lt_weight: np.ndarray  # float64[n_lane_turns] prior weight of the pair (DIRECTION_WEIGHT)
     lane_ndest: np.ndarray  # float64[n_lanes] edges a lane's connections reach
+    lane_wsum: np.ndarray  # float64[n_lanes] sum of the lane's pair weights
     lane_link_ptr: np.ndarray  # CSR over lanes: signal links of the lane's connections
     lane_link_idx: np.ndarray
 
@@ -375,6 +381,15 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     lt_lane = (lane_turn // (len(pairs) + 1)).astype(np.int32)
     lt_turn = (lane_turn % (len(pairs) + 1)).astype(np.int32)
     lane_ndest = np.bincount(lt_lane, minlength=nl).astype(np.float64)
+    # prior weight of each (lane, turn): the most likely of its connections' directions
+    directions = [mv.get("direction", "s") for mv in net.graph.graph.get("movements", [])]
+    best: dict[int, float] = {}
+    if len(directions) == net.n_movements:
+        for k in np.flatnonzero(keep).tolist():
+            code = int(net.move_in_lane[k]) * (len(pairs) + 1) + turn_of[int(src_edge[k] * ne + dst_edge[k])]
+            best[code] = max(best.get(code, 0.0), DIRECTION_WEIGHT.get(directions[k], 1.0))
+    lt_weight = np.array([best.get(int(c), 1.0) for c in lane_turn.tolist()], dtype=np.float64)
+    lane_wsum = np.bincount(lt_lane, weights=lt_weight, minlength=nl).astype(np.float64)
     tin_ptr, tin_idx = csr([[] for _ in range(ne)]) if not len(pairs) else _group(turn_to, ne)
     tout_ptr, tout_idx = csr([[] for _ in range(ne)]) if not len(pairs) else _group(turn_from, ne)
     signalised = net.move_link >= 0
@@ -388,7 +403,8 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
         e_nlanes=nlanes, e_signal=e_signal,
         e_storage=np.maximum(net.edge_length_m * nlanes / JAM_SPACING_M, 1.0),
         turn_from=turn_from, turn_to=turn_to, tin_ptr=tin_ptr, tin_idx=tin_idx, tout_ptr=tout_ptr,
-        tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lane_ndest=lane_ndest,
+        tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
+        lane_wsum=lane_wsum,
         lane_link_ptr=ll_ptr, lane_link_idx=ll_idx,
     )
 
@@ -480,7 +496,7 @@ class Estimator:
             s.lane_flow_vph, green,
             net.edge_lane_ptr, net.edge_lane_idx, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
             m.e_storage, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
-            m.lt_turn, m.lane_ndest, m.lane_link_ptr, m.lane_link_idx,
+            m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
             self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._r, self._w, self._prior,

@@ -195,12 +195,15 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
 
     E = range(net.n_edges)
     lanes_of = {e: [int(x) for x in net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]] for e in E}
-    dests = {}  # lane -> set of edges its connections reach
+    dests = {}  # lane -> {edge its connections reach: prior weight of the likeliest direction}
     links = {}  # lane -> signal links of its connections
+    moves = net.graph.graph["movements"]
     for m in range(net.n_movements):
         a, b = int(net.move_in_lane[m]), int(net.move_out_lane[m])
         if net.lane_edge[a] != net.lane_edge[b]:
-            dests.setdefault(a, set()).add(int(net.lane_edge[b]))
+            w = est.DIRECTION_WEIGHT.get(moves[m]["direction"], 1.0)
+            d = dests.setdefault(a, {})
+            d[int(net.lane_edge[b])] = max(d.get(int(net.lane_edge[b]), 0.0), w)
         if net.move_link[m] >= 0:
             links.setdefault(a, set()).add(int(net.move_link[m]))
     observed, queue_now = {}, {}
@@ -223,8 +226,8 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         tot = sum(lane_flow[x] for x in exits)
         for x in exits:
             share = lane_flow[x] / tot if observed[i] and tot > 0 else 1 / len(exits)
-            for e in dests[x]:
-                structural[i, e] = structural.get((i, e), 0.0) + share / len(dests[x])
+            for e, w in dests[x].items():
+                structural[i, e] = structural.get((i, e), 0.0) + share * w / sum(dests[x].values())
     # camera movement counts
     slots_all, slots_seen, turn_now = {}, {}, {}
     for lane, edge, count in zip(obs.turn_lane, obs.turn_edge, obs.turn_count):
