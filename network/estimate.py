@@ -35,7 +35,8 @@ Per edge (``_estimate_edges``), every tick:
    (cruise over the free part, then by Little's law the mean wait of a vehicle in the queue),
    space-mean speed ``L / tt``, density ``q tt / L``; for signalised approaches the control delay
    ``tt - L / v_free`` and HCM level of service (A <= 10 s, B <= 20, C <= 35, D <= 55, E <= 80,
-   F above or when the queue fills the edge).
+   F above or when the queue fills the edge). A measured queue longer than the edge (a camera
+   that sees into the lanes before a short edge) counts on the edge only up to what it holds.
 
 The feed values are smoothed over ``EDGE_TAU_S``; per minute, block means of flow and queue
 over the last completed minute, and the conditions of those means (``NetworkState.minute_*``).
@@ -150,7 +151,7 @@ def _conditions(q, Q, length, nlanes, vfree, signal, storage):
     k = 0
     while k < 5 and d > LOS_LIMITS_S[k]:
         k += 1
-    if Q >= 0.9 * storage:
+    if Q >= 0.9 * max(storage, 1.0):
         k = 5
     return t, length / t, density, d, k
 
@@ -199,7 +200,8 @@ def _estimate_edges(
             x[e] = c * 3600.0 / dt
             obs_sum += x[e]
             obs_lanes += lanes
-        queue_now[e] = qsum if (lanes > 0 and n_cam == lanes) else -1.0
+        # a camera that sees past a short edge: the queue fills from the stop line, the rest is upstream
+        queue_now[e] = min(qsum, e_storage[e]) if (lanes > 0 and n_cam == lanes) else -1.0
     if obs_lanes > 0:
         prior[0] += a_prior * (obs_sum / obs_lanes - prior[0])
     # 2. turning ratios: the lane structure with measured lane flows (Rs), then camera movement counts (R)
@@ -346,7 +348,7 @@ class EdgeModel:
 
     e_nlanes: np.ndarray  # float64[n_edges]
     e_signal: np.ndarray  # bool[n_edges] some lane of the edge enters a signal
-    e_storage: np.ndarray  # float64[n_edges] vehicles the edge holds standing
+    e_storage: np.ndarray  # float64[n_edges] vehicles the edge holds standing (a queue beyond is upstream)
     turn_from: np.ndarray  # int32[n_turns] edge -> edge pairs some lane connection makes
     turn_to: np.ndarray
     tin_ptr: np.ndarray  # CSR over edges: turns into the edge
@@ -401,7 +403,7 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     e_signal[net.lane_edge[net.move_in_lane[signalised]]] = True
     return EdgeModel(
         e_nlanes=nlanes, e_signal=e_signal,
-        e_storage=np.maximum(net.edge_length_m * nlanes / JAM_SPACING_M, 1.0),
+        e_storage=np.maximum(net.edge_length_m * nlanes / JAM_SPACING_M, 0.1),
         turn_from=turn_from, turn_to=turn_to, tin_ptr=tin_ptr, tin_idx=tin_idx, tout_ptr=tout_ptr,
         tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
         lane_wsum=lane_wsum,

@@ -181,7 +181,7 @@ def edge_conditions(net, e, q, Q, est):
         return tt, L / tt, density, math.nan, -1
     delay = max(tt - L / max(vf, 0.5), 0)
     los = sum(delay > x for x in est.LOS_LIMITS_S)
-    if Q >= 0.9 * max(L * len(lanes) / est.JAM_SPACING_M, 1):
+    if Q >= 0.9 * max(L * len(lanes) / est.JAM_SPACING_M, 0.1, 1):
         los = 5
     return tt, L / tt, density, delay, los
 
@@ -217,7 +217,8 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             obs_sum += st["x"][e]
             obs_lanes += len(lanes_of[e])
         cams = [obs.camera_queue_veh[x] for x in lanes_of[e]]
-        queue_now[e] = sum(cams) if cams and not any(math.isnan(c) for c in cams) else None
+        storage = max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 0.1)
+        queue_now[e] = min(sum(cams), storage) if cams and not any(math.isnan(c) for c in cams) else None
     if obs_lanes:
         st["prior"] += min(1, dt / est.PRIOR_TAU_S) * (obs_sum / obs_lanes - st["prior"])
     structural = {}  # (i, e) -> share of edge i's flow into edge e, from its lanes
@@ -282,7 +283,7 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             if any(links.get(ln) for ln in lanes_of[e]):
                 n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
                 Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
-                queue_now[e] = min(max(Q, 0), max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 1))
+                queue_now[e] = min(max(Q, 0), max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 0.1))
             else:
                 queue_now[e] = 0.0
         st["pq"][e] = queue_now[e]
