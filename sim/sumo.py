@@ -46,6 +46,10 @@ the junction) and those among them halting (below 1.39 m/s, SUMO's default jam t
 SUMO's E2 halting count sometimes includes a vehicle that left the zone during the step; it is
 capped at the vehicle count. Measured on cologne1 (29,280 zone-seconds) it then differs from
 "vehicles in the zone now below 1.39 m/s" in 1.1 % of readings, by one vehicle.
+
+Movement counts (``read_zone_exits``): the vehicles that left each zone, and the normal edge
+each reaches after the junction (what a camera that classifies turns reports). This is the one
+per-vehicle call: one ``vehicle.getRoadID`` per vehicle while it crosses the junction.
 """
 
 from __future__ import annotations
