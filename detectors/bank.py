@@ -12,7 +12,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
@@ -66,10 +66,11 @@ class LaneObservations:
     camera_vehicles: np.ndarray
     camera_queue_veh: np.ndarray
     interval_s: float
-    # turning counts from cameras, per turn of the network (``DetectorBank.turn_from_edge`` /
-    # ``turn_to_edge``): vehicles in the tick, and whether any camera reported that turn
-    turn_count: np.ndarray | None = None
-    turn_seen: np.ndarray | None = None
+    # camera movement counts, one slot per (lane, edge it turns into) of every camera's `turns`:
+    # the slot's lane and destination edge (indices, fixed), vehicles in the tick (NaN: not reported)
+    turn_lane: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    turn_edge: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    turn_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class DetectorBank:
@@ -82,6 +83,7 @@ class DetectorBank:
         self.camera_index: dict[str, int] = {}
         loop_lane, loop_role = [], []
         cam_ptr, cam_lanes, cam_range = [0], [], []
+        turn_ptr, turn_lane, turn_edge = [0], [], []
         for spec in specs:
             missing = [x for x in (*spec.lanes, *(u for up in spec.upstream for u in up)) if x not in net.lane_index]
             if missing:
@@ -97,6 +99,12 @@ class DetectorBank:
                 cam_lanes.extend(net.lane_index[x] for x in spec.lanes)
                 cam_ptr.append(len(cam_lanes))
                 cam_range.append(spec.range_m)
+                for k, edge in spec.turns:
+                    if not 0 <= k < len(spec.lanes) or edge not in net.edge_index:
+                        raise ValueError(f"detector {spec.id}: bad turn ({k}, {edge!r})")
+                    turn_lane.append(net.lane_index[spec.lanes[k]])
+                    turn_edge.append(net.edge_index[edge])
+                turn_ptr.append(len(turn_lane))
             else:
                 raise ValueError(f"detector {spec.id}: unknown kind {spec.kind!r}")
         self.loop_lane = np.array(loop_lane, dtype=np.int32)
@@ -104,6 +112,10 @@ class DetectorBank:
         self.camera_lane_ptr = np.array(cam_ptr, dtype=np.int64)
         self.camera_lane_idx = np.array(cam_lanes, dtype=np.int32)
         self.camera_range_m = np.array(cam_range, dtype=np.float64)
+        self.camera_turn_ptr = np.array(turn_ptr, dtype=np.int64)
+        self.turn_lane = np.array(turn_lane, dtype=np.int32)
+        self.turn_edge = np.array(turn_edge, dtype=np.int32)
+        self._turn_count = np.full(len(turn_lane), np.nan)
         lane_len = dict(zip(net.lane_ids, net.lane_length_m.tolist()))
         self._cam_capacity = np.array(
             [max(1.0, spec.zone_m(k, lane_len) * MAX_CAMERA_VEH_PER_M)
@@ -120,14 +132,6 @@ class DetectorBank:
         self._cam_vehicles = np.full(n_slots, np.nan)
         self._cam_queue = np.full(n_slots, np.nan)
         self._cam_last_seq = np.full(len(cam_range), -1, dtype=np.int64)
-        # the network's turns (approach edge -> exit edge), for camera movement counts
-        turns = sorted({(int(net.lane_edge[a]), int(net.lane_edge[b]))
-                        for a, b in zip(net.move_in_lane.tolist(), net.move_out_lane.tolist())})
-        self.turn_from_edge = np.array([a for a, _ in turns], dtype=np.int32)
-        self.turn_to_edge = np.array([b for _, b in turns], dtype=np.int32)
-        self.turn_index = {(net.edge_ids[a], net.edge_ids[b]): k for k, (a, b) in enumerate(turns)}
-        self._turn_count = np.zeros(len(turns))
-        self._turn_seen = np.zeros(len(turns), dtype=np.bool_)
         self._cam_last_ts = np.full(len(cam_range), NO_TIME, dtype=np.int64)
         self._source_seq: dict[tuple[str, str], int] = {}  # (kind, source) -> last batch/bulk seq
         self._rosters: dict[tuple[str, int], np.ndarray] = {}  # (source, roster) -> loop indices
@@ -346,16 +350,16 @@ class DetectorBank:
         cap = self._cam_capacity[lo:hi]
         if (counts > cap).any() or (queue > cap).any():
             return self.reject("count_impossible", f"{r!r}")
-        turns = []
-        for from_edge, to_edge, n in r.movements:
-            k = self.turn_index.get((from_edge, to_edge))
-            if k is None:
-                return self.reject("unknown_movement", f"{r.camera}: no turn {from_edge} -> {to_edge}")
-            if n < 0:
-                return self.reject("negative", f"{r.camera}: turn {from_edge} -> {to_edge}: {n}")
-            if n > MAX_VEH_PER_LANE_PER_S * r.interval_s * (hi - lo) + 1:
-                return self.reject("count_impossible", f"{r.camera}: turn {from_edge} -> {to_edge}: {n}")
-            turns.append((k, n))
+        t0, t1 = int(self.camera_turn_ptr[c]), int(self.camera_turn_ptr[c + 1])
+        turns = None
+        if r.turn_counts:
+            if len(r.turn_counts) != t1 - t0:
+                return self.reject("lanes_mismatch", f"{r.camera}: expected {t1 - t0} turn counts")
+            turns = np.array([_clip64(x) for x in r.turn_counts], dtype=np.float64)
+            if (turns < 0).any():
+                return self.reject("negative", f"{r!r}")
+            if (turns > MAX_VEH_PER_LANE_PER_S * r.interval_s + 1).any():
+                return self.reject("count_impossible", f"{r!r}")
         if len(r.classes) > MAX_VEHICLE_CLASSES:
             return self.reject("malformed", f"{r.camera}: {len(r.classes)} vehicle classes")
         for name, per_lane in r.classes.items():
@@ -365,9 +369,9 @@ class DetectorBank:
                 return self.reject("negative", f"{r.camera}: class {name!r}: {per_lane}")
             if any(x > c for x, c in zip(per_lane, counts.tolist())):
                 return self.reject("count_impossible", f"{r.camera}: class {name!r} counts more than in view")
-        for k, n in turns:
-            self._turn_count[k] += n
-            self._turn_seen[k] = True
+        if turns is not None:
+            seen = self._turn_count[t0:t1]
+            self._turn_count[t0:t1] = np.where(np.isnan(seen), 0.0, seen) + turns
         if r.seq >= 0:
             self._cam_last_seq[c] = _clip64(r.seq)
         self._cam_last_ts[c] = ts
@@ -430,12 +434,12 @@ class DetectorBank:
                 camera_vehicles=cam_veh,
                 camera_queue_veh=cam_queue,
                 interval_s=interval_s,
+                turn_lane=self.turn_lane,
+                turn_edge=self.turn_edge,
                 turn_count=self._turn_count.copy(),
-                turn_seen=self._turn_seen.copy(),
             )
         L.reset_tick()
         self._cam_vehicles.fill(np.nan)
         self._cam_queue.fill(np.nan)
-        self._turn_count.fill(0.0)
-        self._turn_seen.fill(False)
+        self._turn_count.fill(np.nan)
         return obs

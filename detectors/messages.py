@@ -37,9 +37,7 @@ class CameraReading(msgspec.Struct, tag="camera", frozen=True, array_like=True):
     counts: list[int]  # vehicles in view per lane
     queue_veh: list[float]  # queued (halting) vehicles per lane
     seq: int = -1
-    # turning counts where the camera tracks vehicles through the junction: (from edge, to edge,
-    # vehicles that made that turn in the interval)
-    movements: list[tuple[str, str, int]] = []
+    turn_counts: list[int] = []  # vehicles that left the view into each of the inventory's `turns`
     classes: dict[str, list[int]] = {}  # vehicles in view per lane by class ("car", "truck", "bus", ...)
 
 

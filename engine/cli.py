@@ -19,7 +19,8 @@ traffic-engine: real-time traffic signal control and analytics.
   evaluate   run SUMO as the city, with the engine (or SUMO's own controller) in the loop,
              and report delay, throughput and safety
   demo       the bundled town, every controller, one table
-  ctl        ask a running engine (status, alarms, detectors)
+  ctl        ask a running engine (status, alarms, detectors; route FROM TO: fastest route
+             on live travel times)
   replay     run the engine over a recording (serve --record) and check it sends the same commands
 """
 
@@ -85,6 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             args.scenario, controller=args.controller, routes=args.routes, begin=args.begin, end=args.end,
             json_path=args.json, tls_states=args.tls_states, config=args.config, progress=not args.quiet,
             inject_faults=args.inject_fault or (),
+            detector_coverage=args.detector_coverage, seed=args.seed,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -102,9 +104,20 @@ def _demo(args: argparse.Namespace) -> int:
 def _ctl(args: argparse.Namespace) -> int:
     from engine.client import OperatorClient, OperatorError
 
+    if args.op == "route":
+        if len(args.args) != 2:
+            print("traffic-engine ctl: route needs FROM and TO (edge or junction ids), e.g. "
+                  "`traffic-engine ctl route J1 J7`", file=sys.stderr)
+            return 2
+        req = {"from": args.args[0], "to": args.args[1], "minute": args.minute}
+    elif args.args:
+        print(f"traffic-engine ctl: {args.op} takes no arguments", file=sys.stderr)
+        return 2
+    else:
+        req = {}
     try:
         with OperatorClient(args.endpoint, timeout_s=args.timeout) as client:
-            result = client.request(args.op)
+            result = client.request(args.op, **req)
     except OperatorError as exc:
         print(f"traffic-engine ctl: {exc}", file=sys.stderr)
         return 1
@@ -114,6 +127,8 @@ def _ctl(args: argparse.Namespace) -> int:
         _print_alarms(result)
     elif args.op == "detectors":
         _print_detectors(result)
+    elif args.op == "route":
+        _print_route(result)
     else:
         _print_status(result)
     return 0
@@ -151,6 +166,13 @@ def _print_detectors(res: dict) -> None:
         print(f"  {d['state']:22} {d['kind']:6} {d['id']}  (lanes {', '.join(d['lanes'])})")
 
 
+def _print_route(r: dict) -> None:
+    print(f"travel time  {r['travel_time_s']:.0f} s  ({r['length_m'] / 1000:.2f} km, {len(r['edges'])} edges)")
+    print("via          " + " -> ".join(r["junctions"]))
+    for edge, tt in zip(r["edges"], r["edge_travel_time_s"]):
+        print(f"  {edge:30} {tt:7.1f} s")
+
+
 def _print_status(st: dict) -> None:
     tick = st["tick"]
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
@@ -169,6 +191,16 @@ def _print_status(st: dict) -> None:
     if rec.get("enabled"):
         print(f"recording    {rec['dir']}  segment {rec['segment']}  {rec['bytes_written'] / 1e6:.1f} MB written"
               + (f"  STOPPED: {rec['failed']} ({rec['dropped_bytes']} bytes dropped)" if rec["failed"] else ""))
+
+
+def _fraction(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {x}")
+    return x
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="make detector ID lie from simulated second T (default 0): KIND is silent, stuck_on, "
                    "chattering, constant, zero_count_with_occupancy or no_activity; repeatable. The outcome "
                    "then lists the engine's detector health and its detector_fault alarms")
+    e.add_argument("--detector-coverage", type=_fraction, metavar="F",
+                   help="instrument only a random fraction F (0..1) of all edges, the others get no detector "
+                        "(default: loops and cameras on every signalised approach); the JSON's `estimation` "
+                        "block says how well the engine's estimates match SUMO's edge data")
+    e.add_argument("--seed", type=int, default=0, help="random seed of --detector-coverage (default %(default)s)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 
@@ -221,10 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     d.set_defaults(func=_demo)
 
-    c = sub.add_parser("ctl", help="ask a running engine", description="Ask a running engine over its operator socket.")
-    c.add_argument("op", choices=["status", "alarms", "detectors"],
+    c = sub.add_parser("ctl", help="ask a running engine", description=(
+        "Ask a running engine over its operator socket. Examples: `traffic-engine ctl status`, "
+        "`traffic-engine ctl detectors --json`, `traffic-engine ctl route J1 J7`."))
+    c.add_argument("op", choices=["status", "alarms", "detectors", "route"],
                    help="status: ingest, detectors, ticks, junctions; alarms: the active alarms; "
-                   "detectors: detectors by health state and every faulty one")
+                   "detectors: detectors by health state and every faulty one; route FROM TO: the fastest "
+                   "route between two junctions or edges (ids of the network) on the live travel times")
+    c.add_argument("args", nargs="*", metavar="ID", help="for route: FROM and TO")
+    c.add_argument("--minute", action="store_true",
+                   help="route on the last completed minute's travel times instead of the latest tick's")
     c.add_argument("--endpoint", default="tcp://127.0.0.1:7704", help="operator socket (default %(default)s)")
     c.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply (default %(default)s)")
     c.add_argument("--json", action="store_true", help="print the raw reply as JSON")

@@ -89,7 +89,7 @@ class Engine:
             if ch.old == "ok" and ch.index >= self.bank.n_loops:
                 self._forget_camera(ch.index - self.bank.n_loops)
         obs = self.bank.close_tick(dt, loop_ok=self.health.loop_ok, camera_ok=self.health.camera_ok)
-        state = self.estimator.update(obs)
+        state = self.estimator.update(obs, now_ns, self.safety.link_state)
         self.controller.decide(state, self.safety.active_phase, self.safety.active_since_ns, now_ns,
                                self.target_phase)
         self.safety.enforce(self.target_phase, now_ns)

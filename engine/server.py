@@ -240,7 +240,8 @@ class Server:
             "speed_mps": np.round(st.edge_speed_mps, 2).tolist(),
             "density_vpkm": np.round(st.edge_density_vpkm, 1).tolist(),
             "queue_veh": np.round(st.edge_queue_veh, 1).tolist(),
-            "travel_time_s": np.round(st.edge_travel_time_s, 1).tolist(),
+            "travel_time_s": np.round(st.edge_travel_time_s, 2).tolist(),
+            **conditions_extra(st),
         }
         self.feed.send_multipart([b"conditions", P.encoder.encode(body)])
         ptr = net.tls_link_ptr
@@ -319,6 +320,8 @@ class Server:
     def handle_request(self, req: P.Request) -> P.Reply:
         if req.op == "status":
             return P.Reply(ok=True, result=self.status())
+        if req.op == "route":
+            return self.route(req.args)
         if req.op == "alarms":
             board = self.engine.alarms
             return P.Reply(ok=True, result={
@@ -327,7 +330,7 @@ class Server:
                 "raised_total": board.raised_total})
         if req.op == "detectors":
             return P.Reply(ok=True, result=self.detectors())
-        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms, detectors")
+        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms, detectors, route")
 
     def detectors(self) -> dict:
         """Health of the detectors: counts by state, every faulty one, alarm changes so far."""
@@ -336,6 +339,26 @@ class Server:
                 "loops": eng.bank.n_loops, "cameras": eng.bank.n_cameras,
                 "faults_total": eng.health.faults_total, "changes_total": eng.health.changes_total,
                 "alarm_changes": eng.detector_alarm_changes}
+
+    def route(self, args: dict) -> P.Reply:
+        """Fastest route ``args["from"]`` -> ``args["to"]`` (edge or junction ids) on the live
+        travel times (``args["minute"]``: on the last minute's instead of the tick's)."""
+        from network.routing import Router, RouteError
+
+        origin, dest = args.get("from"), args.get("to")
+        if not isinstance(origin, str) or not isinstance(dest, str):
+            return P.Reply(ok=False, error="route needs string args 'from' and 'to' (edge or junction ids)")
+        eng = self.engine
+        if getattr(self, "_router", None) is None:
+            self._router = Router(eng.net, eng.estimator.model)
+        st = eng.estimator.state
+        tt = st.minute_travel_time_s if args.get("minute") else st.edge_travel_time_s
+        try:
+            result = self._router.route(origin, dest, tt).as_dict()
+        except RouteError as exc:
+            return P.Reply(ok=False, error=str(exc))
+        result["ts_ns"] = self.clock.now_ns()
+        return P.Reply(ok=True, result=result)
 
     def status(self) -> dict:
         eng = self.engine
@@ -360,6 +383,27 @@ class Server:
         self.recorder.close(self.engine)
         for sock in (self.ingest, self.adapters, self.feed, self.operators):
             sock.close(0)
+
+
+def conditions_extra(st) -> dict:
+    """The estimation keys of the ``conditions`` message beyond the per-tick basics (protocol.md)."""
+    from network.estimate import los_letters
+
+    return {
+        "delay_s": [None if d != d else round(d, 1) for d in st.edge_delay_s.tolist()],
+        "los": los_letters(st.edge_los),
+        "observed": st.edge_observed.tolist(),
+        "minute": {
+            "end_ns": st.minute_end_ns,
+            "flow_vph": np.round(st.minute_flow_vph, 1).tolist(),
+            "speed_mps": np.round(st.minute_speed_mps, 2).tolist(),
+            "density_vpkm": np.round(st.minute_density_vpkm, 1).tolist(),
+            "queue_veh": np.round(st.minute_queue_veh, 2).tolist(),
+            "travel_time_s": np.round(st.minute_travel_time_s, 2).tolist(),
+            "delay_s": [None if d != d else round(d, 1) for d in st.minute_delay_s.tolist()],
+            "los": los_letters(st.minute_los),
+        },
+    }
 
 
 def print_ready(server: Server) -> None:

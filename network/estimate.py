@@ -1,10 +1,45 @@
-"""The estimation stage: per-lane and per-edge traffic state from one tick's observations.
+"""The estimation stage: traffic state on every lane and every edge, observed or not.
 
-Per lane: vehicles near the stop line (what pressure-based control weighs), the standing queue,
-smoothed flow and speed. A camera gives vehicles and queue directly; where only loops exist the
-lane's content is a storage balance (upstream count in, stop-bar count out). Per edge: flow,
-space-mean speed, density, queue and travel time. Lanes with no detector keep their last
-estimate (network-wide estimation for unobserved links is a later stage's job).
+Per lane (``_estimate_lanes``): vehicles near the stop line (what pressure-based control
+weighs), the standing queue, smoothed flow and speed. A camera gives vehicles and queue
+directly; where only loops exist the lane's content is a storage balance (upstream count in,
+stop-bar count out). Speed comes from the loop where it measures it (double loop, camera),
+otherwise from occupancy and an effective vehicle length (single loop): ``v = n L / (occ dt)``.
+
+Per edge (``_estimate_edges``), every tick:
+
+1. An edge is *observed* this tick when every lane of it has a counting loop that reported; its
+   flow is the count over the tick (veh/h, not smoothed). Its queue is measured when every lane
+   has a camera.
+2. Turning ratios ``R[t]`` (share of edge ``i``'s flow that turns into edge ``e``): from the lane
+   structure, a lane's flow splits among the edges its connections reach (weighted by direction:
+   straight ``STRAIGHT_WEIGHT``, turns 1, U-turns 0.1: ``DIRECTION_WEIGHT``) and the lanes
+   of an edge share its flow as their measured stop-line flows do (evenly where the edge is not
+   observed); where cameras count movements on the edge, their counts smoothed over
+   ``RATIO_TAU_S`` take over (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
+3. Flows of unobserved edges solve, in the weighted least-squares sense, the conservation
+   equations ``x_e = sum_i R[i->e] x_i`` of every edge that has predecessors (so each junction
+   passes on what enters it, and boundary demand is what the observed edges downstream need),
+   with the observed flows held fixed and a weak prior (``PRIOR_WEIGHT``) towards the network's
+   typical flow per lane for edges nothing determines. An equation weighs
+   ``GUESS_WEIGHT + (1 - GUESS_WEIGHT) s^2``, ``s`` the share of its terms whose ratios cameras
+   measure: a guessed split is weak evidence. The solver is ``SWEEPS`` Gauss-Seidel sweeps of
+   coordinate descent per tick, warm-started from the previous tick: an information filter
+   whose state carries over time, so a tick's noisy counts are smoothed over the following
+   ticks. Everything is linear, so the mean of the per-tick estimates over a minute is the
+   estimate of the minute's flow.
+4. Queues of unobserved edges: signalised approaches are point queues (arrivals at the
+   estimated flow, discharge at saturation flow on lanes whose signal shows green, what the
+   safety stage showed last tick); other unobserved edges have none.
+5. Conditions from flow ``q`` and queue ``Q``: travel time ``(L - Q s / n) / v_c + Q / q``
+   (cruise over the free part, then by Little's law the mean wait of a vehicle in the queue),
+   space-mean speed ``L / tt``, density ``q tt / L``; for signalised approaches the control delay
+   ``tt - L / v_free`` and HCM level of service (A <= 10 s, B <= 20, C <= 35, D <= 55, E <= 80,
+   F above or when the queue fills the edge). A measured queue longer than the edge (a camera
+   that sees into the lanes before a short edge) counts on the edge only up to what it holds.
+
+The feed values are smoothed over ``EDGE_TAU_S``; per minute, block means of flow and queue
+over the last completed minute, and the conditions of those means (``NetworkState.minute_*``).
 """
 
 from __future__ import annotations
@@ -17,9 +52,26 @@ from numba import njit
 from network.compiled import CompiledNetwork
 
 JAM_SPACING_M = 7.5  # metres of lane per queued vehicle
-FLOW_TAU_S = 300.0  # smoothing time constant of flows
+FLOW_TAU_S = 300.0  # smoothing time constant of lane flows
 SPEED_TAU_S = 30.0
 CAMERA_RANGE_M = 100.0
+EFFECTIVE_VEHICLE_LENGTH_M = 5.5  # vehicle plus loop length, for speed from occupancy (g-factor)
+EDGE_TAU_S = 60.0  # smoothing of the per-tick edge conditions
+PRIOR_WEIGHT = 0.01
+PRIOR_TAU_S = 300.0
+GUESS_WEIGHT = 0.2  # weight of a conservation equation none of whose turning ratios is measured
+SWEEPS = 4  # Gauss-Seidel sweeps of the flow solver per tick
+SATURATION_VPH_PER_LANE = 1800.0
+CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
+MIN_DELAY_FLOW_VPH = 60.0  # flow below which Little's law no longer gives a usable wait
+MINUTE_NS = 60 * 10**9
+# prior weight of a connection by SUMO direction (s straight, r/l right/left, R/L partial, t U-turn)
+STRAIGHT_WEIGHT = 2.0  # through traffic is the likelier way out of a shared lane
+DIRECTION_WEIGHT = {"s": STRAIGHT_WEIGHT, "t": 0.1}
+RATIO_TAU_S = 300.0  # smoothing of camera movement counts into turning shares
+RATIO_PRIOR_VPH = 30.0  # weight of the lane-structure shares against measured movement flows
+LOS_LETTERS = "ABCDEF"
+LOS_LIMITS_S = (10.0, 20.0, 35.0, 55.0, 80.0)  # HCM control delay thresholds of A..E
 
 
 @dataclass
@@ -31,15 +83,27 @@ class NetworkState:
     lane_flow_vph: np.ndarray  # float64[n_lanes] smoothed stop-line flow
     lane_speed_mps: np.ndarray  # float64[n_lanes]
     lane_observed: np.ndarray  # bool[n_lanes] some detector reported this tick
-    edge_flow_vph: np.ndarray  # float64[n_edges]
-    edge_speed_mps: np.ndarray
-    edge_density_vpkm: np.ndarray
+    edge_flow_vph: np.ndarray  # float64[n_edges] smoothed over EDGE_TAU_S
+    edge_speed_mps: np.ndarray  # space-mean speed
+    edge_density_vpkm: np.ndarray  # vehicles per km of edge (all lanes)
     edge_queue_veh: np.ndarray
     edge_travel_time_s: np.ndarray
+    edge_delay_s: np.ndarray  # control delay per vehicle (signalised approaches; NaN elsewhere)
+    edge_los: np.ndarray  # int8 0..5 = A..F (signalised approaches; -1 elsewhere)
+    edge_observed: np.ndarray  # bool[n_edges] flow counted by detectors this tick
+    edge_flow_now_vph: np.ndarray  # the solver's flow for this tick alone (unsmoothed)
+    minute_end_ns: int  # end of the last completed minute (0: none yet)
+    minute_flow_vph: np.ndarray
+    minute_speed_mps: np.ndarray
+    minute_density_vpkm: np.ndarray
+    minute_queue_veh: np.ndarray
+    minute_travel_time_s: np.ndarray
+    minute_delay_s: np.ndarray
+    minute_los: np.ndarray
 
 
 @njit(cache=True)
-def _estimate_lanes(dt, stop_count, stop_seen, up_count, up_seen, speed, cam_veh, cam_queue,
+def _estimate_lanes(dt, stop_count, stop_seen, stop_occ, up_count, up_seen, speed, cam_veh, cam_queue,
                     lane_len, free_speed, vehicles, queue, flow, spd, observed):
     a_flow = min(1.0, dt / FLOW_TAU_S)
     a_speed = min(1.0, dt / SPEED_TAU_S)
@@ -48,8 +112,12 @@ def _estimate_lanes(dt, stop_count, stop_seen, up_count, up_seen, speed, cam_veh
         if stop_seen[i]:
             seen = True
             flow[i] += a_flow * (stop_count[i] * 3600.0 / dt - flow[i])
-        if not np.isnan(speed[i]):
-            spd[i] += a_speed * (speed[i] - spd[i])
+        v = speed[i]
+        if np.isnan(v) and stop_seen[i] and stop_count[i] > 0 and stop_occ[i] > 0:
+            # single loop: speed from occupancy with an effective vehicle length
+            v = min(stop_count[i] * EFFECTIVE_VEHICLE_LENGTH_M / (stop_occ[i] * dt), 2.0 * free_speed[i])
+        if not np.isnan(v):
+            spd[i] += a_speed * (v - spd[i])
         cap = max(1.0, min(lane_len[i], CAMERA_RANGE_M) / JAM_SPACING_M)
         if not np.isnan(cam_veh[i]):
             seen = True
@@ -57,37 +125,298 @@ def _estimate_lanes(dt, stop_count, stop_seen, up_count, up_seen, speed, cam_veh
             queue[i] = cam_queue[i]
         elif up_seen[i] and stop_seen[i]:
             seen = True
-            v = vehicles[i] + up_count[i] - stop_count[i]
-            vehicles[i] = min(max(v, 0.0), cap)
+            n = vehicles[i] + up_count[i] - stop_count[i]
+            vehicles[i] = min(max(n, 0.0), cap)
             queue[i] = vehicles[i] if stop_count[i] == 0 and vehicles[i] > 0 else 0.5 * vehicles[i]
-        if np.isnan(speed[i]):
+        if np.isnan(v):
             # no speed measured: a standing queue slows the lane, an empty one runs free
             target = free_speed[i] * (1.0 - min(1.0, queue[i] / cap))
             spd[i] += a_speed * (max(target, 0.5) - spd[i])
         observed[i] = seen
 
 
+@njit(cache=True, inline="always")
+def _conditions(q, Q, length, nlanes, vfree, signal, storage):
+    """(travel time, speed, density, delay, LOS) of an edge from flow ``q`` and queue ``Q``."""
+    vc = max(vfree * CRUISE_FACTOR, 0.5)
+    free_part = max(length - Q * JAM_SPACING_M / nlanes, 0.0)
+    t = free_part / vc + Q * 3600.0 / max(q, MIN_DELAY_FLOW_VPH)
+    t = min(max(t, length / max(vfree * 1.2, 0.5)), length / 0.5)
+    density = max(q, 0.0) * t / 3600.0 / max(length, 1.0) * 1000.0
+    if Q > 0 and density < Q / max(length, 1.0) * 1000.0:
+        density = Q / max(length, 1.0) * 1000.0
+    if not signal:
+        return t, length / t, density, np.nan, -1
+    d = max(t - length / max(vfree, 0.5), 0.0)
+    k = 0
+    while k < 5 and d > LOS_LIMITS_S[k]:
+        k += 1
+    if Q >= 0.9 * max(storage, 1.0):
+        k = 5
+    return t, length / t, density, d, k
+
+
 @njit(cache=True)
-def _aggregate_edges(edge_lane_ptr, edge_lane_idx, edge_len, flow, spd, vehicles, queue,
-                     e_flow, e_speed, e_density, e_queue, e_tt):
-    for e in range(e_flow.size):
-        f = 0.0
-        s = 0.0
-        v = 0.0
-        q = 0.0
-        n = 0
+def _estimate_edges(
+    dt, minute_done,
+    # this tick's lane data
+    stop_count, stop_seen, up_count, up_seen, cam_queue, lane_flow, link_green,
+    # static arrays
+    edge_lane_ptr, edge_lane_idx, e_len, e_nlanes, e_vfree, e_signal, e_storage,
+    turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
+    lane_link_ptr, lane_link_idx,
+    # solver state
+    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, r, w, prior,
+    # outputs and smoothed state
+    lane_vehicles, lane_queue, lane_observed,
+    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, queue_s, tt, speed, density, delay, los,
+    acc_flow, acc_queue, acc_time, m_flow, m_queue, m_tt, m_speed, m_density, m_delay, m_los,
+):
+    n_edges = x.size
+    a = min(1.0, dt / EDGE_TAU_S)
+    a_prior = min(1.0, dt / PRIOR_TAU_S)
+    # 1. measured flow and queue; lane shares for the turning ratios
+    obs_sum = 0.0
+    obs_lanes = 0.0
+    for e in range(n_edges):
+        n_count = 0
+        n_cam = 0
+        c = 0.0
+        qsum = 0.0
+        lanes = edge_lane_ptr[e + 1] - edge_lane_ptr[e]
         for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
-            lane = edge_lane_idx[k]
-            f += flow[lane]
-            s += spd[lane]
-            v += vehicles[lane]
-            q += queue[lane]
-            n += 1
-        e_flow[e] = f
-        e_speed[e] = s / n if n > 0 else 0.0
-        e_density[e] = v / max(min(edge_len[e], CAMERA_RANGE_M), 1.0) * 1000.0 / max(n, 1)
-        e_queue[e] = q
-        e_tt[e] = edge_len[e] / max(e_speed[e], 0.5)
+            ln = edge_lane_idx[k]
+            if stop_seen[ln]:
+                c += stop_count[ln]
+                n_count += 1
+            elif up_seen[ln]:
+                c += up_count[ln]
+                n_count += 1
+            if not np.isnan(cam_queue[ln]):
+                qsum += cam_queue[ln]
+                n_cam += 1
+        observed[e] = lanes > 0 and n_count == lanes
+        if observed[e]:
+            x[e] = c * 3600.0 / dt
+            obs_sum += x[e]
+            obs_lanes += lanes
+        # a camera that sees past a short edge: the queue fills from the stop line, the rest is upstream
+        queue_now[e] = min(qsum, e_storage[e]) if (lanes > 0 and n_cam == lanes) else -1.0
+    if obs_lanes > 0:
+        prior[0] += a_prior * (obs_sum / obs_lanes - prior[0])
+    # 2. turning ratios: the lane structure with measured lane flows (Rs), then camera movement counts (R)
+    for e in range(n_edges):
+        tot = 0.0
+        n_exit = 0
+        for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
+            m = edge_lane_idx[k]
+            if lane_ndest[m] > 0:
+                tot += lane_flow[m]
+                n_exit += 1
+        exit_flow[e] = tot
+        exit_lanes[e] = n_exit
+    Rs[:] = 0.0
+    for j in range(lt_lane.size):
+        ln = lt_lane[j]
+        t = lt_turn[j]
+        e = turn_from[t]
+        # share of the edge's flow on this lane: measured where the edge is observed
+        if observed[e] and exit_flow[e] > 0:
+            share = lane_flow[ln] / exit_flow[e]
+        else:
+            share = 1.0 / max(exit_lanes[e], 1)
+        Rs[t] += share * lt_weight[j] / lane_wsum[ln]
+    # measured turning shares: edges whose cameras count movements on every lane that has exits
+    a_turn = min(1.0, dt / RATIO_TAU_S)
+    for e in range(n_edges):
+        slots_seen[e] = 0
+        slots_all[e] = 0
+    for j in range(slot_turn.size):
+        t = slot_turn[j]
+        if t >= 0:
+            slots_all[turn_from[t]] += 1
+            if not np.isnan(slot_count[j]):
+                slots_seen[turn_from[t]] += 1
+    turn_now[:] = 0.0
+    for j in range(slot_turn.size):
+        t = slot_turn[j]
+        if t >= 0 and not np.isnan(slot_count[j]):
+            turn_now[t] += slot_count[j] * 3600.0 / dt
+    for i in range(n_edges):
+        if slots_all[i] > 0 and slots_seen[i] == slots_all[i]:
+            for k in range(tout_ptr[i], tout_ptr[i + 1]):
+                t = tout_idx[k]
+                turn_s[t] += a_turn * (turn_now[t] - turn_s[t])
+        tot = 0.0
+        for k in range(tout_ptr[i], tout_ptr[i + 1]):
+            tot += turn_s[tout_idx[k]]
+        for k in range(tout_ptr[i], tout_ptr[i + 1]):
+            t = tout_idx[k]
+            R[t] = (turn_s[t] + RATIO_PRIOR_VPH * Rs[t]) / (tot + RATIO_PRIOR_VPH)
+    # 3. residuals of the conservation equations, each weighted by the share of its terms whose
+    # turning ratio cameras measured (a guessed split is weak evidence), then Gauss-Seidel sweeps
+    for e in range(n_edges):
+        if tin_ptr[e + 1] > tin_ptr[e]:
+            s = x[e]
+            known = 0.0
+            for k in range(tin_ptr[e], tin_ptr[e + 1]):
+                t = tin_idx[k]
+                s -= R[t] * x[turn_from[t]]
+                if slots_all[turn_from[t]] > 0:
+                    known += 1.0
+            r[e] = s
+            share = known / (tin_ptr[e + 1] - tin_ptr[e])
+            w[e] = GUESS_WEIGHT + (1.0 - GUESS_WEIGHT) * share * share
+        else:
+            r[e] = 0.0
+            w[e] = 0.0
+    for _ in range(SWEEPS):
+        for v in range(n_edges):
+            if observed[v]:
+                continue
+            p = prior[0] * e_nlanes[v]
+            diag = PRIOR_WEIGHT + w[v]
+            g = PRIOR_WEIGHT * (x[v] - p) + w[v] * r[v]
+            for k in range(tout_ptr[v], tout_ptr[v + 1]):
+                t = tout_idx[k]
+                f = turn_to[t]
+                diag += w[f] * R[t] * R[t]
+                g -= w[f] * R[t] * r[f]
+            d = -g / diag
+            x[v] += d
+            r[v] += d
+            for k in range(tout_ptr[v], tout_ptr[v + 1]):
+                t = tout_idx[k]
+                r[turn_to[t]] -= R[t] * d
+    # the minute that ended with the last tick: conditions of its mean flow and queue
+    if minute_done:
+        T = max(acc_time[0], 1e-9)
+        for e in range(n_edges):
+            q = max(acc_flow[e] / T, 0.0)
+            m_flow[e] = q
+            m_queue[e] = acc_queue[e] / T
+            m_tt[e], m_speed[e], m_density[e], m_delay[e], m_los[e] = _conditions(
+                q, m_queue[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
+            acc_flow[e] = 0.0
+            acc_queue[e] = 0.0
+        acc_time[0] = 0.0
+    # 4. queues, smoothing, conditions; lanes without a detector get their edge's estimate
+    for e in range(n_edges):
+        flow_now[e] = x[e]
+        flow_s[e] += a * (x[e] - flow_s[e])
+        q = max(flow_s[e], 0.0)
+        flow_pub[e] = q
+        if queue_now[e] < 0:
+            if e_signal[e]:
+                green = 0.0
+                lanes = 0
+                for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
+                    ln = edge_lane_idx[k]
+                    lanes += 1
+                    g = lane_link_ptr[ln + 1] == lane_link_ptr[ln]  # no signal on this lane
+                    for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
+                        if link_green[lane_link_idx[j]]:
+                            g = True
+                    if g:
+                        green += 1.0
+                Q = point_queue[e] + (q - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
+                queue_now[e] = min(max(Q, 0.0), e_storage[e])
+            else:
+                queue_now[e] = 0.0
+        point_queue[e] = queue_now[e]
+        queue_s[e] += a * (queue_now[e] - queue_s[e])
+        tt[e], speed[e], density[e], delay[e], los[e] = _conditions(
+            q, queue_s[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
+        lanes = edge_lane_ptr[e + 1] - edge_lane_ptr[e]
+        for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
+            ln = edge_lane_idx[k]
+            if not lane_observed[ln] and lanes > 0:
+                # what a camera over the last 100 m would see: the queue, and the moving vehicles
+                zone = min(e_len[e], CAMERA_RANGE_M)
+                moving = q * max(zone - queue_s[e] * JAM_SPACING_M / lanes, 0.0) / max(e_vfree[e], 0.5) / 3600.0
+                lane_queue[ln] = queue_s[e] / lanes
+                lane_vehicles[ln] = (queue_s[e] + moving) / lanes
+                lane_flow[ln] = q / lanes
+        acc_flow[e] += x[e] * dt
+        acc_queue[e] += queue_now[e] * dt
+    acc_time[0] += dt
+
+
+@dataclass(frozen=True)
+class EdgeModel:
+    """Static arrays of the edge-level estimation, compiled once from the network."""
+
+    e_nlanes: np.ndarray  # float64[n_edges]
+    e_signal: np.ndarray  # bool[n_edges] some lane of the edge enters a signal
+    e_storage: np.ndarray  # float64[n_edges] vehicles the edge holds standing (a queue beyond is upstream)
+    turn_from: np.ndarray  # int32[n_turns] edge -> edge pairs some lane connection makes
+    turn_to: np.ndarray
+    tin_ptr: np.ndarray  # CSR over edges: turns into the edge
+    tin_idx: np.ndarray
+    tout_ptr: np.ndarray  # CSR over edges: turns out of the edge
+    tout_idx: np.ndarray
+    lt_lane: np.ndarray  # int32[n_lane_turns] (lane, turn) pairs
+    lt_turn: np.ndarray
+    lt_weight: np.ndarray  # float64[n_lane_turns] prior weight of the pair (DIRECTION_WEIGHT)
+    lane_ndest: np.ndarray  # float64[n_lanes] edges a lane's connections reach
+    lane_wsum: np.ndarray  # float64[n_lanes] sum of the lane's pair weights
+    lane_link_ptr: np.ndarray  # CSR over lanes: signal links of the lane's connections
+    lane_link_idx: np.ndarray
+
+
+def edge_model(net: CompiledNetwork) -> EdgeModel:
+    """Turn structure and per-edge constants of ``net``, as arrays."""
+    from network.compiled import csr
+
+    ne, nl = net.n_edges, net.n_lanes
+    nlanes = np.diff(net.edge_lane_ptr).astype(np.float64)
+    src_edge = net.lane_edge[net.move_in_lane].astype(np.int64)
+    dst_edge = net.lane_edge[net.move_out_lane].astype(np.int64)
+    keep = src_edge != dst_edge
+    pairs = np.unique(src_edge[keep] * ne + dst_edge[keep])
+    turn_from = (pairs // ne).astype(np.int32)
+    turn_to = (pairs % ne).astype(np.int32)
+    turn_of = {int(p): k for k, p in enumerate(pairs.tolist())}
+    lane_turn = np.unique(net.move_in_lane[keep].astype(np.int64) * (len(pairs) + 1)
+                          + np.array([turn_of[int(p)] for p in (src_edge[keep] * ne + dst_edge[keep]).tolist()],
+                                     dtype=np.int64))
+    lt_lane = (lane_turn // (len(pairs) + 1)).astype(np.int32)
+    lt_turn = (lane_turn % (len(pairs) + 1)).astype(np.int32)
+    lane_ndest = np.bincount(lt_lane, minlength=nl).astype(np.float64)
+    # prior weight of each (lane, turn): the most likely of its connections' directions
+    directions = [mv.get("direction", "s") for mv in net.graph.graph.get("movements", [])]
+    best: dict[int, float] = {}
+    if len(directions) == net.n_movements:
+        for k in np.flatnonzero(keep).tolist():
+            code = int(net.move_in_lane[k]) * (len(pairs) + 1) + turn_of[int(src_edge[k] * ne + dst_edge[k])]
+            best[code] = max(best.get(code, 0.0), DIRECTION_WEIGHT.get(directions[k], 1.0))
+    lt_weight = np.array([best.get(int(c), 1.0) for c in lane_turn.tolist()], dtype=np.float64)
+    lane_wsum = np.bincount(lt_lane, weights=lt_weight, minlength=nl).astype(np.float64)
+    tin_ptr, tin_idx = csr([[] for _ in range(ne)]) if not len(pairs) else _group(turn_to, ne)
+    tout_ptr, tout_idx = csr([[] for _ in range(ne)]) if not len(pairs) else _group(turn_from, ne)
+    signalised = net.move_link >= 0
+    links: list[list[int]] = [[] for _ in range(nl)]
+    for m in np.flatnonzero(signalised).tolist():
+        links[int(net.move_in_lane[m])].append(int(net.move_link[m]))
+    ll_ptr, ll_idx = csr([sorted(set(x)) for x in links])
+    e_signal = np.zeros(ne, dtype=np.bool_)
+    e_signal[net.lane_edge[net.move_in_lane[signalised]]] = True
+    return EdgeModel(
+        e_nlanes=nlanes, e_signal=e_signal,
+        e_storage=np.maximum(net.edge_length_m * nlanes / JAM_SPACING_M, 0.1),
+        turn_from=turn_from, turn_to=turn_to, tin_ptr=tin_ptr, tin_idx=tin_idx, tout_ptr=tout_ptr,
+        tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
+        lane_wsum=lane_wsum,
+        lane_link_ptr=ll_ptr, lane_link_idx=ll_idx,
+    )
+
+
+def _group(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of the positions of ``keys`` grouped by key value (0..n-1), in position order."""
+    order = np.argsort(keys, kind="stable").astype(np.int32)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(np.bincount(keys, minlength=n))
+    return ptr, order
 
 
 class Estimator:
@@ -95,7 +424,9 @@ class Estimator:
 
     def __init__(self, net: CompiledNetwork):
         self.net = net
+        self.model = m = edge_model(net)
         nl, ne = net.n_lanes, net.n_edges
+        free_tt = net.edge_length_m / np.maximum(net.edge_speed_mps * CRUISE_FACTOR, 0.5)
         self.state = NetworkState(
             lane_vehicles=np.zeros(nl),
             lane_queue_veh=np.zeros(nl),
@@ -103,24 +434,109 @@ class Estimator:
             lane_speed_mps=net.lane_speed_mps.copy(),
             lane_observed=np.zeros(nl, dtype=np.bool_),
             edge_flow_vph=np.zeros(ne),
-            edge_speed_mps=net.edge_speed_mps.copy(),
+            edge_speed_mps=net.edge_speed_mps * CRUISE_FACTOR,
             edge_density_vpkm=np.zeros(ne),
             edge_queue_veh=np.zeros(ne),
-            edge_travel_time_s=net.edge_length_m / np.maximum(net.edge_speed_mps, 0.5),
+            edge_travel_time_s=free_tt.copy(),
+            edge_delay_s=np.where(m.e_signal, 0.0, np.nan),
+            edge_los=np.where(m.e_signal, 0, -1).astype(np.int8),
+            edge_observed=np.zeros(ne, dtype=np.bool_),
+            edge_flow_now_vph=np.zeros(ne),
+            minute_end_ns=0,
+            minute_flow_vph=np.zeros(ne),
+            minute_speed_mps=net.edge_speed_mps * CRUISE_FACTOR,
+            minute_density_vpkm=np.zeros(ne),
+            minute_queue_veh=np.zeros(ne),
+            minute_travel_time_s=free_tt.copy(),
+            minute_delay_s=np.where(m.e_signal, 0.0, np.nan),
+            minute_los=np.where(m.e_signal, 0, -1).astype(np.int8),
         )
+        self._R = np.zeros(m.turn_from.size)
+        self._Rs = np.zeros(m.turn_from.size)
+        self._turn_now = np.zeros(m.turn_from.size)
+        self._turn_s = np.zeros(m.turn_from.size)
+        self._slots_seen = np.zeros(ne, dtype=np.int64)
+        self._slots_all = np.zeros(ne, dtype=np.int64)
+        self._exit_flow = np.zeros(ne)
+        self._exit_lanes = np.zeros(ne, dtype=np.int64)
+        self._turn_pairs = m.turn_from.astype(np.int64) * ne + m.turn_to
+        self._slots: tuple[object, np.ndarray] = (None, np.zeros(0, dtype=np.int32))
+        self._r = np.zeros(ne)
+        self._w = np.zeros(ne)
+        self._prior = np.zeros(1)
+        self._queue_now = np.zeros(ne)
+        self._point_queue = np.zeros(ne)
+        self._flow_s = np.zeros(ne)
+        self._acc_flow = np.zeros(ne)
+        self._acc_queue = np.zeros(ne)
+        self._acc_time = np.zeros(1)
+        self._no_green = np.zeros(net.n_links, dtype=np.bool_)
+        self._minute: int | None = None
+        self._elapsed_ns = 0
 
-    def update(self, obs) -> NetworkState:
-        """``obs`` holds one tick's per-lane arrays (``detectors.LaneObservations``)."""
-        s, net = self.state, self.net
+    def update(self, obs, now_ns: int | None = None, link_state: np.ndarray | None = None) -> NetworkState:
+        """``obs`` holds one tick's per-lane arrays (``detectors.LaneObservations``) for the tick
+        ending at ``now_ns``; ``link_state`` is what each signal link showed (the safety stage's
+        RED/YELLOW/GREEN codes; green = 2), for the queues of unobserved approaches."""
+        s, net, m = self.state, self.net, self.model
+        dt = float(obs.interval_s)
+        if now_ns is None:
+            self._elapsed_ns += int(round(dt * 1e9))
+            now_ns = self._elapsed_ns
+        minute = (now_ns - 1) // MINUTE_NS  # the minute this tick's interval ends in
+        minute_done = self._minute is not None and minute != self._minute
+        green = self._no_green if link_state is None else (link_state == 2)
         _estimate_lanes(
-            float(obs.interval_s), obs.stop_count, obs.stop_seen, obs.upstream_count, obs.upstream_seen,
+            dt, obs.stop_count, obs.stop_seen, obs.stop_occupancy, obs.upstream_count, obs.upstream_seen,
             obs.speed_mps, obs.camera_vehicles, obs.camera_queue_veh, net.lane_length_m,
             net.lane_speed_mps, s.lane_vehicles, s.lane_queue_veh, s.lane_flow_vph, s.lane_speed_mps,
             s.lane_observed,
         )
-        _aggregate_edges(
-            net.edge_lane_ptr, net.edge_lane_idx, net.edge_length_m, s.lane_flow_vph, s.lane_speed_mps,
-            s.lane_vehicles, s.lane_queue_veh, s.edge_flow_vph, s.edge_speed_mps, s.edge_density_vpkm,
-            s.edge_queue_veh, s.edge_travel_time_s,
+        _estimate_edges(
+            dt, minute_done,
+            obs.stop_count, obs.stop_seen, obs.upstream_count, obs.upstream_seen, obs.camera_queue_veh,
+            s.lane_flow_vph, green,
+            net.edge_lane_ptr, net.edge_lane_idx, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
+            m.e_storage, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
+            m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
+            self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
+            self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
+            s.edge_flow_now_vph, self._r, self._w, self._prior,
+            s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
+            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, s.edge_queue_veh,
+            s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
+            self._acc_flow, self._acc_queue, self._acc_time, s.minute_flow_vph, s.minute_queue_veh,
+            s.minute_travel_time_s, s.minute_speed_mps, s.minute_density_vpkm, s.minute_delay_s, s.minute_los,
         )
+        if minute_done:
+            s.minute_end_ns = (self._minute + 1) * MINUTE_NS
+        self._minute = minute
         return s
+
+    def _slot_turn(self, obs) -> np.ndarray:
+        """The turn (``model.turn_from -> turn_to``) of each camera movement-count slot, -1 for a
+        slot that names no turn of the network; computed once per inventory."""
+        lanes = getattr(obs, "turn_lane", None)
+        if lanes is None or not len(lanes):
+            return self._slots[1][:0]
+        if self._slots[0] is lanes:
+            return self._slots[1]
+        net = self.net
+        key = net.lane_edge[lanes].astype(np.int64) * net.n_edges + np.asarray(obs.turn_edge, dtype=np.int64)
+        pos = np.searchsorted(self._turn_pairs, key)
+        pos = np.minimum(pos, max(self._turn_pairs.size - 1, 0))
+        ok = self._turn_pairs.size > 0
+        turn = np.where(ok & (self._turn_pairs[pos] == key), pos, -1).astype(np.int32) if ok else np.full(
+            len(lanes), -1, dtype=np.int32)
+        self._slots = (lanes, turn)
+        return turn
+
+    @property
+    def turn_ratios(self) -> np.ndarray:
+        """Share of each turn's source edge flow that takes it (``model.turn_from -> turn_to``)."""
+        return self._R
+
+
+def los_letters(los: np.ndarray) -> list[str]:
+    """Level-of-service codes as letters ("" where none applies)."""
+    return [LOS_LETTERS[k] if k >= 0 else "" for k in los.tolist()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
 from network.compiled import CompiledNetwork
 
@@ -27,7 +28,9 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     at the stop bar or ``"upstream"``) or ``"camera"`` (several lanes, each watched over the
     last ``range_m`` before the stop line; readings list lanes in this order). Where a lane is
     shorter than ``range_m`` the camera also sees the lanes that lead into it: ``upstream[k]``
-    lists them for lane ``k``, nearest first.
+    lists them for lane ``k``, nearest first. A camera that classifies movements counts the
+    vehicles leaving lane ``k`` into edge ``e`` for every pair ``(k, e)`` of ``turns``, in that
+    order (its readings' ``turn_counts``).
     """
 
     id: str
@@ -37,6 +40,7 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     pos_m: float = 0.0
     range_m: float = 0.0
     upstream: tuple[tuple[str, ...], ...] = ()
+    turns: tuple[tuple[int, str], ...] = ()  # camera movement counts: (lane k, edge it turns into)
 
     def zone_m(self, k: int, lane_length_m) -> float:
         """Length of road camera lane ``k`` watches (``lane_length_m``: lane id -> metres)."""
@@ -49,9 +53,40 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 def default_layout(net: CompiledNetwork, camera_range_m: float = CAMERA_RANGE_M) -> list[DetectorSpec]:
     """Loops and cameras on every lane entering a signalised junction."""
     signal_lanes = sorted({int(net.move_in_lane[k]) for k in range(net.n_movements) if net.move_link[k] >= 0})
+    return _instrument(net, signal_lanes, camera_range_m)
+
+
+def coverage_layout(net: CompiledNetwork, fraction: float, seed: int = 0,
+                    camera_range_m: float = CAMERA_RANGE_M) -> list[DetectorSpec]:
+    """Detectors on a random ``fraction`` of all edges (drawn with ``seed``), none elsewhere.
+
+    Each chosen edge gets what a signalised approach gets in :func:`default_layout` (a stop-bar
+    loop and, where the lane is long enough, an upstream loop on every lane, and a camera over
+    the edge), whether or not a signal ends it; the other edges have no detector at all.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"detector coverage must be between 0 and 1, not {fraction}")
+    n = int(round(fraction * net.n_edges))
+    chosen = sorted(np.random.default_rng(seed).permutation(net.n_edges)[:n].tolist())
+    lanes = [int(x) for e in chosen for x in net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]]
+    return _instrument(net, sorted(lanes), camera_range_m)
+
+
+def instrumented_edges(net: CompiledNetwork, specs: list[DetectorSpec]) -> np.ndarray:
+    """bool[n_edges]: every lane of the edge has a counting loop (the estimator's "observed")."""
+    has = np.zeros(net.n_lanes, dtype=np.bool_)
+    for s in specs:
+        if s.kind == "loop":
+            has[net.lane_index[s.lanes[0]]] = True
+    return np.array([bool(has[net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]].all())
+                     for e in range(net.n_edges)], dtype=np.bool_)
+
+
+def _instrument(net: CompiledNetwork, lanes: list[int], camera_range_m: float) -> list[DetectorSpec]:
+    """Stop-bar and upstream loops on ``lanes``, one camera per edge over its instrumented lanes."""
     specs: list[DetectorSpec] = []
     cams: dict[int, list[int]] = {}
-    for lane in signal_lanes:
+    for lane in lanes:
         lane_id = net.lane_ids[lane]
         length = float(net.lane_length_m[lane])
         stop_pos = max(0.1, length - STOP_BAR_SETBACK_M)
@@ -63,6 +98,11 @@ def default_layout(net: CompiledNetwork, camera_range_m: float = CAMERA_RANGE_M)
             specs.append(DetectorSpec(id=f"L:{lane_id}:up", kind="loop", lanes=(lane_id,), role="upstream", pos_m=up_pos))
         cams.setdefault(int(net.lane_edge[lane]), []).append(lane)
     feeders = _unique_feeders(net)
+    dests: dict[int, set[str]] = {}
+    for m in range(net.n_movements):
+        a, b = int(net.move_in_lane[m]), int(net.move_out_lane[m])
+        if net.lane_edge[a] != net.lane_edge[b]:
+            dests.setdefault(a, set()).add(net.edge_ids[net.lane_edge[b]])
     for edge, lanes in cams.items():
         ups = tuple(_upstream_chain(net, feeders, x, camera_range_m) for x in lanes)
         specs.append(
@@ -72,6 +112,7 @@ def default_layout(net: CompiledNetwork, camera_range_m: float = CAMERA_RANGE_M)
                 lanes=tuple(net.lane_ids[x] for x in lanes),
                 range_m=camera_range_m,
                 upstream=ups if any(ups) else (),
+                turns=tuple((k, e) for k, x in enumerate(lanes) for e in sorted(dests.get(x, ()))),
             )
         )
     return specs
@@ -114,4 +155,4 @@ def load_layout(path: str | Path) -> list[DetectorSpec]:
         raise ValueError(f"bad detector inventory {path}: {exc}") from exc
 
 
-__all__ = ["DetectorSpec", "default_layout", "load_layout", "save_layout"]
+__all__ = ["DetectorSpec", "coverage_layout", "default_layout", "instrumented_edges", "load_layout", "save_layout"]

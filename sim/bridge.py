@@ -55,6 +55,11 @@ class Bridge:
         self.cameras = [s for s in specs if s.kind == "camera"]
         self.zone_ids = [f"{c.id}#{k}" for c in self.cameras for k in range(len(c.lanes))]
         self.zone_ptr = np.cumsum([0] + [len(c.lanes) for c in self.cameras])
+        # camera movement counts: (zone, edge turned into) -> (camera, slot in its `turns`)
+        self.turn_slot: dict[tuple[int, str], tuple[int, int]] = {
+            (int(self.zone_ptr[c]) + k, edge): (c, j)
+            for c, cam in enumerate(self.cameras) for j, (k, edge) in enumerate(cam.turns)
+        }
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 2000)
         self.push.connect(endpoints["ingest"])
@@ -107,13 +112,18 @@ class Bridge:
                                             None if math.isnan(s) else s))
             if self.cameras:
                 veh, halt = self.sumo.read_cameras()
+                turns = [[0] * len(cam.turns) for cam in self.cameras]
+                for zone, edge in self.sumo.read_zone_exits():
+                    slot = self.turn_slot.get((zone, edge))
+                    if slot is not None:
+                        turns[slot[0]][slot[1]] += 1
                 send = self.faults.cameras(t_s, veh, halt) if self.faults else None
                 for c, cam in enumerate(self.cameras):
                     if send is not None and not send[c]:
                         continue
                     lo, hi = self.zone_ptr[c], self.zone_ptr[c + 1]
                     readings.append(CameraReading(cam.id, ts, 1.0, veh[lo:hi].tolist(),
-                                                  halt[lo:hi].astype(float).tolist()))
+                                                  halt[lo:hi].astype(float).tolist(), turn_counts=turns[c]))
         self.seq += 1
         if readings:
             self.push.send(encode(Batch(readings=readings, source="sumo", seq=self.seq)))

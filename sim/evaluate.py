@@ -25,12 +25,13 @@ from controllers import CONTROLLERS
 from engine.client import OperatorClient, OperatorError
 from engine.config import Endpoints, dump_config, load_config
 from network.compiled import compile_network, signal_junctions
-from network.layout import default_layout, save_layout
+from network.layout import coverage_layout, default_layout, instrumented_edges, save_layout
 from network.sumo_net import NetworkError
 from sim.additional import write_additional
 from sim.baselines import SUMO_CONTROLLERS, normalize_net
 from sim.bridge import SIM_EPOCH_NS, Bridge, BridgeError
 from sim.detector_faults import AlarmWatch, DetectorFault, FaultError, FaultInjector, parse_fault
+from sim.estimation import FeedRecorder, score, write_edgedata
 from sim.monitor import ConflictMonitor
 from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
@@ -48,15 +49,21 @@ class EvaluationError(RuntimeError):
 def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None, begin: float | None = None,
              end: float | None = None, json_path: str | Path | None = None, tls_states: str | Path | None = None,
              config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
-             inject_faults: Sequence[str | DetectorFault] = ()) -> dict:
+             inject_faults: Sequence[str | DetectorFault] = (), detector_coverage: float | None = None,
+             seed: int = 0) -> dict:
     """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
 
     ``inject_faults``: detector faults (``ID=KIND[@T]``, see ``sim.detector_faults``) the bridge
-    injects into what the devices send; engine controllers only."""
+    injects into what the devices send; engine controllers only. ``detector_coverage``: instrument
+    only that random fraction of the edges (drawn with ``seed``; :func:`network.layout.coverage_layout`)
+    instead of every signalised approach.
+    """
     try:
         faults = [f if isinstance(f, DetectorFault) else parse_fault(f) for f in inject_faults]
     except FaultError as exc:
         raise EvaluationError(str(exc)) from exc
+    if detector_coverage is not None and not 0.0 <= detector_coverage <= 1.0:
+        raise EvaluationError(f"--detector-coverage must be between 0 and 1, not {detector_coverage}")
     route_list = [r for r in routes.split(",") if r] if isinstance(routes, str) else routes
     try:
         sc = load_scenario(scenario, routes=route_list, begin=begin, end=end)
@@ -77,7 +84,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
             result = run_builtin(sc, controller, outdir=outdir, tls_states=tls_path, progress=progress)
         else:
             result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
-                                faults=faults)
+                                faults=faults, detector_coverage=detector_coverage, seed=seed)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
@@ -141,8 +148,10 @@ class EngineProcess:
 
 
 def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path | None,
-               config: str | Path | None, progress: bool, faults: Sequence[DetectorFault] = ()) -> dict:
-    """Run SUMO with the engine in the loop over its sockets; the outcome as a dict."""
+               config: str | Path | None, progress: bool, faults: Sequence[DetectorFault] = (),
+               detector_coverage: float | None = None, seed: int = 0) -> dict:
+    """Run SUMO with the engine in the loop over its sockets; the outcome as a dict, with the
+    ``estimation`` block comparing the engine's published conditions with SUMO's edge data."""
     wall0 = time.perf_counter()
     try:
         base = load_config(config)
@@ -155,7 +164,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         raise EvaluationError(f"cannot use network {sc.net}: {exc}") from exc
     if net.n_tls == 0:
         raise EvaluationError(f"{sc.net} has no traffic lights: nothing to control")
-    specs = default_layout(net)
+    specs = default_layout(net) if detector_coverage is None else coverage_layout(net, detector_coverage, seed)
     try:
         injector = FaultInjector(list(faults), specs, dict(zip(net.lane_ids, net.lane_length_m.tolist())))
     except FaultError as exc:
@@ -173,14 +182,18 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     write_additional(additional, specs, lane_length_m=dict(zip(net.lane_ids, net.lane_length_m.tolist())),
                      tls_states_file=tls_states, tls_ids=net.tls_ids)
 
+    truth = outdir / "edgedata.xml"
+    truth_add = write_edgedata(outdir / "edgedata.add.xml", truth, begin=sc.begin)
+
     engine = EngineProcess(net_path, cfg_path, outdir / "engine.log")
+    feed = FeedRecorder(engine.endpoints["feed"], SIM_EPOCH_NS)
     monitor = ConflictMonitor(net, min_green_s=cfg.safety.min_green_s)
     bar = Progress(f"{sc.name} {controller}", begin=sc.begin, end=sc.end, enabled=progress)
     status: dict = {}
     health: dict = {}
     watch = AlarmWatch(engine.endpoints["feed"])  # joins before the bridge starts the clock
     try:
-        with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional),
+        with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional, truth_add),
                   outdir=outdir, check_junction_collisions=True,
                   extra_args=["--collision-output", str(outdir / "collisions.xml")]) as sumo:
             bridge = Bridge(sumo, net, specs, engine.endpoints, faults=injector)
@@ -198,9 +211,11 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                     states = sumo.tls_states()
                     monitor.observe(sumo.time, [states[k] for k in perm])
                     bar.update(sumo.time, sumo.running(), sumo.arrived_total())
+                    feed.poll()
                     if sumo.done():
                         break
                 sim_end = sumo.time
+                feed.poll(wait_ms=200)
             finally:
                 bridge.close()
         with OperatorClient(engine.endpoints["operators"], timeout_s=10) as client:
@@ -211,9 +226,11 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         raise EvaluationError(f"{exc}\nengine log ({engine.log_path}):\n{engine.log_tail()}") from exc
     finally:
         watch.close()
+        feed.close()
         engine.stop()
         bar.close()
     out = read_statistics(outdir / "stats.xml")
+    estimation = score(feed, truth, list(net.edge_ids), instrumented_edges(net, specs))
     tick = status.get("tick", {})
     return {
         "scenario": sc.name,
@@ -234,6 +251,9 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "detector_alarms": [{"t_s": round((a["ts_ns"] - SIM_EPOCH_NS) / 1e9, 3), "detector": a["subject"],
                              "state": a["detail"], "active": a["active"]} for a in fault_alarms],
         "detector_alarm_changes": health.get("alarm_changes"),  # as the engine counted them
+        "detector_coverage": detector_coverage,
+        "detector_seed": seed if detector_coverage is not None else None,
+        "estimation": estimation,
     }
 
 

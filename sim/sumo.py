@@ -46,6 +46,10 @@ the junction) and those among them halting (below 1.39 m/s, SUMO's default jam t
 SUMO's E2 halting count sometimes includes a vehicle that left the zone during the step; it is
 capped at the vehicle count. Measured on cologne1 (29,280 zone-seconds) it then differs from
 "vehicles in the zone now below 1.39 m/s" in 1.1 % of readings, by one vehicle.
+
+Movement counts (``read_zone_exits``): the vehicles that left each zone, and the normal edge
+each reaches after the junction (what a camera that classifies turns reports). This is the one
+per-vehicle call: one ``vehicle.getRoadID`` per vehicle while it crosses the junction.
 """
 
 from __future__ import annotations
@@ -86,7 +90,8 @@ _LOOP_VARS = (
     tc.LAST_STEP_MEAN_SPEED,
     tc.LAST_STEP_TIME_SINCE_DETECTION,
 )
-_ZONE_VARS = (tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER)
+_ZONE_VARS = (tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER, tc.LAST_STEP_VEHICLE_ID_LIST)
+_EXIT_PENDING_S = 60.0  # a vehicle not on a normal edge this long after leaving a zone is forgotten
 _TLS_VARS = (tc.TL_RED_YELLOW_GREEN_STATE,)
 
 _libsumo_owner: "Sumo | None" = None  # the Sumo currently holding the in-process simulation
@@ -377,6 +382,8 @@ class Sumo:
             c.lanearea.subscribe(i, _ZONE_VARS)
         n = len(self._loop_ids)
         empty: frozenset[str] = frozenset()
+        self._zone_prev = [empty] * len(self._zone_ids)
+        self._exit_pending: dict[str, tuple[int, float]] = {}
         # vehicles on the loops now count as already seen: a count needs a crossing
         res = c.inductionloop.getAllSubscriptionResults() if n else {}
         self._loop_prev = [frozenset(res[i][tc.LAST_STEP_VEHICLE_ID_LIST]) if i in res else empty for i in self._loop_ids]
@@ -462,6 +469,44 @@ class Sumo:
             # SUMO's E2 halting count can include a vehicle that left the zone during the step
             np.minimum(halting, vehicles, out=halting)
         return vehicles, halting
+
+    def read_zone_exits(self) -> list[tuple[int, str]]:
+        """Movements seen by the camera zones: ``(zone index, edge id)`` for each vehicle that
+        left a zone and has since reached a normal edge (what a camera that classifies turns
+        reports: the road a vehicle leaving its view turned into). Call once per step.
+
+        A vehicle that left a zone is looked up (one vehicle call each) until it is off the
+        junction; a vehicle that left sideways into the next lane of the same road reports that
+        road, which the caller ignores.
+        """
+        c = self._live()
+        out: list[tuple[int, str]] = []
+        if not self._zone_ids:
+            return out
+        res = c.lanearea.getAllSubscriptionResults()
+        pending = self._exit_pending
+        t = self._time
+        for k, zid in enumerate(self._zone_ids):
+            ids = res[zid][tc.LAST_STEP_VEHICLE_ID_LIST]
+            prev = self._zone_prev[k]
+            if not ids and not prev:
+                continue
+            now = frozenset(ids)
+            for vid in prev - now:
+                pending[vid] = (k, t)
+            self._zone_prev[k] = now
+        for vid, (k, t_left) in list(pending.items()):
+            try:
+                road = c.vehicle.getRoadID(vid)
+            except Exception:  # arrived or teleported: libsumo and traci raise their own errors
+                del pending[vid]
+                continue
+            if road and not road.startswith(":"):
+                out.append((k, road))
+                del pending[vid]
+            elif t - t_left > _EXIT_PENDING_S:
+                del pending[vid]
+        return out
 
     # ---------------------------------------------------------------- signals
 

@@ -301,3 +301,196 @@ class HealthRef:
                     self.clear[d] = 0.0
                     self.state[d] = "ok"
         return list(self.state)
+
+
+def lanes_step(dt, obs, lane_len, free, state, est):
+    """One per-lane estimation step, as network/estimate.py's docstring says it in words."""
+    import math
+
+    veh, queue, flow, spd = state
+    for i in range(len(veh)):
+        if obs.stop_seen[i]:
+            flow[i] += min(1, dt / est.FLOW_TAU_S) * (obs.stop_count[i] * 3600 / dt - flow[i])
+        v = obs.speed_mps[i]
+        if math.isnan(v) and obs.stop_seen[i] and obs.stop_count[i] > 0 and obs.stop_occupancy[i] > 0:
+            v = min(obs.stop_count[i] * est.EFFECTIVE_VEHICLE_LENGTH_M / (obs.stop_occupancy[i] * dt), 2 * free[i])
+        if not math.isnan(v):
+            spd[i] += min(1, dt / est.SPEED_TAU_S) * (v - spd[i])
+        cap = max(1.0, min(lane_len[i], est.CAMERA_RANGE_M) / est.JAM_SPACING_M)
+        if not math.isnan(obs.camera_vehicles[i]):
+            veh[i], queue[i] = obs.camera_vehicles[i], obs.camera_queue_veh[i]
+        elif obs.upstream_seen[i] and obs.stop_seen[i]:
+            veh[i] = min(max(veh[i] + obs.upstream_count[i] - obs.stop_count[i], 0.0), cap)
+            queue[i] = veh[i] if obs.stop_count[i] == 0 and veh[i] > 0 else 0.5 * veh[i]
+        if math.isnan(v):
+            target = free[i] * (1 - min(1.0, queue[i] / cap))
+            spd[i] += min(1, dt / est.SPEED_TAU_S) * (max(target, 0.5) - spd[i])
+
+
+def edge_conditions(net, e, q, Q, est):
+    """(travel time, speed, density, delay, los) of edge e at flow q and queue Q."""
+    import math
+
+    lanes = list(net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]])
+    L, vf = net.edge_length_m[e], net.edge_speed_mps[e]
+    signal = any(net.move_link[m] >= 0 and net.move_in_lane[m] in lanes for m in range(net.n_movements))
+    tt = max(L - Q * est.JAM_SPACING_M / len(lanes), 0) / max(vf * est.CRUISE_FACTOR, 0.5) \
+        + Q * 3600 / max(q, est.MIN_DELAY_FLOW_VPH)
+    tt = min(max(tt, L / max(vf * 1.2, 0.5)), L / 0.5)
+    density = max(max(q, 0) * tt / 3600 / max(L, 1) * 1000, Q / max(L, 1) * 1000 if Q > 0 else 0)
+    if not signal:
+        return tt, L / tt, density, math.nan, -1
+    delay = max(tt - L / max(vf, 0.5), 0)
+    los = sum(delay > x for x in est.LOS_LIMITS_S)
+    if Q >= 0.9 * max(L * len(lanes) / est.JAM_SPACING_M, 0.1, 1):
+        los = 5
+    return tt, L / tt, density, delay, los
+
+
+def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
+    """One per-edge step (flows, queues, conditions), written from the docstring of
+    network/estimate.py with dicts and recomputed sums. ``st`` is a dict of lists carried over
+    ticks: x, flow_s, queue_s, prior, acc_flow, acc_queue, acc_time, turn_s; ``minute_done`` in ``st``
+    asks for the minute values (``m_*``) before this tick is added."""
+    import math
+
+    E = range(net.n_edges)
+    lanes_of = {e: [int(x) for x in net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]] for e in E}
+    dests = {}  # lane -> {edge its connections reach: prior weight of the likeliest direction}
+    links = {}  # lane -> signal links of its connections
+    moves = net.graph.graph["movements"]
+    for m in range(net.n_movements):
+        a, b = int(net.move_in_lane[m]), int(net.move_out_lane[m])
+        if net.lane_edge[a] != net.lane_edge[b]:
+            w = est.DIRECTION_WEIGHT.get(moves[m]["direction"], 1.0)
+            d = dests.setdefault(a, {})
+            d[int(net.lane_edge[b])] = max(d.get(int(net.lane_edge[b]), 0.0), w)
+        if net.move_link[m] >= 0:
+            links.setdefault(a, set()).add(int(net.move_link[m]))
+    observed, queue_now = {}, {}
+    obs_sum = obs_lanes = 0.0
+    for e in E:
+        counts = [obs.stop_count[x] if obs.stop_seen[x] else obs.upstream_count[x] if obs.upstream_seen[x] else None
+                  for x in lanes_of[e]]
+        observed[e] = bool(lanes_of[e]) and all(c is not None for c in counts)
+        if observed[e]:
+            st["x"][e] = sum(counts) * 3600 / dt
+            obs_sum += st["x"][e]
+            obs_lanes += len(lanes_of[e])
+        cams = [obs.camera_queue_veh[x] for x in lanes_of[e]]
+        storage = max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 0.1)
+        queue_now[e] = min(sum(cams), storage) if cams and not any(math.isnan(c) for c in cams) else None
+    if obs_lanes:
+        st["prior"] += min(1, dt / est.PRIOR_TAU_S) * (obs_sum / obs_lanes - st["prior"])
+    structural = {}  # (i, e) -> share of edge i's flow into edge e, from its lanes
+    for i in E:
+        exits = [x for x in lanes_of[i] if dests.get(x)]
+        tot = sum(lane_flow[x] for x in exits)
+        for x in exits:
+            share = lane_flow[x] / tot if observed[i] and tot > 0 else 1 / len(exits)
+            for e, w in dests[x].items():
+                structural[i, e] = structural.get((i, e), 0.0) + share * w / sum(dests[x].values())
+    # camera movement counts
+    slots_all, slots_seen, turn_now = {}, {}, {}
+    for lane, edge, count in zip(obs.turn_lane, obs.turn_edge, obs.turn_count):
+        key = (int(net.lane_edge[lane]), int(edge))
+        if key not in structural:
+            continue
+        slots_all[key[0]] = slots_all.get(key[0], 0) + 1
+        if not math.isnan(count):
+            slots_seen[key[0]] = slots_seen.get(key[0], 0) + 1
+            turn_now[key] = turn_now.get(key, 0.0) + count * 3600 / dt
+    ratio = {}
+    for i in E:
+        outs = [(j, e) for (j, e) in structural if j == i]
+        if slots_all.get(i, 0) and slots_seen.get(i, 0) == slots_all[i]:
+            for key in outs:
+                st["turn_s"][key] = st["turn_s"].get(key, 0.0) + min(1, dt / est.RATIO_TAU_S) * (
+                    turn_now.get(key, 0.0) - st["turn_s"].get(key, 0.0))
+        tot = sum(st["turn_s"].get(key, 0.0) for key in outs)
+        for key in outs:
+            ratio[key] = (st["turn_s"].get(key, 0.0) + est.RATIO_PRIOR_VPH * structural[key]) / (tot + est.RATIO_PRIOR_VPH)
+    into = {e: [i for (i, f) in ratio if f == e] for e in E}
+    outof = {i: [f for (j, f) in ratio if j == i] for i in E}
+    weight = {e: est.GUESS_WEIGHT + (1 - est.GUESS_WEIGHT) * (sum(1 for i in into[e] if slots_all.get(i, 0))
+                                                               / len(into[e])) ** 2 if into[e] else 0.0 for e in E}
+    x = st["x"]
+
+    def residual(e):
+        return x[e] - sum(ratio[i, e] * x[i] for i in into[e]) if into[e] else 0.0
+
+    for _ in range(est.SWEEPS):
+        for v in E:
+            if observed[v]:
+                continue
+            p = st["prior"] * len(lanes_of[v])
+            diag = est.PRIOR_WEIGHT + weight[v] + sum(weight[f] * ratio[v, f] ** 2 for f in outof[v])
+            grad = est.PRIOR_WEIGHT * (x[v] - p) + weight[v] * residual(v) \
+                - sum(weight[f] * ratio[v, f] * residual(f) for f in outof[v])
+            x[v] -= grad / diag
+    a = min(1, dt / est.EDGE_TAU_S)
+    out = {}
+    if st["minute_done"]:
+        T = st["acc_time"]
+        for e in E:
+            q = max(st["acc_flow"][e] / T, 0)
+            out["m", e] = (q, st["acc_queue"][e] / T, *edge_conditions(net, e, q, st["acc_queue"][e] / T, est))
+            st["acc_flow"][e] = st["acc_queue"][e] = 0.0
+        st["acc_time"] = 0.0
+    for e in E:
+        st["flow_s"][e] += a * (x[e] - st["flow_s"][e])
+        q = max(st["flow_s"][e], 0)
+        if queue_now[e] is None:
+            if any(links.get(ln) for ln in lanes_of[e]):
+                n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
+                Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
+                queue_now[e] = min(max(Q, 0), max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 0.1))
+            else:
+                queue_now[e] = 0.0
+        st["pq"][e] = queue_now[e]
+        st["queue_s"][e] += a * (queue_now[e] - st["queue_s"][e])
+        out["t", e] = (q, st["queue_s"][e], *edge_conditions(net, e, q, st["queue_s"][e], est))
+        st["acc_flow"][e] += x[e] * dt
+        st["acc_queue"][e] += queue_now[e] * dt
+        n = len(lanes_of[e])
+        for ln in lanes_of[e]:
+            if not lane_observed[ln]:
+                zone = min(net.edge_length_m[e], est.CAMERA_RANGE_M)
+                moving = q * max(zone - st["queue_s"][e] * est.JAM_SPACING_M / n, 0) / max(net.edge_speed_mps[e], 0.5) / 3600
+                out["lane", ln] = (st["queue_s"][e] / n, (st["queue_s"][e] + moving) / n, q / n)
+    st["acc_time"] += dt
+    return observed, out
+
+
+def fastest_route(net, tt, origin, destination):
+    """(travel time, edge ids) of the fastest route between edge or junction ids, Dijkstra by hand
+    over edges linked by lane connections."""
+    import heapq
+
+    nxt = {}
+    for m in range(net.n_movements):
+        a, b = int(net.lane_edge[net.move_in_lane[m]]), int(net.lane_edge[net.move_out_lane[m]])
+        if a != b:
+            nxt.setdefault(a, set()).add(b)
+    if origin in net.edge_index:
+        starts = [net.edge_index[origin]]
+    else:
+        starts = [e for e in range(net.n_edges) if net.junction_ids[net.edge_from[e]] == origin]
+    if destination in net.edge_index:
+        goal = {net.edge_index[destination]}
+    else:
+        goal = {e for e in range(net.n_edges) if net.junction_ids[net.edge_to[e]] == destination}
+    heap = [(float(tt[e]), e, (e,)) for e in starts]
+    heapq.heapify(heap)
+    done = set()
+    while heap:
+        d, e, path = heapq.heappop(heap)
+        if e in done:
+            continue
+        done.add(e)
+        if e in goal:
+            return d, [net.edge_ids[x] for x in path]
+        for f in nxt.get(e, ()):
+            if f not in done:
+                heapq.heappush(heap, (d + float(tt[f]), f, path + (f,)))
+    return None

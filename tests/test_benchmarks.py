@@ -67,3 +67,20 @@ def test_health_benchmark_checks_every_detector_and_finds_its_faults(tmp_path):
     assert all(n > 0 for n in row["states"].values()), row["states"]
     assert 0 < row["read_inputs_us_p50"] and 0 < row["kernel_us_p50"] <= row["kernel_us_p99"]
     assert "ratio kernel / reading the inputs" in r.stdout
+
+
+def test_estimate_benchmark_times_each_size(tmp_path):
+    """Each requested grid is built with about that many junctions and its step is timed."""
+    out = tmp_path / "estimate.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.estimate", "--sizes", "16,100", "--ticks", "5",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert [row["junctions"] for row in rows] == [16, 100]
+    for row in rows:
+        assert row["edges"] == 4 * row["junctions"] - 4 * int(row["junctions"] ** 0.5)
+        assert 0 < row["step_ms_p50"] <= row["step_ms_max"]
+        assert row["p50_over_limit"] == row["step_ms_p50"] / 20.0
+        assert f"{row['junctions']:9d}" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.estimate", "--sizes", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--sizes" in bad.stderr
