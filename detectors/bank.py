@@ -179,13 +179,16 @@ class DetectorBank:
             log.warning("rejected reading (%s, %d so far): %s", reason, total, detail[:200])
 
     def absorb_frames(self, frames: list[bytes], now_ns: int | None,
-                      on_clock: Callable[[Clock, int], int | None] | None = None) -> None:
+                      on_clock: Callable[[Clock, int], int | None] | None = None,
+                      lens: np.ndarray | None = None) -> None:
         """Absorb received frames in order. Plain loop readings go through the numba kernel; each
         other frame is decoded by msgspec. A ``Clock`` frame (the ``k``-th) calls ``on_clock(clock, k)``,
-        which may tick the engine and returns the clock to check the frames after it against."""
+        which may tick the engine and returns the clock to check the frames after it against.
+        ``lens``: the frames' lengths, when the caller has them already."""
         if not frames:
             return
-        lens = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
+        if lens is None:
+            lens = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
         offsets = np.zeros(len(frames) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         small = lens <= self.limits.max_message_bytes

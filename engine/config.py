@@ -50,7 +50,7 @@ class IngestParams(_Conf):
     max_future_s: float = 5.0
     max_age_s: float = 300.0
     max_queue: int = 10_000  # frames taken per loop turn at most; the rest wait in ZeroMQ's queue
-    max_drain_bytes: int = 32 << 20  # bytes taken per loop turn at most
+    max_drain_bytes: int = 32 << 20  # about this many bytes per loop turn (judged by the last turn's frames)
     receive_hwm: int = 100_000  # frames ZeroMQ queues per sender before it refuses more
     overload_ticks: int = 3  # ticks with a backlog before the ingest_overload alarm
     coalesce_ms: float = 1.0  # on the wall clock, after a drain of a few frames, wait this long

@@ -72,6 +72,7 @@ class Server:
         self.command_seq = 0
         self.stopping = threading.Event()
         self.protocol_errors = 0
+        self._drain_cap = self.config.ingest.max_queue  # frames per turn, lowered while frames are large
         self.drains_capped = 0  # drain turns that stopped at their cap with frames still waiting
         self._drains_capped_seen = 0
         self.backlog_ticks = 0  # consecutive ticks that found a backlog
@@ -129,26 +130,26 @@ class Server:
                     next_tick += (missed + 1) * tick_ns
 
     def _drain_ingest(self) -> int:
-        """Take waiting frames (at most ``ingest.max_queue`` or ``max_drain_bytes``), absorb them in order."""
+        """Take waiting frames (a bounded number, see ``_watch_ingest``) and absorb them in order."""
         recv = self.ingest.recv
         frames = []
-        budget = self.config.ingest.max_drain_bytes
+        append = frames.append
         capped = True
         try:
-            for _ in range(self.config.ingest.max_queue):
-                frame = recv(zmq.NOBLOCK)
-                frames.append(frame)
-                budget -= len(frame)
-                if budget <= 0:
-                    break
+            for _ in range(self._drain_cap):
+                append(recv(zmq.NOBLOCK))
         except zmq.Again:
             capped = False
+        lens = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
+        if frames:  # bound the bytes of the next turn by this turn's frame size, not per frame
+            ing = self.config.ingest
+            self._drain_cap = max(1, min(ing.max_queue, int(ing.max_drain_bytes * len(frames) / max(lens.sum(), 1))))
         self.drains_capped += capped
         sim = isinstance(self.clock, ManualClock)
         # a simulated clock has no time until the first watermark
         now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
         self._drained, self._recorded, self._absorb_now = frames, 0, now
-        self.engine.bank.absorb_frames(frames, now, self._on_clock)
+        self.engine.bank.absorb_frames(frames, now, self._on_clock, lens)
         self._record_ingest(len(frames))
         return len(frames)
 
@@ -185,8 +186,9 @@ class Server:
     def _watch_ingest(self, now_ns: int) -> None:
         """Backlog and rate of the ingest, once per tick.
 
-        The policy under overload: the loop drains at most ``ingest.max_queue`` frames or
-        ``ingest.max_drain_bytes`` per turn and ticks on time between turns; what it has not
+        The policy under overload: the loop drains at most ``ingest.max_queue`` frames per turn
+        (fewer when frames are large: about ``ingest.max_drain_bytes`` at the last turn's frame
+        size) and ticks on time between turns; what it has not
         taken waits in ZeroMQ's queue, bounded by ``ingest.receive_hwm`` frames per sender, and
         beyond that senders are refused (a PUSH blocks or gets EAGAIN: the sender's choice). Nothing
         that reached the engine is dropped; a reading that waited longer than ``max_age_s`` is
