@@ -43,6 +43,16 @@ class IngestLimits:
     max_rosters: int = 100_000
 
 
+@dataclass
+class FrameBatch:
+    """Received frames, joined for the kernel (``buf``; frame k is ``buf[offsets[k]:offsets[k+1]]``)."""
+
+    frames: list[bytes]
+    buf: np.ndarray
+    offsets: np.ndarray
+    first_bad: np.ndarray  # per rejection reason, the first frame rejected for it (-1: none)
+
+
 def _clip64(x: int) -> int:
     """msgspec takes integers up to 2**64 - 1; the kernels hold int64."""
     return max(-(1 << 63), min(x, (1 << 63) - 1))
@@ -185,8 +195,12 @@ class DetectorBank:
         other frame is decoded by msgspec. A ``Clock`` frame (the ``k``-th) calls ``on_clock(clock, k)``,
         which may tick the engine and returns the clock to check the frames after it against.
         ``lens``: the frames' lengths, when the caller has them already."""
-        if not frames:
-            return
+        if frames:
+            batch = self.prepare(frames, lens)
+            self.finish(batch, self.fast_pass(batch, 0, now_ns), now_ns, on_clock)
+
+    def prepare(self, frames: list[bytes], lens: np.ndarray | None = None) -> FrameBatch:
+        """The frames joined into one buffer for the kernel (no engine state is touched)."""
         if lens is None:
             lens = np.fromiter(map(len, frames), dtype=np.int64, count=len(frames))
         offsets = np.zeros(len(frames) + 1, dtype=np.int64)
@@ -196,22 +210,27 @@ class DetectorBank:
                             b"".join(f if ok else b"" for f, ok in zip(frames, small)), dtype=np.uint8)
         if not small.all():  # oversized frames were left out of the buffer: they have length 0 there
             offsets[1:] = np.cumsum(np.where(small, lens, 0))
+        return FrameBatch(frames, buf, offsets, np.full(len(REASONS), -1, dtype=np.int64))
+
+    def fast_pass(self, batch: FrameBatch, k: int, now_ns: int | None) -> int:
+        """Run the kernel from frame ``k`` while frames are plain loop readings; returns the first
+        frame it left. The kernel releases the GIL, so this may run in another thread while the
+        caller receives (nothing else may touch the bank meanwhile)."""
         t = self._id_table
-        st = self.loops
-        first_bad = np.full(len(REASONS), -1, dtype=np.int64)
-        k, n = 0, len(frames)
+        return absorb_loop_frames(batch.buf, batch.offsets, k, NO_TIME if now_ns is None else now_ns, self._lim,
+                                  MAX_VEH_PER_LANE_PER_S, self.limits.max_message_bytes, t.slot_hash, t.slot_index,
+                                  t.id_bytes, t.id_ptr, batch.first_bad, *self.loops.arrays())
+
+    def finish(self, batch: FrameBatch, k: int, now_ns: int | None,
+               on_clock: Callable[[Clock, int], int | None] | None = None) -> None:
+        """Absorb the batch from frame ``k`` (the first one the kernel left) to its end."""
+        frames, n = batch.frames, len(batch.frames)
         while k < n:
-            now = NO_TIME if now_ns is None else now_ns
-            k = absorb_loop_frames(buf, offsets, k, now, self._lim, MAX_VEH_PER_LANE_PER_S,
-                                   self.limits.max_message_bytes, t.slot_hash, t.slot_index, t.id_bytes,
-                                   t.id_ptr, first_bad, *st.arrays())
-            if k >= n:
-                break
             clock = self.absorb_frame(frames[k], now_ns)
             if clock is not None:
                 now_ns = on_clock(clock, k) if on_clock is not None else now_ns
-            k += 1
-        self._log_kernel_rejections(first_bad, lambda f: bytes(frames[f]).hex())
+            k = self.fast_pass(batch, k + 1, now_ns)
+        self._log_kernel_rejections(batch.first_bad, lambda f: bytes(frames[f]).hex())
 
     def _log_kernel_rejections(self, first_bad: np.ndarray, describe: Callable[[int], str]) -> None:
         for code in np.flatnonzero(first_bad >= 0).tolist():

@@ -271,7 +271,7 @@ def _str_span(buf, p, end):
     return True, q, q + n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def absorb_loop_frames(buf, offsets, start, now_ns, lim, cap_per_s, max_frame, slot_hash, slot_index,
                        id_bytes, id_ptr, first_bad, st_count, st_occ_time, st_time, st_speed_sum, st_speed_n,
                        st_last_seq, st_last_ts, st_rejected, st_accepted):

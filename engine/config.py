@@ -53,6 +53,7 @@ class IngestParams(_Conf):
     max_drain_bytes: int = 32 << 20  # about this many bytes per loop turn (judged by the last turn's frames)
     receive_hwm: int = 100_000  # frames ZeroMQ queues per sender before it refuses more
     overload_ticks: int = 3  # ticks with a backlog before the ingest_overload alarm
+    pipeline: bool = True  # under load, receive the next frames while the kernel takes the last ones
     coalesce_ms: float = 1.0  # on the wall clock, after a drain of a few frames, wait this long
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import concurrent.futures
 import threading
 import time
 from collections import deque
@@ -73,6 +74,9 @@ class Server:
         self.stopping = threading.Event()
         self.protocol_errors = 0
         self._drain_cap = self.config.ingest.max_queue  # frames per turn, lowered while frames are large
+        self._inflight = None  # (batch, job): an ingest batch the kernel is taking in the background
+        self._worker = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ingest")
+                        if self.config.ingest.pipeline else None)
         self.drains_capped = 0  # drain turns that stopped at their cap with frames still waiting
         self._drains_capped_seen = 0
         self.backlog_ticks = 0  # consecutive ticks that found a backlog
@@ -115,6 +119,8 @@ class Server:
                     # a trickle: let frames gather for a moment so each pass takes many at once
                     # (on the wall clock only; a simulator waits for every tick)
                     time.sleep(coalesce_s)
+            else:
+                self._settle()
             if self.adapters in events:
                 self._drain_adapters()
             if self.operators in events:
@@ -145,13 +151,32 @@ class Server:
             ing = self.config.ingest
             self._drain_cap = max(1, min(ing.max_queue, int(ing.max_drain_bytes * len(frames) / max(lens.sum(), 1))))
         self.drains_capped += capped
+        self._settle()  # the batch in flight is finished (its slow frames, its ticks) before this one
+        if not frames:
+            return 0
         sim = isinstance(self.clock, ManualClock)
         # a simulated clock has no time until the first watermark
         now = None if sim and self.engine.ticks == 0 else self.clock.now_ns()
+        bank = self.engine.bank
+        batch = bank.prepare(frames, lens)
         self._drained, self._recorded, self._absorb_now = frames, 0, now
-        self.engine.bank.absorb_frames(frames, now, self._on_clock, lens)
-        self._record_ingest(len(frames))
+        if capped and self._worker is not None:
+            # more is waiting: the kernel takes this batch in another thread (it releases the
+            # GIL) while the next turn receives; everything that reads the bank settles first
+            self._inflight = (batch, self._worker.submit(bank.fast_pass, batch, 0, now))
+        else:
+            bank.finish(batch, bank.fast_pass(batch, 0, now), now, self._on_clock)
+            self._record_ingest(len(frames))
         return len(frames)
+
+    def _settle(self) -> None:
+        """Finish the ingest batch the kernel is taking in the background, if any."""
+        if self._inflight is None:
+            return
+        batch, job = self._inflight
+        self._inflight = None
+        self.engine.bank.finish(batch, job.result(), self._absorb_now, self._on_clock)
+        self._record_ingest(len(batch.frames))
 
     def _record_ingest(self, stop: int) -> None:
         """Record the drained frames up to ``stop`` with the clock they were checked against."""
@@ -176,6 +201,7 @@ class Server:
         return self._absorb_now
 
     def run_tick(self, now_ns: int) -> None:
+        self._settle()
         self.recorder.tick(now_ns)
         self._watch_ingest(now_ns)
         chars = self.engine.tick(now_ns).decode()
@@ -256,6 +282,7 @@ class Server:
     # -- adapters -------------------------------------------------------------------------
 
     def _drain_adapters(self) -> None:
+        self._settle()
         net = self.engine.net
         while True:
             try:
@@ -302,6 +329,7 @@ class Server:
     # -- operators ------------------------------------------------------------------------
 
     def _drain_operators(self) -> None:
+        self._settle()
         while True:
             try:
                 frames = self.operators.recv_multipart(zmq.NOBLOCK)
@@ -382,6 +410,9 @@ class Server:
         }
 
     def close(self) -> None:
+        self._settle()
+        if self._worker is not None:
+            self._worker.shutdown()
         self.recorder.close(self.engine)
         for sock in (self.ingest, self.adapters, self.feed, self.operators):
             sock.close(0)
