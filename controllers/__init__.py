@@ -6,14 +6,16 @@ controller wants into link states that respect minimum green, yellow, red cleara
 conflicts, whatever the controller asked.
 """
 
+from controllers.adaptive import Adaptive, AdaptiveConfig
+from controllers.actuated import Actuated, ActuatedConfig
 from controllers.base import Controller
 from controllers.fixed_time import FixedTime, FixedTimeConfig
 from controllers.max_pressure import MaxPressure, MaxPressureConfig
 from controllers.safety import GREEN, RED, YELLOW, Safety, SafetyConfig
 
-CONTROLLERS = {FixedTime.name: FixedTime, MaxPressure.name: MaxPressure}
+CONTROLLERS = {Actuated.name: Actuated, Adaptive.name: Adaptive, FixedTime.name: FixedTime, MaxPressure.name: MaxPressure}
 
 __all__ = [
-    "CONTROLLERS", "GREEN", "RED", "YELLOW", "Controller", "FixedTime", "FixedTimeConfig",
+    "CONTROLLERS", "Actuated", "ActuatedConfig", "Adaptive", "AdaptiveConfig", "GREEN", "RED", "YELLOW", "Controller", "FixedTime", "FixedTimeConfig",
     "MaxPressure", "MaxPressureConfig", "Safety", "SafetyConfig",
 ]

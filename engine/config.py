@@ -39,6 +39,25 @@ class MaxPressureParams(_Conf):
     max_green_s: float = 60.0
 
 
+class ActuatedParams(_Conf):
+    max_green_s: float = 45.0
+    gap_s: float = 3.0
+    fail_after_s: float = 10.0
+
+
+class AdaptiveParams(_Conf):
+    min_hold_s: float = 6.0
+    max_green_s: float = 50.0
+    gap_s: float = 2.5
+    switch_ratio: float = 3.0
+    moving_weight: float = 0.5
+    max_wait_s: float = 120.0
+    fail_after_s: float = 10.0
+    stuck_after_s: float = 120.0
+    recall_veh: float = 2.0
+    average_tau_s: float = 600.0
+
+
 class FixedTimeParams(_Conf):
     saturation_flow_vph: float = 1800.0
     cycle_min_s: float = 40.0
@@ -65,6 +84,8 @@ class EngineConfig(_Conf):
     safety: SafetyTimings = SafetyTimings()
     max_pressure: MaxPressureParams = MaxPressureParams()
     fixed_time: FixedTimeParams = FixedTimeParams()
+    actuated: ActuatedParams = ActuatedParams()
+    adaptive: AdaptiveParams = AdaptiveParams()
     ingest: IngestParams = IngestParams()
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controllers import CONTROLLERS, FixedTime, FixedTimeConfig, MaxPressure, MaxPressureConfig, Safety, SafetyConfig
+from controllers import CONTROLLERS, Actuated, ActuatedConfig, Adaptive, AdaptiveConfig, FixedTime, FixedTimeConfig, MaxPressure, MaxPressureConfig, Safety, SafetyConfig
 from controllers.base import Controller
 from detectors.bank import DetectorBank, IngestLimits
 from engine.config import EngineConfig
@@ -27,6 +27,10 @@ TICK_HISTORY = 1 << 16
 def make_controller(name: str, net: CompiledNetwork, cfg: EngineConfig) -> Controller:
     if name == MaxPressure.name:
         return MaxPressure(net, MaxPressureConfig(**_fields(cfg.max_pressure)))
+    if name == Adaptive.name:
+        return Adaptive(net, AdaptiveConfig(**_fields(cfg.adaptive)))
+    if name == Actuated.name:
+        return Actuated(net, ActuatedConfig(min_green_s=cfg.safety.min_green_s, **_fields(cfg.actuated)))
     if name == FixedTime.name:
         s = cfg.safety
         return FixedTime(
@@ -69,6 +73,8 @@ class Engine:
         s = config.safety
         self.safety = Safety(net, SafetyConfig(s.min_green_s, s.yellow_s, s.red_clearance_s), start_ns)
         self.target_phase = np.full(net.n_tls, -1, dtype=np.int32)
+        # per lane, whether its detectors are trusted; all healthy until detector health fills it
+        self.lane_healthy = np.ones(net.n_lanes, dtype=np.bool_)
         self.last_tick_ns: int | None = None
         self.ticks = 0
         self._durations_ns = np.zeros(TICK_HISTORY, dtype=np.int64)
@@ -79,6 +85,9 @@ class Engine:
         dt = self.config.tick_s if self.last_tick_ns is None else max((now_ns - self.last_tick_ns) / 1e9, 1e-3)
         obs = self.bank.close_tick(dt)
         state = self.estimator.update(obs)
+        observe = getattr(self.controller, "observe", None)  # controllers that read raw detector calls
+        if observe is not None:
+            observe(obs, self.lane_healthy, now_ns)
         self.controller.decide(state, self.safety.active_phase, self.safety.active_since_ns, now_ns,
                                self.target_phase)
         self.safety.enforce(self.target_phase, now_ns)

@@ -1,0 +1,202 @@
+"""``adaptive``, the engine's default: max-pressure on queue estimates, held by actuated gap-out.
+
+Per lane the controller weighs the standing queue the estimator reports plus ``moving_weight``
+of the other vehicles within camera range (``lane_weight``). A phase's pressure is, over its
+movements, that weight on the entry lane minus the weight on the exit lane, a shared lane
+split among its movements (``controllers.base.phase_pressure``).
+
+Each signal holds its green for ``min_hold_s``, then, like an actuated controller, for as long
+as vehicles keep crossing its stop-bar or upstream loops with gaps shorter than ``gap_s``,
+up to ``max_green_s``. When the green gaps out (or maxes out) the phase of highest pressure
+among those with vehicles waiting goes next; a phase whose pressure exceeds the current one's
+by ``switch_ratio`` ends the green early (after ``min_hold_s``). No movement waits longer than
+``max_wait_s`` (the longest-waiting link's phase goes next, as in ``max-pressure``).
+
+Detector trouble: a lane whose detectors are marked unhealthy (``lane_healthy``), or sent
+nothing for ``fail_after_s``, or whose stop-bar loop has shown presence without a single count
+for ``stuck_after_s``, or whose camera has repeated one non-zero reading that long, is on
+recall (only lanes that enter a signal count; the others carry no detectors): its weight is what it averaged while it was trusted (at least ``recall_veh``), and it
+neither extends a green nor ends one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from numba import njit
+
+from controllers.actuated import _no_observations
+from controllers.base import movement_shares, phase_pressure
+from network.compiled import CompiledNetwork
+from network.estimate import NetworkState
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    min_hold_s: float = 6.0
+    max_green_s: float = 50.0
+    gap_s: float = 2.5
+    switch_ratio: float = 3.0
+    moving_weight: float = 0.5
+    max_wait_s: float = 120.0
+    fail_after_s: float = 10.0
+    stuck_after_s: float = 120.0
+    recall_veh: float = 2.0
+    average_tau_s: float = 600.0
+
+
+@njit(cache=True)
+def lane_weights(now_ns, dt, entry, healthy, stop_count, stop_occ, stop_seen, up_count, up_seen, cam_veh, vehicles, queue,
+                 moving_weight, fail_after_ns, stuck_after_ns, recall_veh, average_tau_s, last_report_ns,
+                 last_stop_count_ns, cam_last, cam_changed_ns, w_avg, trusted, w, extend):
+    """Per lane: weight ``w`` (queue plus part of the moving vehicles, or the trusted average
+    on recall), whether a vehicle extends a green (``extend``) and whether the lane is trusted."""
+    a = min(1.0, dt / average_tau_s)
+    for i in range(w.size):
+        cam = not np.isnan(cam_veh[i])
+        if stop_seen[i] or up_seen[i] or cam:
+            last_report_ns[i] = now_ns
+        occupied = stop_occ[i] > 0.0 and not np.isnan(stop_occ[i])
+        if stop_count[i] > 0.0 or not occupied:
+            last_stop_count_ns[i] = now_ns  # a count, or an empty loop: not stuck on
+        if cam:
+            if cam_veh[i] != cam_last[i] or cam_veh[i] == 0.0:
+                cam_changed_ns[i] = now_ns
+            cam_last[i] = cam_veh[i]
+        ok = not entry[i] or (healthy[i] and now_ns - last_report_ns[i] <= fail_after_ns
+              and now_ns - last_stop_count_ns[i] < stuck_after_ns and now_ns - cam_changed_ns[i] < stuck_after_ns)
+        trusted[i] = ok
+        if ok:
+            w[i] = queue[i] + moving_weight * max(vehicles[i] - queue[i], 0.0)
+            w_avg[i] += a * (w[i] - w_avg[i])
+            extend[i] = stop_count[i] > 0.0 or up_count[i] > 0.0
+        else:
+            w[i] = max(w_avg[i], recall_veh)
+            extend[i] = False
+
+
+@njit(cache=True)
+def _adaptive(now_ns, w, extend, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
+              move_in, move_out, move_in_share, move_out_share, tls_link_ptr, active_phase, active_since_ns, hold_ns,
+              max_green_ns, gap_ns, switch_ratio, max_wait_ns, last_extend_ns, link_served_ns, pressure, demand,
+              target):
+    for t in range(tls_phase_ptr.size - 1):
+        p0 = tls_phase_ptr[t]
+        p1 = tls_phase_ptr[t + 1]
+        if p1 == p0:
+            target[t] = -1
+            continue
+        for p in range(p0, p1):
+            pressure[p], demand[p] = phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr,
+                                                    link_move_idx, move_in, move_out, move_in_share,
+                                                    move_out_share, w)
+        cur = target[t]
+        if cur < p0 or cur >= p1:
+            best = p0
+            for p in range(p0, p1):
+                if pressure[p] > pressure[best]:
+                    best = p
+            target[t] = best
+            last_extend_ns[t] = now_ns
+            continue
+        if active_phase[t] != cur:
+            last_extend_ns[t] = now_ns  # the gap timer starts with the green
+            continue
+        extended = False
+        for k in range(phase_link_ptr[cur], phase_link_ptr[cur + 1]):
+            link = phase_link_idx[k]
+            link_served_ns[link] = now_ns
+            for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
+                if extend[move_in[link_move_idx[j]]]:
+                    extended = True
+        if extended:
+            last_extend_ns[t] = now_ns
+        age = now_ns - active_since_ns[t]
+        if age < hold_ns:
+            continue
+        starved = -1  # the link with vehicles waiting that has gone longest without green
+        for link in range(tls_link_ptr[t], tls_link_ptr[t + 1]):
+            if now_ns - link_served_ns[link] < max_wait_ns:
+                continue
+            if starved >= 0 and link_served_ns[link] >= link_served_ns[starved]:
+                continue
+            for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
+                if w[move_in[link_move_idx[j]]] > 0.0:
+                    starved = link
+                    break
+        if starved >= 0:
+            best = -1
+            for p in range(p0, p1):
+                for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
+                    if phase_link_idx[k] == starved:
+                        if best < 0 or pressure[p] > pressure[best]:
+                            best = p
+                        break
+            target[t] = best
+            continue
+        best = -1
+        for p in range(p0, p1):
+            if p != cur and demand[p] > 0.0 and (best < 0 or pressure[p] > pressure[best]):
+                best = p
+        if best < 0:
+            continue
+        gapped = now_ns - last_extend_ns[t] >= gap_ns
+        if (gapped or age >= max_green_ns or demand[cur] <= 0.0
+                or pressure[best] > switch_ratio * max(pressure[cur], 1.0)):
+            target[t] = best
+
+
+class Adaptive:
+    name: ClassVar[str] = "adaptive"
+
+    def __init__(self, net: CompiledNetwork, config: AdaptiveConfig | None = None):
+        self.net = net
+        self.config = config or AdaptiveConfig()
+        self._in_share, self._out_share = movement_shares(net)
+        n = net.n_lanes
+        self.entry = np.zeros(n, dtype=np.bool_)  # lanes entering a signal: the ones detectors watch
+        self.entry[net.move_in_lane[net.move_link >= 0]] = True
+        self.lane_healthy = np.ones(n, dtype=np.bool_)
+        self.last_report_ns = np.zeros(n, dtype=np.int64)
+        self.last_stop_count_ns = np.zeros(n, dtype=np.int64)
+        self.cam_last = np.zeros(n)
+        self.cam_changed_ns = np.zeros(n, dtype=np.int64)
+        self.w_avg = np.zeros(n)
+        self.trusted = np.ones(n, dtype=np.bool_)
+        self.w = np.zeros(n)
+        self.extend = np.zeros(n, dtype=np.bool_)
+        self.last_extend_ns = np.zeros(net.n_tls, dtype=np.int64)
+        self.link_served_ns = np.zeros(net.n_links, dtype=np.int64)
+        self.pressure = np.zeros(net.n_phases)
+        self.demand = np.zeros(net.n_phases)
+        self._obs = None
+        self._last_ns: int | None = None
+
+    def observe(self, obs, lane_healthy: np.ndarray, now_ns: int) -> None:
+        """The tick's raw per-lane observations and the detector-health mask (true: healthy)."""
+        self._obs = obs
+        self.lane_healthy = lane_healthy
+
+    def decide(self, state: NetworkState, active_phase: np.ndarray, active_since_ns: np.ndarray,
+               now_ns: int, target_phase: np.ndarray) -> None:
+        net, c = self.net, self.config
+        if self._last_ns is None:  # waiting, silence and stuck detectors are counted from the start
+            for a in (self.last_report_ns, self.last_stop_count_ns, self.cam_changed_ns, self.link_served_ns):
+                a[:] = now_ns
+        dt = 1.0 if self._last_ns is None else max((now_ns - self._last_ns) / 1e9, 1e-3)
+        self._last_ns = now_ns
+        obs = self._obs if self._obs is not None else _no_observations(net.n_lanes)
+        lane_weights(np.int64(now_ns), dt, self.entry, self.lane_healthy, obs.stop_count, obs.stop_occupancy, obs.stop_seen,
+                     obs.upstream_count, obs.upstream_seen, obs.camera_vehicles, state.lane_vehicles,
+                     state.lane_queue_veh, c.moving_weight, np.int64(c.fail_after_s * 1e9),
+                     np.int64(c.stuck_after_s * 1e9), c.recall_veh, c.average_tau_s, self.last_report_ns,
+                     self.last_stop_count_ns, self.cam_last, self.cam_changed_ns, self.w_avg, self.trusted, self.w,
+                     self.extend)
+        _adaptive(np.int64(now_ns), self.w, self.extend, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
+                  net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,
+                  self._out_share, net.tls_link_ptr, active_phase, active_since_ns, np.int64(c.min_hold_s * 1e9),
+                  np.int64(c.max_green_s * 1e9), np.int64(c.gap_s * 1e9), c.switch_ratio,
+                  np.int64(c.max_wait_s * 1e9), self.last_extend_ns, self.link_served_ns, self.pressure,
+                  self.demand, target_phase)
