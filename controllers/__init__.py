@@ -11,11 +11,13 @@ from controllers.actuated import Actuated, ActuatedConfig
 from controllers.base import Controller
 from controllers.fixed_time import FixedTime, FixedTimeConfig
 from controllers.max_pressure import MaxPressure, MaxPressureConfig
+from controllers.scats import Scats, ScatsConfig
 from controllers.safety import GREEN, RED, YELLOW, Safety, SafetyConfig
 
-CONTROLLERS = {Actuated.name: Actuated, Adaptive.name: Adaptive, FixedTime.name: FixedTime, MaxPressure.name: MaxPressure}
+CONTROLLERS = {Actuated.name: Actuated, Adaptive.name: Adaptive, FixedTime.name: FixedTime, MaxPressure.name: MaxPressure,
+               Scats.name: Scats}
 
 __all__ = [
     "CONTROLLERS", "Actuated", "ActuatedConfig", "Adaptive", "AdaptiveConfig", "GREEN", "RED", "YELLOW", "Controller", "FixedTime", "FixedTimeConfig",
-    "MaxPressure", "MaxPressureConfig", "Safety", "SafetyConfig",
+    "MaxPressure", "MaxPressureConfig", "Safety", "SafetyConfig", "Scats", "ScatsConfig",
 ]

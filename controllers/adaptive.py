@@ -35,9 +35,9 @@ from network.estimate import NetworkState
 
 @dataclass(frozen=True)
 class AdaptiveConfig:
-    min_hold_s: float = 6.0
+    min_hold_s: float = 5.0
     max_green_s: float = 50.0
-    gap_s: float = 2.5
+    gap_s: float = 3.0
     switch_ratio: float = 3.0
     moving_weight: float = 0.5
     max_wait_s: float = 120.0

@@ -68,6 +68,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.scenario, controller=args.controller, routes=args.routes, begin=args.begin, end=args.end,
             json_path=args.json, tls_states=args.tls_states, config=args.config, progress=not args.quiet,
+            fail_detectors=args.fail_detectors, seed=args.seed,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -144,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="engine config for engine controllers")
     e.add_argument("--json", help="write the outcome as one JSON object to this file")
     e.add_argument("--tls-states", help="write SUMO's SaveTLSStates output for every signal here")
+    e.add_argument("--fail-detectors", type=float, metavar="FRACTION",
+                   help="fail this fraction (0..1) of the detectors, chosen at random: each one silent or "
+                        "stuck for the whole run (engine controllers only)")
+    e.add_argument("--seed", type=int, default=0, help="which detectors fail (default %(default)s)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

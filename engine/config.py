@@ -46,9 +46,9 @@ class ActuatedParams(_Conf):
 
 
 class AdaptiveParams(_Conf):
-    min_hold_s: float = 6.0
+    min_hold_s: float = 5.0
     max_green_s: float = 50.0
-    gap_s: float = 2.5
+    gap_s: float = 3.0
     switch_ratio: float = 3.0
     moving_weight: float = 0.5
     max_wait_s: float = 120.0
@@ -56,6 +56,17 @@ class AdaptiveParams(_Conf):
     stuck_after_s: float = 120.0
     recall_veh: float = 2.0
     average_tau_s: float = 600.0
+
+
+class ScatsParams(_Conf):
+    saturation_flow_vph: float = 1800.0
+    cycle_min_s: float = 40.0
+    cycle_max_s: float = 120.0
+    cycle_step_s: float = 10.0
+    max_degree_of_saturation: float = 0.9
+    smoothing: float = 0.5
+    max_correction: float = 0.2
+    fail_after_s: float = 10.0
 
 
 class FixedTimeParams(_Conf):
@@ -86,6 +97,7 @@ class EngineConfig(_Conf):
     fixed_time: FixedTimeParams = FixedTimeParams()
     actuated: ActuatedParams = ActuatedParams()
     adaptive: AdaptiveParams = AdaptiveParams()
+    scats: ScatsParams = ScatsParams()
     ingest: IngestParams = IngestParams()
 
     def __post_init__(self) -> None:

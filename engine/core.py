@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controllers import CONTROLLERS, Actuated, ActuatedConfig, Adaptive, AdaptiveConfig, FixedTime, FixedTimeConfig, MaxPressure, MaxPressureConfig, Safety, SafetyConfig
+from controllers import (CONTROLLERS, Actuated, ActuatedConfig, Adaptive, AdaptiveConfig, FixedTime, FixedTimeConfig,
+                         MaxPressure, MaxPressureConfig, Safety, SafetyConfig, Scats, ScatsConfig)
 from controllers.base import Controller
 from detectors.bank import DetectorBank, IngestLimits
 from engine.config import EngineConfig
@@ -31,6 +32,10 @@ def make_controller(name: str, net: CompiledNetwork, cfg: EngineConfig) -> Contr
         return Adaptive(net, AdaptiveConfig(**_fields(cfg.adaptive)))
     if name == Actuated.name:
         return Actuated(net, ActuatedConfig(min_green_s=cfg.safety.min_green_s, **_fields(cfg.actuated)))
+    if name == Scats.name:
+        s = cfg.safety
+        return Scats(net, ScatsConfig(intergreen_s=s.yellow_s + s.red_clearance_s, red_clearance_s=s.red_clearance_s,
+                                      min_green_s=s.min_green_s, **_fields(cfg.scats)))
     if name == FixedTime.name:
         s = cfg.safety
         return FixedTime(

@@ -45,7 +45,7 @@ class Bridge:
     """Detector gateway and signal adapters of a simulated city."""
 
     def __init__(self, sumo, net: CompiledNetwork, specs: list[DetectorSpec], endpoints: dict[str, str],
-                 context: zmq.Context | None = None, command_timeout_s: float = 30.0):
+                 context: zmq.Context | None = None, command_timeout_s: float = 30.0, faults=None):
         self.sumo = sumo
         self.net = net
         self.ctx = context or zmq.Context.instance()
@@ -68,6 +68,7 @@ class Bridge:
             self._index[sock] = len(self.adapters)
             self.adapters.append(sock)
             self.poller.register(sock, zmq.POLLIN)
+        self.faults = faults  # sim.faults.DetectorFaults: broken detectors, or None
         self.seq = 0
         self.shown = [""] * net.n_tls
         self.wait_s = 0.0
@@ -97,7 +98,12 @@ class Bridge:
         readings: list[LoopReading | CameraReading] = []
         if not first:
             count, occ, speed = self.sumo.read_loops()
+            send = None
+            if self.faults is not None:
+                count, occ, speed, send = self.faults.loops(count, occ, speed)
             for i, det in enumerate(self.loop_ids):
+                if send is not None and not send[i]:
+                    continue
                 s = float(speed[i])
                 readings.append(LoopReading(det, ts, 1.0, int(count[i]), float(occ[i]),
                                             None if math.isnan(s) else s))
@@ -105,8 +111,12 @@ class Bridge:
                 veh, halt = self.sumo.read_cameras()
                 for c, cam in enumerate(self.cameras):
                     lo, hi = self.zone_ptr[c], self.zone_ptr[c + 1]
-                    readings.append(CameraReading(cam.id, ts, 1.0, veh[lo:hi].tolist(),
-                                                  halt[lo:hi].astype(float).tolist()))
+                    seen = (veh[lo:hi], halt[lo:hi])
+                    if self.faults is not None:
+                        seen = self.faults.camera(c, *seen)
+                        if seen is None:
+                            continue
+                    readings.append(CameraReading(cam.id, ts, 1.0, seen[0].tolist(), seen[1].astype(float).tolist()))
         self.seq += 1
         if readings:
             self.push.send(encode(Batch(readings=readings, source="sumo", seq=self.seq)))

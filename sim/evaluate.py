@@ -29,6 +29,7 @@ from network.sumo_net import NetworkError
 from sim.additional import write_additional
 from sim.baselines import SUMO_CONTROLLERS, normalize_net
 from sim.bridge import Bridge, BridgeError
+from sim.faults import DetectorFaults
 from sim.monitor import ConflictMonitor
 from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
@@ -45,8 +46,13 @@ class EvaluationError(RuntimeError):
 
 def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None, begin: float | None = None,
              end: float | None = None, json_path: str | Path | None = None, tls_states: str | Path | None = None,
-             config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None) -> dict:
-    """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome."""
+             config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
+             fail_detectors: float | None = None, seed: int = 0) -> dict:
+    """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
+
+    ``fail_detectors``: a random fraction (drawn with ``seed``) of the detectors fails, silent
+    or stuck (``sim.faults``); engine controllers only.
+    """
     route_list = [r for r in routes.split(",") if r] if isinstance(routes, str) else routes
     try:
         sc = load_scenario(scenario, routes=route_list, begin=begin, end=end)
@@ -55,6 +61,10 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
     if controller not in BUILTIN and controller not in CONTROLLERS:
         raise EvaluationError(f"unknown controller {controller!r}; engine: {', '.join(sorted(CONTROLLERS))}; "
                               f"SUMO: {', '.join(BUILTIN)}")
+    if fail_detectors is not None and controller in BUILTIN:
+        raise EvaluationError("--fail-detectors applies to engine controllers; SUMO's own read SUMO directly")
+    if fail_detectors is not None and not 0.0 <= fail_detectors <= 1.0:
+        raise EvaluationError(f"--fail-detectors must be a fraction within 0..1, not {fail_detectors}")
     tls_path = Path(tls_states).resolve() if tls_states else None
     with tempfile.TemporaryDirectory(prefix="te-eval-") as tmp:
         outdir = Path(workdir) if workdir else Path(tmp)
@@ -64,7 +74,8 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
 
             result = run_builtin(sc, controller, outdir=outdir, tls_states=tls_path, progress=progress)
         else:
-            result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress)
+            result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
+                                fail_detectors=fail_detectors, seed=seed)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
@@ -128,7 +139,8 @@ class EngineProcess:
 
 
 def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path | None,
-               config: str | Path | None, progress: bool) -> dict:
+               config: str | Path | None, progress: bool, fail_detectors: float | None = None,
+               seed: int = 0) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict."""
     wall0 = time.perf_counter()
     try:
@@ -164,7 +176,11 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional),
                   outdir=outdir, check_junction_collisions=True,
                   extra_args=["--collision-output", str(outdir / "collisions.xml")]) as sumo:
-            bridge = Bridge(sumo, net, specs, engine.endpoints)
+            faults = None
+            if fail_detectors is not None:
+                faults = DetectorFaults.draw(sum(x.kind == "loop" for x in specs),
+                                             sum(x.kind == "camera" for x in specs), fail_detectors, seed)
+            bridge = Bridge(sumo, net, specs, engine.endpoints, faults=faults)
             try:
                 sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
                 perm = sumo.signal_order(net.tls_ids)  # SUMO's signal order -> the network's
@@ -206,6 +222,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "tick_p99_ms": tick.get("p99_ms"),
         "ingest_accepted": status.get("ingest", {}).get("accepted"),
         "ingest_rejected": status.get("ingest", {}).get("rejected"),
+        **({"failed_detectors": faults.summary()} if faults is not None else {}),
     }
 
 

@@ -140,3 +140,137 @@ def webster(net, t, lane_flow, sat, intergreen, min_green, cycle_min, cycle_max,
     eff = max(cycle - lost, n * min_green)
     greens = [max(min_green, eff * (y / y_sum if y_sum > 0 else 1 / n)) for y in ys]
     return sum(g + intergreen[p] for g, p in zip(greens, phases)), greens
+
+
+def _phase_lanes(net, p):
+    return [int(net.move_in_lane[m]) for link in phase_links(net, p)
+            for m in net.link_move_idx[net.link_move_ptr[link]:net.link_move_ptr[link + 1]]]
+
+
+def actuated(net, obs, vehicles, healthy, target, active, active_since, now, min_green, max_green, gap, fail_after,
+             last_report, last_extend):
+    """One actuated decision: gap-out / max-out, next phase in ring order with a call, recall on
+    failed lanes. ``last_report`` (per lane) and ``last_extend`` (per signal) are updated."""
+    call, extend = [], []
+    for i in range(net.n_lanes):
+        if obs.stop_seen[i] or obs.upstream_seen[i] or obs.camera_vehicles[i] == obs.camera_vehicles[i]:
+            last_report[i] = now
+        if not healthy[i] or now - last_report[i] > fail_after:
+            call.append(True)
+            extend.append(True)
+            continue
+        passing = obs.stop_count[i] > 0 or obs.upstream_count[i] > 0
+        occupied = obs.stop_occupancy[i] > 0  # (NaN compares false)
+        call.append(passing or vehicles[i] >= 0.5 or occupied)
+        extend.append(passing)
+    for t in range(net.n_tls):
+        p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
+        if p0 == p1:
+            target[t] = -1
+            continue
+        cur = target[t]
+        if not (p0 <= cur < p1):
+            target[t], last_extend[t] = p0, now
+            continue
+        if active[t] != cur:
+            last_extend[t] = now
+            continue
+        if any(extend[x] for x in _phase_lanes(net, cur)):
+            last_extend[t] = now
+        age = now - active_since[t]
+        if age < min_green or (now - last_extend[t] < gap and age < max_green):
+            continue
+        n = p1 - p0
+        for k in range(1, n):
+            p = p0 + (cur - p0 + k) % n
+            if any(call[x] for x in _phase_lanes(net, p)):
+                target[t] = p
+                break
+
+
+def adaptive_weights(net, obs, vehicles, queue, healthy, now, dt, mem, cfg):
+    """Per lane (weight, extends, trusted) as controllers.adaptive says it in words; ``mem``
+    (dict of per-lane lists: last_report, last_stop_count, cam_last, cam_changed, w_avg) is updated."""
+    entry = {int(net.move_in_lane[m]) for m in range(net.n_movements) if net.move_link[m] >= 0}
+    a = min(1.0, dt / cfg.average_tau_s)
+    out = []
+    for i in range(net.n_lanes):
+        cam = obs.camera_vehicles[i] == obs.camera_vehicles[i]
+        if obs.stop_seen[i] or obs.upstream_seen[i] or cam:
+            mem["last_report"][i] = now
+        occupied = obs.stop_occupancy[i] > 0
+        if obs.stop_count[i] > 0 or not occupied:
+            mem["last_stop_count"][i] = now
+        if cam:
+            if obs.camera_vehicles[i] != mem["cam_last"][i] or obs.camera_vehicles[i] == 0:
+                mem["cam_changed"][i] = now
+            mem["cam_last"][i] = obs.camera_vehicles[i]
+        stuck = 1e9 * cfg.stuck_after_s
+        ok = i not in entry or (healthy[i] and now - mem["last_report"][i] <= 1e9 * cfg.fail_after_s
+                                and now - mem["last_stop_count"][i] < stuck and now - mem["cam_changed"][i] < stuck)
+        if ok:
+            w = queue[i] + cfg.moving_weight * max(vehicles[i] - queue[i], 0.0)
+            mem["w_avg"][i] += a * (w - mem["w_avg"][i])
+            out.append((w, obs.stop_count[i] > 0 or obs.upstream_count[i] > 0, True))
+        else:
+            out.append((max(mem["w_avg"][i], cfg.recall_veh), False, False))
+    return out
+
+
+def adaptive(net, w, extend, target, active, active_since, now, cfg, last_extend, served):
+    """One adaptive decision on lane weights ``w`` and extensions ``extend``."""
+    hold, max_green, gap = cfg.min_hold_s * 1e9, cfg.max_green_s * 1e9, cfg.gap_s * 1e9
+    for t in range(net.n_tls):
+        p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
+        if p0 == p1:
+            target[t] = -1
+            continue
+        pr = {p: phase_pressure(net, p, w) for p in range(p0, p1)}
+        cur = target[t]
+        if not (p0 <= cur < p1):
+            target[t] = max(range(p0, p1), key=lambda p: (pr[p][0], -p))
+            last_extend[t] = now
+            continue
+        if active[t] != cur:
+            last_extend[t] = now
+            continue
+        for link in phase_links(net, cur):
+            served[link] = now
+        if any(extend[x] for x in _phase_lanes(net, cur)):
+            last_extend[t] = now
+        age = now - active_since[t]
+        if age < hold:
+            continue
+        waiting = [link for link in signal_links(net, t)
+                   if now - served[link] >= cfg.max_wait_s * 1e9
+                   and any(w[net.move_in_lane[m]] > 0
+                           for m in net.link_move_idx[net.link_move_ptr[link]:net.link_move_ptr[link + 1]])]
+        if waiting:
+            starved = min(waiting, key=lambda link: (served[link], link))
+            serving = [p for p in range(p0, p1) if starved in phase_links(net, p)]
+            target[t] = max(serving, key=lambda p: (pr[p][0], -p))
+            continue
+        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0]
+        if not others:
+            continue
+        best = max(others, key=lambda p: (pr[p][0], -p))
+        if (now - last_extend[t] >= gap or age >= max_green or pr[cur][1] <= 0
+                or pr[best][0] > cfg.switch_ratio * max(pr[cur][0], 1.0)):
+            target[t] = best
+
+
+def scats_plan(net, t, lane_demand, elapsed, y_s, cycle_prev, intergreen, cfg):
+    """SCATS-style re-plan of signal t at cycle end: (new smoothed y per phase, wanted cycle)."""
+    _, n_from, _ = _movement_counts(net)
+    phases = list(range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])))
+    headway = 3600.0 / cfg.saturation_flow_vph
+    ys = {}
+    for p in phases:
+        y = max([lane_demand[a] * (1.0 / n_from[a]) * headway / elapsed for a in _phase_lanes(net, p)], default=0.0)
+        ys[p] = y_s[p] + cfg.smoothing * (y - y_s[p])
+    lost = sum(intergreen[p] for p in phases)
+    cycle = (1.5 * lost + 5) / (1 - min(sum(ys.values()), cfg.max_degree_of_saturation))
+    if cycle_prev > 0:
+        cycle = min(max(cycle, cycle_prev - cfg.cycle_step_s), cycle_prev + cfg.cycle_step_s)
+    floor = lost + len(phases) * cfg.min_green_s
+    return ys, min(max(cycle, cfg.cycle_min_s, floor), max(cfg.cycle_max_s, floor))
