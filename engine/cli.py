@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the bundled town, every controller, one table")
     d.add_argument("--report", default="reports/demo.md", help="where to save the table (default %(default)s)")
-    d.add_argument("--controllers", default="fixed-time,max-pressure,sumo-static,sumo-actuated",
+    d.add_argument("--controllers", default="adaptive,max-pressure,fixed-time,sumo-static,sumo-actuated",
                    help="comma-separated controllers to compare (default %(default)s)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     d.set_defaults(func=_demo)

@@ -87,7 +87,7 @@ class EngineConfig(_Conf):
 
     tick_s: float = 1.0
     clock: str = "wall"  # "wall": tick on the system clock; "sim": tick on Clock watermarks
-    controller: str = "max-pressure"
+    controller: str = "adaptive"
     detectors: str | None = None  # inventory JSON; default: loops and cameras on every signal approach
     heartbeat_s: float = 1.0
     endpoints: Endpoints = Endpoints()
