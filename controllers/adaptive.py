@@ -40,6 +40,7 @@ class AdaptiveConfig:
     gap_s: float = 3.0
     switch_ratio: float = 3.0
     moving_weight: float = 0.5
+    free_flow_extends: bool = True
     max_wait_s: float = 120.0
     fail_after_s: float = 10.0
     stuck_after_s: float = 120.0
@@ -49,7 +50,7 @@ class AdaptiveConfig:
 
 @njit(cache=True)
 def lane_weights(now_ns, dt, entry, healthy, stop_count, stop_occ, stop_seen, up_count, up_seen, cam_veh, vehicles, queue,
-                 moving_weight, fail_after_ns, stuck_after_ns, recall_veh, average_tau_s, last_report_ns,
+                 moving_weight, free_flow_extends, fail_after_ns, stuck_after_ns, recall_veh, average_tau_s, last_report_ns,
                  last_stop_count_ns, cam_last, cam_changed_ns, w_avg, trusted, w, extend):
     """Per lane: weight ``w`` (queue plus part of the moving vehicles, or the trusted average
     on recall), whether a vehicle extends a green (``extend``) and whether the lane is trusted."""
@@ -71,7 +72,7 @@ def lane_weights(now_ns, dt, entry, healthy, stop_count, stop_occ, stop_seen, up
         if ok:
             w[i] = queue[i] + moving_weight * max(vehicles[i] - queue[i], 0.0)
             w_avg[i] += a * (w[i] - w_avg[i])
-            extend[i] = stop_count[i] > 0.0 or up_count[i] > 0.0
+            extend[i] = (stop_count[i] > 0.0 or up_count[i] > 0.0) and (free_flow_extends or queue[i] >= 0.5)
         else:
             w[i] = max(w_avg[i], recall_veh)
             extend[i] = False
@@ -190,7 +191,7 @@ class Adaptive:
         obs = self._obs if self._obs is not None else _no_observations(net.n_lanes)
         lane_weights(np.int64(now_ns), dt, self.entry, self.lane_healthy, obs.stop_count, obs.stop_occupancy, obs.stop_seen,
                      obs.upstream_count, obs.upstream_seen, obs.camera_vehicles, state.lane_vehicles,
-                     state.lane_queue_veh, c.moving_weight, np.int64(c.fail_after_s * 1e9),
+                     state.lane_queue_veh, c.moving_weight, c.free_flow_extends, np.int64(c.fail_after_s * 1e9),
                      np.int64(c.stuck_after_s * 1e9), c.recall_veh, c.average_tau_s, self.last_report_ns,
                      self.last_stop_count_ns, self.cam_last, self.cam_changed_ns, self.w_avg, self.trusted, self.w,
                      self.extend)

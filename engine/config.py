@@ -51,6 +51,7 @@ class AdaptiveParams(_Conf):
     gap_s: float = 3.0
     switch_ratio: float = 3.0
     moving_weight: float = 0.5
+    free_flow_extends: bool = True
     max_wait_s: float = 120.0
     fail_after_s: float = 10.0
     stuck_after_s: float = 120.0

@@ -211,7 +211,8 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, now, dt, mem, cfg):
         if ok:
             w = queue[i] + cfg.moving_weight * max(vehicles[i] - queue[i], 0.0)
             mem["w_avg"][i] += a * (w - mem["w_avg"][i])
-            out.append((w, obs.stop_count[i] > 0 or obs.upstream_count[i] > 0, True))
+            passing = obs.stop_count[i] > 0 or obs.upstream_count[i] > 0
+            out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True))
         else:
             out.append((max(mem["w_avg"][i], cfg.recall_veh), False, False))
     return out
