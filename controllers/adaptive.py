@@ -39,6 +39,7 @@ class AdaptiveConfig:
     max_green_s: float = 50.0
     gap_s: float = 3.0
     switch_ratio: float = 3.0
+    early_switch_veh: float = 0.0
     moving_weight: float = 0.5
     free_flow_extends: bool = True
     max_wait_s: float = 120.0
@@ -51,7 +52,7 @@ class AdaptiveConfig:
 @njit(cache=True)
 def lane_weights(now_ns, dt, entry, healthy, stop_count, stop_occ, stop_seen, up_count, up_seen, cam_veh, vehicles, queue,
                  moving_weight, free_flow_extends, fail_after_ns, stuck_after_ns, recall_veh, average_tau_s, last_report_ns,
-                 last_stop_count_ns, cam_last, cam_changed_ns, w_avg, trusted, w, extend):
+                 last_stop_count_ns, cam_last, cam_changed_ns, w_avg, trusted, w, extend, standing):
     """Per lane: weight ``w`` (queue plus part of the moving vehicles, or the trusted average
     on recall), whether a vehicle extends a green (``extend``) and whether the lane is trusted."""
     a = min(1.0, dt / average_tau_s)
@@ -73,15 +74,17 @@ def lane_weights(now_ns, dt, entry, healthy, stop_count, stop_occ, stop_seen, up
             w[i] = queue[i] + moving_weight * max(vehicles[i] - queue[i], 0.0)
             w_avg[i] += a * (w[i] - w_avg[i])
             extend[i] = (stop_count[i] > 0.0 or up_count[i] > 0.0) and (free_flow_extends or queue[i] >= 0.5)
+            standing[i] = queue[i] >= 0.5
         else:
             w[i] = max(w_avg[i], recall_veh)
             extend[i] = False
+            standing[i] = True  # unknown: as if a queue stood there
 
 
 @njit(cache=True)
-def _adaptive(now_ns, w, extend, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
+def _adaptive(now_ns, w, extend, standing, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
               move_in, move_out, move_in_share, move_out_share, tls_link_ptr, active_phase, active_since_ns, hold_ns,
-              max_green_ns, gap_ns, switch_ratio, max_wait_ns, last_extend_ns, link_served_ns, pressure, demand,
+              max_green_ns, gap_ns, switch_ratio, early_switch_veh, max_wait_ns, last_extend_ns, link_served_ns, pressure, demand,
               target):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
@@ -106,12 +109,16 @@ def _adaptive(now_ns, w, extend, tls_phase_ptr, phase_link_ptr, phase_link_idx, 
             last_extend_ns[t] = now_ns  # the gap timer starts with the green
             continue
         extended = False
+        queued = False
         for k in range(phase_link_ptr[cur], phase_link_ptr[cur + 1]):
             link = phase_link_idx[k]
             link_served_ns[link] = now_ns
             for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
-                if extend[move_in[link_move_idx[j]]]:
+                lane = move_in[link_move_idx[j]]
+                if extend[lane]:
                     extended = True
+                if standing[lane]:
+                    queued = True
         if extended:
             last_extend_ns[t] = now_ns
         age = now_ns - active_since_ns[t]
@@ -145,7 +152,8 @@ def _adaptive(now_ns, w, extend, tls_phase_ptr, phase_link_ptr, phase_link_idx, 
             continue
         gapped = now_ns - last_extend_ns[t] >= gap_ns
         if (gapped or age >= max_green_ns or demand[cur] <= 0.0
-                or pressure[best] > switch_ratio * max(pressure[cur], 1.0)):
+                or pressure[best] > switch_ratio * max(pressure[cur], 1.0)
+                or (early_switch_veh > 0.0 and not queued and pressure[best] >= early_switch_veh)):
             target[t] = best
 
 
@@ -168,6 +176,7 @@ class Adaptive:
         self.trusted = np.ones(n, dtype=np.bool_)
         self.w = np.zeros(n)
         self.extend = np.zeros(n, dtype=np.bool_)
+        self.standing = np.zeros(n, dtype=np.bool_)
         self.last_extend_ns = np.zeros(net.n_tls, dtype=np.int64)
         self.link_served_ns = np.zeros(net.n_links, dtype=np.int64)
         self.pressure = np.zeros(net.n_phases)
@@ -194,10 +203,10 @@ class Adaptive:
                      state.lane_queue_veh, c.moving_weight, c.free_flow_extends, np.int64(c.fail_after_s * 1e9),
                      np.int64(c.stuck_after_s * 1e9), c.recall_veh, c.average_tau_s, self.last_report_ns,
                      self.last_stop_count_ns, self.cam_last, self.cam_changed_ns, self.w_avg, self.trusted, self.w,
-                     self.extend)
-        _adaptive(np.int64(now_ns), self.w, self.extend, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
+                     self.extend, self.standing)
+        _adaptive(np.int64(now_ns), self.w, self.extend, self.standing, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
                   net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,
                   self._out_share, net.tls_link_ptr, active_phase, active_since_ns, np.int64(c.min_hold_s * 1e9),
-                  np.int64(c.max_green_s * 1e9), np.int64(c.gap_s * 1e9), c.switch_ratio,
+                  np.int64(c.max_green_s * 1e9), np.int64(c.gap_s * 1e9), c.switch_ratio, c.early_switch_veh,
                   np.int64(c.max_wait_s * 1e9), self.last_extend_ns, self.link_served_ns, self.pressure,
                   self.demand, target_phase)

@@ -120,7 +120,8 @@ class EngineProcess:
         raise EvaluationError(f"the engine did not start; its log ({self.log_path}):\n{self.log_tail()}")
 
     def log_tail(self, n: int = 20) -> str:
-        self._log.flush()
+        if not self._log.closed:  # (stop() closes it: a failed start reads the tail afterwards)
+            self._log.flush()
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
