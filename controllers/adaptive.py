@@ -82,22 +82,28 @@ def lane_weights(now_ns, dt, entry, healthy, stop_count, stop_occ, stop_seen, up
 
 
 @njit(cache=True)
-def _adaptive(now_ns, w, extend, standing, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
+def _pressures(p0, p1, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, move_out,
+               move_in_share, move_out_share, w, pressure, demand):
+    for p in range(p0, p1):
+        pressure[p], demand[p] = phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
+                                                move_in, move_out, move_in_share, move_out_share, w)
+
+
+@njit(cache=True)
+def _adaptive(now_ns, w, extend, standing, queue, discharged, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
               move_in, move_out, move_in_share, move_out_share, tls_link_ptr, active_phase, active_since_ns, hold_ns,
               max_green_ns, gap_ns, switch_ratio, early_switch_veh, max_wait_ns, last_extend_ns, link_served_ns, pressure, demand,
-              target):
+              fresh, platoon, platoon_ns, target):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
         if p1 == p0:
             target[t] = -1
             continue
-        for p in range(p0, p1):
-            pressure[p], demand[p] = phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr,
-                                                    link_move_idx, move_in, move_out, move_in_share,
-                                                    move_out_share, w)
         cur = target[t]
         if cur < p0 or cur >= p1:
+            _pressures(p0, p1, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, move_out,
+                       move_in_share, move_out_share, w, pressure, demand)
             best = p0
             for p in range(p0, p1):
                 if pressure[p] > pressure[best]:
@@ -107,6 +113,7 @@ def _adaptive(now_ns, w, extend, standing, tls_phase_ptr, phase_link_ptr, phase_
             continue
         if active_phase[t] != cur:
             last_extend_ns[t] = now_ns  # the gap timer starts with the green
+            fresh[t] = True
             continue
         extended = False
         queued = False
@@ -115,15 +122,22 @@ def _adaptive(now_ns, w, extend, standing, tls_phase_ptr, phase_link_ptr, phase_
             link_served_ns[link] = now_ns
             for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
                 lane = move_in[link_move_idx[j]]
+                if platoon_ns[lane] != now_ns:  # once per lane and tick: the queue the green found, less
+                    platoon_ns[lane] = now_ns  # what has crossed the stop line since
+                    platoon[lane] = queue[lane] if fresh[t] else platoon[lane] - discharged[lane]
                 if extend[lane]:
                     extended = True
-                if standing[lane]:
+                if standing[lane] or platoon[lane] >= 0.5:
                     queued = True
+        fresh[t] = False
         if extended:
             last_extend_ns[t] = now_ns
         age = now_ns - active_since_ns[t]
         if age < hold_ns:
             continue
+        # (pressures only where a decision is due: a signal in its hold or mid-change costs nothing)
+        _pressures(p0, p1, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, move_out,
+                   move_in_share, move_out_share, w, pressure, demand)
         starved = -1  # the link with vehicles waiting that has gone longest without green
         for link in range(tls_link_ptr[t], tls_link_ptr[t + 1]):
             if now_ns - link_served_ns[link] < max_wait_ns:
@@ -177,6 +191,9 @@ class Adaptive:
         self.w = np.zeros(n)
         self.extend = np.zeros(n, dtype=np.bool_)
         self.standing = np.zeros(n, dtype=np.bool_)
+        self.fresh = np.zeros(net.n_tls, dtype=np.bool_)
+        self.platoon = np.zeros(n)
+        self.platoon_ns = np.full(n, -1, dtype=np.int64)
         self.last_extend_ns = np.zeros(net.n_tls, dtype=np.int64)
         self.link_served_ns = np.zeros(net.n_links, dtype=np.int64)
         self.pressure = np.zeros(net.n_phases)
@@ -204,9 +221,10 @@ class Adaptive:
                      np.int64(c.stuck_after_s * 1e9), c.recall_veh, c.average_tau_s, self.last_report_ns,
                      self.last_stop_count_ns, self.cam_last, self.cam_changed_ns, self.w_avg, self.trusted, self.w,
                      self.extend, self.standing)
-        _adaptive(np.int64(now_ns), self.w, self.extend, self.standing, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
+        _adaptive(np.int64(now_ns), self.w, self.extend, self.standing, state.lane_queue_veh, obs.stop_count,
+                  net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
                   net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,
                   self._out_share, net.tls_link_ptr, active_phase, active_since_ns, np.int64(c.min_hold_s * 1e9),
                   np.int64(c.max_green_s * 1e9), np.int64(c.gap_s * 1e9), c.switch_ratio, c.early_switch_veh,
                   np.int64(c.max_wait_s * 1e9), self.last_extend_ns, self.link_served_ns, self.pressure,
-                  self.demand, target_phase)
+                  self.demand, self.fresh, self.platoon, self.platoon_ns, target_phase)

@@ -212,14 +212,17 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, now, dt, mem, cfg):
             w = queue[i] + cfg.moving_weight * max(vehicles[i] - queue[i], 0.0)
             mem["w_avg"][i] += a * (w - mem["w_avg"][i])
             passing = obs.stop_count[i] > 0 or obs.upstream_count[i] > 0
-            out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True))
+            out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True, queue[i] >= 0.5))
         else:
-            out.append((max(mem["w_avg"][i], cfg.recall_veh), False, False))
+            out.append((max(mem["w_avg"][i], cfg.recall_veh), False, False, True))
     return out
 
 
-def adaptive(net, w, extend, target, active, active_since, now, cfg, last_extend, served):
-    """One adaptive decision on lane weights ``w`` and extensions ``extend``."""
+def adaptive(net, w, extend, standing, queue, discharged, target, active, active_since, now, cfg, last_extend, served,
+             fresh, platoon):
+    """One adaptive decision on lane weights ``w``, extensions ``extend`` and standing queues;
+    ``fresh`` (per signal: a green is starting) and ``platoon`` (per lane: what is left of the
+    queue the green found) are updated."""
     hold, max_green, gap = cfg.min_hold_s * 1e9, cfg.max_green_s * 1e9, cfg.gap_s * 1e9
     for t in range(net.n_tls):
         p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
@@ -234,10 +237,16 @@ def adaptive(net, w, extend, target, active, active_since, now, cfg, last_extend
             continue
         if active[t] != cur:
             last_extend[t] = now
+            fresh[t] = True
             continue
         for link in phase_links(net, cur):
             served[link] = now
-        if any(extend[x] for x in _phase_lanes(net, cur)):
+        lanes = set(_phase_lanes(net, cur))
+        for x in lanes:
+            platoon[x] = queue[x] if fresh[t] else platoon[x] - discharged[x]
+        fresh[t] = False
+        queued = any(standing[x] or platoon[x] >= 0.5 for x in lanes)
+        if any(extend[x] for x in lanes):
             last_extend[t] = now
         age = now - active_since[t]
         if age < hold:
@@ -256,7 +265,8 @@ def adaptive(net, w, extend, target, active, active_since, now, cfg, last_extend
             continue
         best = max(others, key=lambda p: (pr[p][0], -p))
         if (now - last_extend[t] >= gap or age >= max_green or pr[cur][1] <= 0
-                or pr[best][0] > cfg.switch_ratio * max(pr[cur][0], 1.0)):
+                or pr[best][0] > cfg.switch_ratio * max(pr[cur][0], 1.0)
+                or (cfg.early_switch_veh > 0 and not queued and pr[best][0] >= cfg.early_switch_veh)):
             target[t] = best
 
 

@@ -185,13 +185,15 @@ def test_actuated_matches_reference(net):
     assert switches > net.n_tls  # the run exercised phase changes, not just the first choice
 
 
-def test_adaptive_matches_reference(net):
+@pytest.mark.parametrize("variant", [dict(switch_ratio=2.5), dict(switch_ratio=1e3, early_switch_veh=4.0),
+                                     dict(switch_ratio=1e3, free_flow_extends=False)])
+def test_adaptive_matches_reference(net, variant):
     """Lane weights (with silent, stuck and unhealthy detectors) and decisions equal the reference."""
     from controllers import Adaptive, AdaptiveConfig
 
     rng = np.random.default_rng(5)
-    cfg = AdaptiveConfig(min_hold_s=5, max_green_s=40, gap_s=3, switch_ratio=2.5, max_wait_s=60, fail_after_s=10,
-                         stuck_after_s=30, recall_veh=2, average_tau_s=60)
+    cfg = AdaptiveConfig(min_hold_s=5, max_green_s=40, gap_s=3, max_wait_s=60, fail_after_s=10,
+                         stuck_after_s=30, recall_veh=2, average_tau_s=60, **variant)
     ctl = Adaptive(net, cfg)
     est = Estimator(net)
     healthy = rng.random(net.n_lanes) > 0.05
@@ -205,6 +207,8 @@ def test_adaptive_matches_reference(net):
     since = np.zeros(net.n_tls, dtype=np.int64)
     last_extend = [0] * net.n_tls
     served = [0] * net.n_links
+    fresh = [False] * net.n_tls
+    platoon = [0.0] * net.n_lanes
     for step in range(200):
         now = step * NS
         obs = _random_obs(net, rng, silent if step > 20 else None)
@@ -224,8 +228,10 @@ def test_adaptive_matches_reference(net):
         np.testing.assert_allclose(ctl.w, [r[0] for r in ref], err_msg=f"step {step}")
         assert ctl.extend.tolist() == [r[1] for r in ref]
         assert ctl.trusted.tolist() == [r[2] for r in ref]
-        naive.adaptive(net, ctl.w.tolist(), ctl.extend.tolist(), ref_target, active.tolist(), since.tolist(), now,
-                       cfg, last_extend, served)
+        assert ctl.standing.tolist() == [r[3] for r in ref]
+        naive.adaptive(net, ctl.w.tolist(), ctl.extend.tolist(), ctl.standing.tolist(), est.state.lane_queue_veh,
+                       obs.stop_count, ref_target, active.tolist(), since.tolist(), now, cfg, last_extend, served,
+                       fresh, platoon)
         assert target.tolist() == ref_target, f"step {step}"
     entry = np.zeros(net.n_lanes, dtype=bool)
     entry[net.move_in_lane[net.move_link >= 0]] = True
