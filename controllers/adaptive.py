@@ -1,22 +1,27 @@
 """``adaptive``, the engine's default: max-pressure on queue estimates, held by actuated gap-out.
 
 Per lane the controller weighs the standing queue the estimator reports plus ``moving_weight``
-of the other vehicles within camera range (``lane_weight``). A phase's pressure is, over its
+of the other vehicles within camera range (``lane_weights``). A phase's pressure is, over its
 movements, that weight on the entry lane minus the weight on the exit lane, a shared lane
 split among its movements (``controllers.base.phase_pressure``).
 
 Each signal holds its green for ``min_hold_s``, then, like an actuated controller, for as long
-as vehicles keep crossing its stop-bar or upstream loops with gaps shorter than ``gap_s``,
-up to ``max_green_s``. When the green gaps out (or maxes out) the phase of highest pressure
-among those with vehicles waiting goes next; a phase whose pressure exceeds the current one's
-by ``switch_ratio`` ends the green early (after ``min_hold_s``). No movement waits longer than
-``max_wait_s`` (the longest-waiting link's phase goes next, as in ``max-pressure``).
+as vehicles keep crossing its stop-bar or upstream loops with gaps shorter than ``gap_s``
+(with ``free_flow_extends = false``, only on lanes where a queue still stands), up to
+``max_green_s``. When the green gaps out (or maxes out) the phase of highest pressure among
+those with vehicles waiting goes next. The green also ends early, after ``min_hold_s``, once
+the queue it found has crossed the stop line (and none stands) while another phase's pressure
+has reached ``early_switch_veh``: free-flowing arrivals no longer hold a busy cross street
+(0 turns this off); and, with ``switch_ratio > 0``, as soon as another phase's pressure is that
+many times its own. No movement waits longer than ``max_wait_s`` (the longest-waiting link's
+phase goes next, as in ``max-pressure``).
 
 Detector trouble: a lane whose detectors are marked unhealthy (``lane_healthy``), or sent
 nothing for ``fail_after_s``, or whose stop-bar loop has shown presence without a single count
 for ``stuck_after_s``, or whose camera has repeated one non-zero reading that long, is on
-recall (only lanes that enter a signal count; the others carry no detectors): its weight is what it averaged while it was trusted (at least ``recall_veh``), and it
-neither extends a green nor ends one.
+recall (only lanes that enter a signal count; the others carry no detectors): its weight is
+what it averaged while it was trusted (at least ``recall_veh``), it never extends a green,
+and a green serving it never ends early.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ class AdaptiveConfig:
     min_hold_s: float = 5.0
     max_green_s: float = 50.0
     gap_s: float = 3.0
-    switch_ratio: float = 3.0
-    early_switch_veh: float = 0.0
+    switch_ratio: float = 0.0  # 0: off
+    early_switch_veh: float = 8.0  # 0: off
     moving_weight: float = 0.5
     free_flow_extends: bool = True
     max_wait_s: float = 120.0
@@ -166,7 +171,7 @@ def _adaptive(now_ns, w, extend, standing, queue, discharged, tls_phase_ptr, pha
             continue
         gapped = now_ns - last_extend_ns[t] >= gap_ns
         if (gapped or age >= max_green_ns or demand[cur] <= 0.0
-                or pressure[best] > switch_ratio * max(pressure[cur], 1.0)
+                or (switch_ratio > 0.0 and pressure[best] > switch_ratio * max(pressure[cur], 1.0))
                 or (early_switch_veh > 0.0 and not queued and pressure[best] >= early_switch_veh)):
             target[t] = best
 

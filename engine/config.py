@@ -49,8 +49,8 @@ class AdaptiveParams(_Conf):
     min_hold_s: float = 5.0
     max_green_s: float = 50.0
     gap_s: float = 3.0
-    switch_ratio: float = 3.0
-    early_switch_veh: float = 0.0
+    switch_ratio: float = 0.0  # 0: off
+    early_switch_veh: float = 8.0  # 0: off
     moving_weight: float = 0.5
     free_flow_extends: bool = True
     max_wait_s: float = 120.0

@@ -265,7 +265,7 @@ def adaptive(net, w, extend, standing, queue, discharged, target, active, active
             continue
         best = max(others, key=lambda p: (pr[p][0], -p))
         if (now - last_extend[t] >= gap or age >= max_green or pr[cur][1] <= 0
-                or pr[best][0] > cfg.switch_ratio * max(pr[cur][0], 1.0)
+                or (cfg.switch_ratio > 0 and pr[best][0] > cfg.switch_ratio * max(pr[cur][0], 1.0))
                 or (cfg.early_switch_veh > 0 and not queued and pr[best][0] >= cfg.early_switch_veh)):
             target[t] = best
 
