@@ -16,12 +16,14 @@ has reached ``early_switch_veh``: free-flowing arrivals no longer hold a busy cr
 many times its own. No movement waits longer than ``max_wait_s`` (the longest-waiting link's
 phase goes next, as in ``max-pressure``).
 
-Detector trouble: a lane whose detectors are marked unhealthy (``lane_healthy``), or sent
-nothing for ``fail_after_s``, or whose stop-bar loop has shown presence without a single count
-for ``stuck_after_s``, or whose camera has repeated one non-zero reading that long, is on
-recall (only lanes that enter a signal count; the others carry no detectors): its weight is
-what it averaged while it was trusted (at least ``recall_veh``), it never extends a green,
-and a green serving it never ends early.
+Detector trouble (judged per lane and detector kind, knowing from ``set_detectors`` which
+detectors the inventory places; lanes marked unhealthy in ``lane_healthy`` distrust them all):
+a detector that sent nothing for ``fail_after_s`` is silent; a stop-bar loop that showed
+presence without a single count for ``stuck_after_s`` is stuck on; a camera that repeated one
+non-zero reading that long, or saw nobody while the loops counted ``blind_veh`` vehicles, is
+stuck. A lane whose camera (or, without a camera, either loop) is not to be trusted is on
+recall: its weight is what it averaged while trusted (at least ``recall_veh``) and a green
+serving it never ends early; its working loops still extend greens.
 """
 
 from __future__ import annotations
@@ -50,21 +52,29 @@ class AdaptiveConfig:
     max_wait_s: float = 120.0
     fail_after_s: float = 10.0
     stuck_after_s: float = 120.0
+    blind_veh: float = 3.0  # vehicles counted by loops while the camera saw none: camera stuck
     recall_veh: float = 2.0
     average_tau_s: float = 600.0
 
 
 @njit(cache=True)
-def lane_weights(now_ns, dt, entry, healthy, stop_count, stop_occ, stop_seen, up_count, up_seen, cam_veh, vehicles, queue,
-                 moving_weight, free_flow_extends, fail_after_ns, stuck_after_ns, recall_veh, average_tau_s, last_report_ns,
-                 last_stop_count_ns, cam_last, cam_changed_ns, w_avg, trusted, w, extend, standing):
-    """Per lane: weight ``w`` (queue plus part of the moving vehicles, or the trusted average
-    on recall), whether a vehicle extends a green (``extend``) and whether the lane is trusted."""
+def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_count, stop_occ, stop_seen, up_count,
+                 up_seen, cam_veh, vehicles, queue, moving_weight, free_flow_extends, fail_after_ns, stuck_after_ns,
+                 blind_veh, recall_veh, average_tau_s, seen_ns, last_stop_count_ns, cam_last, cam_changed_ns, cam_blind,
+                 w_avg, trusted, w, extend, standing):
+    """Per lane: weight ``w`` (queue plus part of the moving vehicles, or the trusted average on
+    recall), whether a vehicle extends a green (``extend``), whether a queue may stand there
+    (``standing``) and whether the lane's weight is trusted. ``seen_ns`` is per lane and detector
+    kind (camera, stop-bar loop, upstream loop): when it last reported."""
     a = min(1.0, dt / average_tau_s)
     for i in range(w.size):
         cam = not np.isnan(cam_veh[i])
-        if stop_seen[i] or up_seen[i] or cam:
-            last_report_ns[i] = now_ns
+        if cam:
+            seen_ns[i, 0] = now_ns
+        if stop_seen[i]:
+            seen_ns[i, 1] = now_ns
+        if up_seen[i]:
+            seen_ns[i, 2] = now_ns
         occupied = stop_occ[i] > 0.0 and not np.isnan(stop_occ[i])
         if stop_count[i] > 0.0 or not occupied:
             last_stop_count_ns[i] = now_ns  # a count, or an empty loop: not stuck on
@@ -72,17 +82,36 @@ def lane_weights(now_ns, dt, entry, healthy, stop_count, stop_occ, stop_seen, up
             if cam_veh[i] != cam_last[i] or cam_veh[i] == 0.0:
                 cam_changed_ns[i] = now_ns
             cam_last[i] = cam_veh[i]
-        ok = not entry[i] or (healthy[i] and now_ns - last_report_ns[i] <= fail_after_ns
-              and now_ns - last_stop_count_ns[i] < stuck_after_ns and now_ns - cam_changed_ns[i] < stuck_after_ns)
+            # vehicles the loops counted while the camera saw nobody: a camera stuck at zero
+            cam_blind[i] = 0.0 if cam_veh[i] > 0.0 else cam_blind[i] + stop_count[i] + up_count[i]
+        if not entry[i]:  # (no detectors watch it: whatever the estimator says)
+            trusted[i] = True
+            w[i] = queue[i] + moving_weight * max(vehicles[i] - queue[i], 0.0)
+            extend[i] = False
+            standing[i] = queue[i] >= 0.5
+            continue
+        stop_ok = has_stop[i] and now_ns - seen_ns[i, 1] <= fail_after_ns and now_ns - last_stop_count_ns[i] < stuck_after_ns
+        up_ok = has_up[i] and now_ns - seen_ns[i, 2] <= fail_after_ns
+        if has_cam[i]:
+            ok = (now_ns - seen_ns[i, 0] <= fail_after_ns and now_ns - cam_changed_ns[i] < stuck_after_ns
+                  and cam_blind[i] < blind_veh)
+        else:  # the estimator balances the two loops
+            ok = stop_ok and up_ok
+        ok = ok and healthy[i]
+        stop_ok = stop_ok and healthy[i]
+        up_ok = up_ok and healthy[i]
         trusted[i] = ok
+        passing = (stop_ok and stop_count[i] > 0.0) or (up_ok and up_count[i] > 0.0)
         if ok:
             w[i] = queue[i] + moving_weight * max(vehicles[i] - queue[i], 0.0)
             w_avg[i] += a * (w[i] - w_avg[i])
-            extend[i] = (stop_count[i] > 0.0 or up_count[i] > 0.0) and (free_flow_extends or queue[i] >= 0.5)
+            if not stop_ok and not up_ok:
+                passing = queue[i] >= 0.5  # no loop to count: a standing queue still being served
+            extend[i] = passing and (free_flow_extends or queue[i] >= 0.5)
             standing[i] = queue[i] >= 0.5
         else:
             w[i] = max(w_avg[i], recall_veh)
-            extend[i] = False
+            extend[i] = passing
             standing[i] = True  # unknown: as if a queue stood there
 
 
@@ -187,7 +216,12 @@ class Adaptive:
         self.entry = np.zeros(n, dtype=np.bool_)  # lanes entering a signal: the ones detectors watch
         self.entry[net.move_in_lane[net.move_link >= 0]] = True
         self.lane_healthy = np.ones(n, dtype=np.bool_)
-        self.last_report_ns = np.zeros(n, dtype=np.int64)
+        # which detectors each lane has (``set_detectors``; until told: every kind on every entry lane)
+        self.has_camera = self.entry.copy()
+        self.has_stop_loop = self.entry.copy()
+        self.has_upstream_loop = self.entry.copy()
+        self.seen_ns = np.zeros((n, 3), dtype=np.int64)
+        self.cam_blind = np.zeros(n)
         self.last_stop_count_ns = np.zeros(n, dtype=np.int64)
         self.cam_last = np.zeros(n)
         self.cam_changed_ns = np.zeros(n, dtype=np.int64)
@@ -206,6 +240,12 @@ class Adaptive:
         self._obs = None
         self._last_ns: int | None = None
 
+    def set_detectors(self, has_camera: np.ndarray, has_stop_loop: np.ndarray, has_upstream_loop: np.ndarray) -> None:
+        """Which lanes the detector inventory covers, per kind (bool[n_lanes] each)."""
+        self.has_camera = np.asarray(has_camera, dtype=np.bool_)
+        self.has_stop_loop = np.asarray(has_stop_loop, dtype=np.bool_)
+        self.has_upstream_loop = np.asarray(has_upstream_loop, dtype=np.bool_)
+
     def observe(self, obs, lane_healthy: np.ndarray, now_ns: int) -> None:
         """The tick's raw per-lane observations and the detector-health mask (true: healthy)."""
         self._obs = obs
@@ -215,17 +255,17 @@ class Adaptive:
                now_ns: int, target_phase: np.ndarray) -> None:
         net, c = self.net, self.config
         if self._last_ns is None:  # waiting, silence and stuck detectors are counted from the start
-            for a in (self.last_report_ns, self.last_stop_count_ns, self.cam_changed_ns, self.link_served_ns):
+            for a in (self.seen_ns, self.last_stop_count_ns, self.cam_changed_ns, self.link_served_ns):
                 a[:] = now_ns
         dt = 1.0 if self._last_ns is None else max((now_ns - self._last_ns) / 1e9, 1e-3)
         self._last_ns = now_ns
         obs = self._obs if self._obs is not None else _no_observations(net.n_lanes)
-        lane_weights(np.int64(now_ns), dt, self.entry, self.lane_healthy, obs.stop_count, obs.stop_occupancy, obs.stop_seen,
-                     obs.upstream_count, obs.upstream_seen, obs.camera_vehicles, state.lane_vehicles,
-                     state.lane_queue_veh, c.moving_weight, c.free_flow_extends, np.int64(c.fail_after_s * 1e9),
-                     np.int64(c.stuck_after_s * 1e9), c.recall_veh, c.average_tau_s, self.last_report_ns,
-                     self.last_stop_count_ns, self.cam_last, self.cam_changed_ns, self.w_avg, self.trusted, self.w,
-                     self.extend, self.standing)
+        lane_weights(np.int64(now_ns), dt, self.entry, self.lane_healthy, self.has_camera, self.has_stop_loop,
+                     self.has_upstream_loop, obs.stop_count, obs.stop_occupancy, obs.stop_seen, obs.upstream_count,
+                     obs.upstream_seen, obs.camera_vehicles, state.lane_vehicles, state.lane_queue_veh, c.moving_weight,
+                     c.free_flow_extends, np.int64(c.fail_after_s * 1e9), np.int64(c.stuck_after_s * 1e9),
+                     c.blind_veh, c.recall_veh, c.average_tau_s, self.seen_ns, self.last_stop_count_ns, self.cam_last,
+                     self.cam_changed_ns, self.cam_blind, self.w_avg, self.trusted, self.w, self.extend, self.standing)
         _adaptive(np.int64(now_ns), self.w, self.extend, self.standing, state.lane_queue_veh, obs.stop_count,
                   net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
                   net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,

@@ -56,6 +56,7 @@ class AdaptiveParams(_Conf):
     max_wait_s: float = 120.0
     fail_after_s: float = 10.0
     stuck_after_s: float = 120.0
+    blind_veh: float = 3.0
     recall_veh: float = 2.0
     average_tau_s: float = 600.0
 

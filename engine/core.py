@@ -16,7 +16,7 @@ import numpy as np
 from controllers import (CONTROLLERS, Actuated, ActuatedConfig, Adaptive, AdaptiveConfig, FixedTime, FixedTimeConfig,
                          MaxPressure, MaxPressureConfig, Safety, SafetyConfig, Scats, ScatsConfig)
 from controllers.base import Controller
-from detectors.bank import DetectorBank, IngestLimits
+from detectors.bank import ROLE_STOP, ROLE_UPSTREAM, DetectorBank, IngestLimits
 from engine.config import EngineConfig
 from network.compiled import CompiledNetwork
 from network.estimate import Estimator
@@ -75,6 +75,14 @@ class Engine:
             max_message_bytes=ing.max_message_bytes, max_future_s=ing.max_future_s, max_age_s=ing.max_age_s))
         self.estimator = Estimator(net)
         self.controller = make_controller(config.controller, net, config)
+        set_detectors = getattr(self.controller, "set_detectors", None)  # controllers that judge detectors
+        if set_detectors is not None:
+            b = self.bank
+            kinds = [np.zeros(net.n_lanes, dtype=np.bool_) for _ in range(3)]
+            kinds[0][b.camera_lane_idx] = True
+            kinds[1][b.loop_lane[b.loop_role == ROLE_STOP]] = True
+            kinds[2][b.loop_lane[b.loop_role == ROLE_UPSTREAM]] = True
+            set_detectors(*kinds)
         s = config.safety
         self.safety = Safety(net, SafetyConfig(s.min_green_s, s.yellow_s, s.red_clearance_s), start_ns)
         self.target_phase = np.full(net.n_tls, -1, dtype=np.int32)

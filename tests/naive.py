@@ -188,33 +188,50 @@ def actuated(net, obs, vehicles, healthy, target, active, active_since, now, min
                 break
 
 
-def adaptive_weights(net, obs, vehicles, queue, healthy, now, dt, mem, cfg):
-    """Per lane (weight, extends, trusted) as controllers.adaptive says it in words; ``mem``
-    (dict of per-lane lists: last_report, last_stop_count, cam_last, cam_changed, w_avg) is updated."""
+def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg):
+    """Per lane (weight, extends, trusted, standing) as controllers.adaptive says it in words;
+    ``has`` = (has_camera, has_stop_loop, has_upstream_loop); ``mem`` (dict of per-lane lists:
+    seen_cam, seen_stop, seen_up, last_stop_count, cam_last, cam_changed, cam_blind, w_avg) is updated."""
     entry = {int(net.move_in_lane[m]) for m in range(net.n_movements) if net.move_link[m] >= 0}
     a = min(1.0, dt / cfg.average_tau_s)
+    fail, stuck = 1e9 * cfg.fail_after_s, 1e9 * cfg.stuck_after_s
     out = []
     for i in range(net.n_lanes):
         cam = obs.camera_vehicles[i] == obs.camera_vehicles[i]
-        if obs.stop_seen[i] or obs.upstream_seen[i] or cam:
-            mem["last_report"][i] = now
-        occupied = obs.stop_occupancy[i] > 0
-        if obs.stop_count[i] > 0 or not occupied:
+        for key, seen in (("seen_cam", cam), ("seen_stop", obs.stop_seen[i]), ("seen_up", obs.upstream_seen[i])):
+            if seen:
+                mem[key][i] = now
+        if obs.stop_count[i] > 0 or not obs.stop_occupancy[i] > 0:
             mem["last_stop_count"][i] = now
         if cam:
             if obs.camera_vehicles[i] != mem["cam_last"][i] or obs.camera_vehicles[i] == 0:
                 mem["cam_changed"][i] = now
             mem["cam_last"][i] = obs.camera_vehicles[i]
-        stuck = 1e9 * cfg.stuck_after_s
-        ok = i not in entry or (healthy[i] and now - mem["last_report"][i] <= 1e9 * cfg.fail_after_s
-                                and now - mem["last_stop_count"][i] < stuck and now - mem["cam_changed"][i] < stuck)
+            if obs.camera_vehicles[i] > 0:
+                mem["cam_blind"][i] = 0.0
+            else:
+                mem["cam_blind"][i] += obs.stop_count[i] + obs.upstream_count[i]
+        w = queue[i] + cfg.moving_weight * max(vehicles[i] - queue[i], 0.0)
+        if i not in entry:
+            out.append((w, False, True, queue[i] >= 0.5))
+            continue
+        stop_ok = (has[1][i] and now - mem["seen_stop"][i] <= fail and now - mem["last_stop_count"][i] < stuck
+                   and healthy[i])
+        up_ok = has[2][i] and now - mem["seen_up"][i] <= fail and healthy[i]
+        if has[0][i]:
+            ok = (now - mem["seen_cam"][i] <= fail and now - mem["cam_changed"][i] < stuck
+                  and mem["cam_blind"][i] < cfg.blind_veh)
+        else:
+            ok = stop_ok and up_ok
+        ok = ok and healthy[i]
+        passing = (stop_ok and obs.stop_count[i] > 0) or (up_ok and obs.upstream_count[i] > 0)
         if ok:
-            w = queue[i] + cfg.moving_weight * max(vehicles[i] - queue[i], 0.0)
             mem["w_avg"][i] += a * (w - mem["w_avg"][i])
-            passing = obs.stop_count[i] > 0 or obs.upstream_count[i] > 0
+            if not stop_ok and not up_ok:
+                passing = queue[i] >= 0.5
             out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True, queue[i] >= 0.5))
         else:
-            out.append((max(mem["w_avg"][i], cfg.recall_veh), False, False, True))
+            out.append((max(mem["w_avg"][i], cfg.recall_veh), passing, False, True))
     return out
 
 

@@ -199,8 +199,12 @@ def test_adaptive_matches_reference(net, variant):
     healthy = rng.random(net.n_lanes) > 0.05
     silent = rng.choice(net.n_lanes, size=max(1, net.n_lanes // 10), replace=False)
     stuck = rng.choice(net.n_lanes, size=max(1, net.n_lanes // 10), replace=False)
-    mem = {k: [0] * net.n_lanes for k in ("last_report", "last_stop_count", "cam_changed")}
-    mem |= {k: [0.0] * net.n_lanes for k in ("cam_last", "w_avg")}
+    mem = {k: [0] * net.n_lanes for k in ("seen_cam", "seen_stop", "seen_up", "last_stop_count", "cam_changed")}
+    mem |= {k: [0.0] * net.n_lanes for k in ("cam_last", "w_avg", "cam_blind")}
+    # an inventory with gaps: some lanes lack a camera, some an upstream loop
+    has = tuple(ctl.entry & (rng.random(net.n_lanes) > x) for x in (0.2, 0.0, 0.3))
+    ctl.set_detectors(*has)
+    blind = rng.choice(net.n_lanes, size=max(1, net.n_lanes // 10), replace=False)
     target = np.full(net.n_tls, -1, dtype=np.int32)
     ref_target = target.tolist()
     active = np.full(net.n_tls, -1, dtype=np.int32)
@@ -216,6 +220,7 @@ def test_adaptive_matches_reference(net, variant):
             obs.camera_vehicles[stuck] = 4.0
             obs.stop_occupancy[stuck] = 1.0
             obs.stop_count[stuck] = 0.0
+            obs.camera_vehicles[blind] = 0.0  # a camera stuck at nobody while the loops count
         quiet = rng.random(net.n_lanes) < 0.8
         obs.stop_count[quiet] = 0
         obs.upstream_count[quiet] = 0
@@ -223,8 +228,8 @@ def test_adaptive_matches_reference(net, variant):
         _follow(rng, active, since, target, now)
         ctl.observe(obs, healthy, now)
         ctl.decide(est.state, active, since, now, target)
-        ref = naive.adaptive_weights(net, obs, est.state.lane_vehicles, est.state.lane_queue_veh, healthy, now, 1.0,
-                                     mem, cfg)
+        ref = naive.adaptive_weights(net, obs, est.state.lane_vehicles, est.state.lane_queue_veh, healthy, has, now,
+                                     1.0, mem, cfg)
         np.testing.assert_allclose(ctl.w, [r[0] for r in ref], err_msg=f"step {step}")
         assert ctl.extend.tolist() == [r[1] for r in ref]
         assert ctl.trusted.tolist() == [r[2] for r in ref]
@@ -233,10 +238,11 @@ def test_adaptive_matches_reference(net, variant):
                        obs.stop_count, ref_target, active.tolist(), since.tolist(), now, cfg, last_extend, served,
                        fresh, platoon)
         assert target.tolist() == ref_target, f"step {step}"
-    entry = np.zeros(net.n_lanes, dtype=bool)
-    entry[net.move_in_lane[net.move_link >= 0]] = True
-    assert not ctl.trusted[np.intersect1d(silent, np.flatnonzero(entry))].any()  # silence noticed
-    assert not ctl.trusted[np.intersect1d(stuck, np.flatnonzero(entry))].any()  # and stuck detectors
+    cams = np.flatnonzero(has[0])
+    quiet = np.setdiff1d(silent, np.union1d(stuck, blind))  # (stuck and blind ones still send)
+    assert not ctl.trusted[np.intersect1d(quiet, np.flatnonzero(ctl.entry))].any()  # silence noticed
+    assert not ctl.trusted[np.intersect1d(np.setdiff1d(stuck, blind), cams)].any()  # and stuck cameras
+    assert not ctl.trusted[np.setdiff1d(np.intersect1d(blind, cams), silent)].any()  # and blind ones
 
 
 def test_scats_plan_matches_reference(net):
