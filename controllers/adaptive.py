@@ -22,8 +22,9 @@ a detector that sent nothing for ``fail_after_s`` is silent; a stop-bar loop tha
 presence without a single count for ``stuck_after_s`` is stuck on; a camera that repeated one
 non-zero reading that long, or saw nobody while the loops counted ``blind_veh`` vehicles, is
 stuck. A lane whose camera (or, without a camera, either loop) is not to be trusted is on
-recall: its weight is what it averaged while trusted (at least ``recall_veh``) and a green
-serving it never ends early; its working loops still extend greens.
+recall: its weight is what its upstream loop counted since its last green (without one: one
+vehicle per ``recall_headway_s`` since then), at least ``recall_veh`` and what it averaged while
+trusted; a green serving it never ends early; its working loops still extend greens.
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ class AdaptiveConfig:
     stuck_after_s: float = 120.0
     blind_veh: float = 3.0  # vehicles counted by loops while the camera saw none: camera stuck
     recall_veh: float = 2.0
+    recall_headway_s: float = 10.0  # arrivals assumed on a lane on recall without a working upstream loop
     average_tau_s: float = 600.0
 
 
 @njit(cache=True)
 def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_count, stop_occ, stop_seen, up_count,
                  up_seen, cam_veh, vehicles, queue, moving_weight, free_flow_extends, fail_after_ns, stuck_after_ns,
-                 blind_veh, recall_veh, average_tau_s, seen_ns, last_stop_count_ns, cam_last, cam_changed_ns, cam_blind,
-                 w_avg, trusted, w, extend, standing):
+                 blind_veh, recall_veh, recall_headway_s, average_tau_s, seen_ns, last_stop_count_ns, cam_last,
+                 cam_changed_ns, cam_blind, lane_green_ns, arrivals, w_avg, trusted, w, extend, standing):
     """Per lane: weight ``w`` (queue plus part of the moving vehicles, or the trusted average on
     recall), whether a vehicle extends a green (``extend``), whether a queue may stand there
     (``standing``) and whether the lane's weight is trusted. ``seen_ns`` is per lane and detector
@@ -102,6 +104,8 @@ def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_cou
         up_ok = up_ok and healthy[i]
         trusted[i] = ok
         passing = (stop_ok and stop_count[i] > 0.0) or (up_ok and up_count[i] > 0.0)
+        if up_ok:
+            arrivals[i] += up_count[i]  # since the lane's last green (the decision resets it)
         if ok:
             w[i] = queue[i] + moving_weight * max(vehicles[i] - queue[i], 0.0)
             w_avg[i] += a * (w[i] - w_avg[i])
@@ -110,7 +114,10 @@ def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_cou
             extend[i] = passing and (free_flow_extends or queue[i] >= 0.5)
             standing[i] = queue[i] >= 0.5
         else:
-            w[i] = max(w_avg[i], recall_veh)
+            # on recall: what arrived since its last green, counted upstream, or else assumed to
+            # arrive one per recall_headway_s; at least what it averaged while trusted
+            since = (now_ns - lane_green_ns[i]) / 1e9
+            w[i] = max(w_avg[i], recall_veh, arrivals[i] if up_ok else since / recall_headway_s)
             extend[i] = passing
             standing[i] = True  # unknown: as if a queue stood there
 
@@ -127,7 +134,7 @@ def _pressures(p0, p1, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_
 def _adaptive(now_ns, w, extend, standing, queue, discharged, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
               move_in, move_out, move_in_share, move_out_share, tls_link_ptr, active_phase, active_since_ns, hold_ns,
               max_green_ns, gap_ns, switch_ratio, early_switch_veh, max_wait_ns, last_extend_ns, link_served_ns, pressure, demand,
-              fresh, platoon, platoon_ns, target):
+              fresh, platoon, platoon_ns, lane_green_ns, arrivals, target):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
@@ -156,6 +163,8 @@ def _adaptive(now_ns, w, extend, standing, queue, discharged, tls_phase_ptr, pha
             link_served_ns[link] = now_ns
             for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
                 lane = move_in[link_move_idx[j]]
+                lane_green_ns[lane] = now_ns
+                arrivals[lane] = 0.0
                 if platoon_ns[lane] != now_ns:  # once per lane and tick: the queue the green found, less
                     platoon_ns[lane] = now_ns  # what has crossed the stop line since
                     platoon[lane] = queue[lane] if fresh[t] else platoon[lane] - discharged[lane]
@@ -222,6 +231,8 @@ class Adaptive:
         self.has_upstream_loop = self.entry.copy()
         self.seen_ns = np.zeros((n, 3), dtype=np.int64)
         self.cam_blind = np.zeros(n)
+        self.lane_green_ns = np.zeros(n, dtype=np.int64)
+        self.arrivals = np.zeros(n)
         self.last_stop_count_ns = np.zeros(n, dtype=np.int64)
         self.cam_last = np.zeros(n)
         self.cam_changed_ns = np.zeros(n, dtype=np.int64)
@@ -255,7 +266,8 @@ class Adaptive:
                now_ns: int, target_phase: np.ndarray) -> None:
         net, c = self.net, self.config
         if self._last_ns is None:  # waiting, silence and stuck detectors are counted from the start
-            for a in (self.seen_ns, self.last_stop_count_ns, self.cam_changed_ns, self.link_served_ns):
+            for a in (self.seen_ns, self.last_stop_count_ns, self.cam_changed_ns, self.link_served_ns,
+                      self.lane_green_ns):
                 a[:] = now_ns
         dt = 1.0 if self._last_ns is None else max((now_ns - self._last_ns) / 1e9, 1e-3)
         self._last_ns = now_ns
@@ -264,12 +276,14 @@ class Adaptive:
                      self.has_upstream_loop, obs.stop_count, obs.stop_occupancy, obs.stop_seen, obs.upstream_count,
                      obs.upstream_seen, obs.camera_vehicles, state.lane_vehicles, state.lane_queue_veh, c.moving_weight,
                      c.free_flow_extends, np.int64(c.fail_after_s * 1e9), np.int64(c.stuck_after_s * 1e9),
-                     c.blind_veh, c.recall_veh, c.average_tau_s, self.seen_ns, self.last_stop_count_ns, self.cam_last,
-                     self.cam_changed_ns, self.cam_blind, self.w_avg, self.trusted, self.w, self.extend, self.standing)
+                     c.blind_veh, c.recall_veh, c.recall_headway_s, c.average_tau_s, self.seen_ns,
+                     self.last_stop_count_ns, self.cam_last, self.cam_changed_ns, self.cam_blind, self.lane_green_ns,
+                     self.arrivals, self.w_avg, self.trusted, self.w, self.extend, self.standing)
         _adaptive(np.int64(now_ns), self.w, self.extend, self.standing, state.lane_queue_veh, obs.stop_count,
                   net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
                   net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,
                   self._out_share, net.tls_link_ptr, active_phase, active_since_ns, np.int64(c.min_hold_s * 1e9),
                   np.int64(c.max_green_s * 1e9), np.int64(c.gap_s * 1e9), c.switch_ratio, c.early_switch_veh,
                   np.int64(c.max_wait_s * 1e9), self.last_extend_ns, self.link_served_ns, self.pressure,
-                  self.demand, self.fresh, self.platoon, self.platoon_ns, target_phase)
+                  self.demand, self.fresh, self.platoon, self.platoon_ns, self.lane_green_ns, self.arrivals,
+                  target_phase)

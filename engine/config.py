@@ -58,6 +58,7 @@ class AdaptiveParams(_Conf):
     stuck_after_s: float = 120.0
     blind_veh: float = 3.0
     recall_veh: float = 2.0
+    recall_headway_s: float = 10.0
     average_tau_s: float = 600.0
 
 

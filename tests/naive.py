@@ -191,7 +191,8 @@ def actuated(net, obs, vehicles, healthy, target, active, active_since, now, min
 def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg):
     """Per lane (weight, extends, trusted, standing) as controllers.adaptive says it in words;
     ``has`` = (has_camera, has_stop_loop, has_upstream_loop); ``mem`` (dict of per-lane lists:
-    seen_cam, seen_stop, seen_up, last_stop_count, cam_last, cam_changed, cam_blind, w_avg) is updated."""
+    seen_cam, seen_stop, seen_up, last_stop_count, cam_last, cam_changed, cam_blind, w_avg, and
+    lane_green, arrivals, which the decision resets) is updated."""
     entry = {int(net.move_in_lane[m]) for m in range(net.n_movements) if net.move_link[m] >= 0}
     a = min(1.0, dt / cfg.average_tau_s)
     fail, stuck = 1e9 * cfg.fail_after_s, 1e9 * cfg.stuck_after_s
@@ -225,18 +226,21 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg)
             ok = stop_ok and up_ok
         ok = ok and healthy[i]
         passing = (stop_ok and obs.stop_count[i] > 0) or (up_ok and obs.upstream_count[i] > 0)
+        if up_ok:
+            mem["arrivals"][i] += obs.upstream_count[i]
         if ok:
             mem["w_avg"][i] += a * (w - mem["w_avg"][i])
             if not stop_ok and not up_ok:
                 passing = queue[i] >= 0.5
             out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True, queue[i] >= 0.5))
         else:
-            out.append((max(mem["w_avg"][i], cfg.recall_veh), passing, False, True))
+            guess = mem["arrivals"][i] if up_ok else (now - mem["lane_green"][i]) / 1e9 / cfg.recall_headway_s
+            out.append((max(mem["w_avg"][i], cfg.recall_veh, guess), passing, False, True))
     return out
 
 
 def adaptive(net, w, extend, standing, queue, discharged, target, active, active_since, now, cfg, last_extend, served,
-             fresh, platoon):
+             fresh, platoon, mem):
     """One adaptive decision on lane weights ``w``, extensions ``extend`` and standing queues;
     ``fresh`` (per signal: a green is starting) and ``platoon`` (per lane: what is left of the
     queue the green found) are updated."""
@@ -260,6 +264,8 @@ def adaptive(net, w, extend, standing, queue, discharged, target, active, active
             served[link] = now
         lanes = set(_phase_lanes(net, cur))
         for x in lanes:
+            mem["lane_green"][x] = now
+            mem["arrivals"][x] = 0.0
             platoon[x] = queue[x] if fresh[t] else platoon[x] - discharged[x]
         fresh[t] = False
         queued = any(standing[x] or platoon[x] >= 0.5 for x in lanes)
