@@ -57,8 +57,7 @@ class AdaptiveParams(_Conf):
     fail_after_s: float = 10.0
     stuck_after_s: float = 120.0
     blind_veh: float = 3.0
-    recall_veh: float = 2.0
-    recall_headway_s: float = 10.0
+    recall_veh: float = 0.5
     average_tau_s: float = 600.0
 
 

@@ -77,15 +77,17 @@ def _movement_counts(net):
     return _SHARES[id(net)][1:]
 
 
-def phase_pressure(net, p, lane_w):
-    """(pressure, demand) of phase p; shared entry and exit lanes split among their movements."""
+def phase_pressure(net, p, lane_w, exit_w=None):
+    """(pressure, demand) of phase p; shared entry and exit lanes split among their movements;
+    exit lanes weighed by ``exit_w`` when given."""
+    exit_w = lane_w if exit_w is None else exit_w
     _, n_from, n_into = _movement_counts(net)
     pressure = demand = 0.0
     for link in phase_links(net, p):  # (summed in the kernel's order, so ties break alike)
         for m in net.link_move_idx[net.link_move_ptr[link]:net.link_move_ptr[link + 1]]:
             a, b = net.move_in_lane[m], net.move_out_lane[m]
             demand += lane_w[a] * (1.0 / n_from[a])
-            pressure += lane_w[a] * (1.0 / n_from[a]) - lane_w[b] * (1.0 / n_into[b])
+            pressure += lane_w[a] * (1.0 / n_from[a]) - exit_w[b] * (1.0 / n_into[b])
     return pressure, demand
 
 
@@ -192,7 +194,7 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg)
     """Per lane (weight, extends, trusted, standing) as controllers.adaptive says it in words;
     ``has`` = (has_camera, has_stop_loop, has_upstream_loop); ``mem`` (dict of per-lane lists:
     seen_cam, seen_stop, seen_up, last_stop_count, cam_last, cam_changed, cam_blind, w_avg, and
-    lane_green, arrivals, which the decision resets) is updated."""
+    arrivals, which the decision resets) is updated."""
     entry = {int(net.move_in_lane[m]) for m in range(net.n_movements) if net.move_link[m] >= 0}
     a = min(1.0, dt / cfg.average_tau_s)
     fail, stuck = 1e9 * cfg.fail_after_s, 1e9 * cfg.stuck_after_s
@@ -214,7 +216,7 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg)
                 mem["cam_blind"][i] += obs.stop_count[i] + obs.upstream_count[i]
         w = queue[i] + cfg.moving_weight * max(vehicles[i] - queue[i], 0.0)
         if i not in entry:
-            out.append((w, False, True, queue[i] >= 0.5))
+            out.append((w, False, True, queue[i] >= 0.5, w))
             continue
         stop_ok = (has[1][i] and now - mem["seen_stop"][i] <= fail and now - mem["last_stop_count"][i] < stuck
                    and healthy[i])
@@ -232,14 +234,14 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg)
             mem["w_avg"][i] += a * (w - mem["w_avg"][i])
             if not stop_ok and not up_ok:
                 passing = queue[i] >= 0.5
-            out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True, queue[i] >= 0.5))
+            out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True, queue[i] >= 0.5, w))
         else:
-            guess = mem["arrivals"][i] if up_ok else (now - mem["lane_green"][i]) / 1e9 / cfg.recall_headway_s
-            out.append((max(mem["w_avg"][i], cfg.recall_veh, guess), passing, False, True))
+            out.append((max(mem["w_avg"][i], cfg.recall_veh, mem["arrivals"][i]), passing, False, True,
+                        mem["w_avg"][i]))
     return out
 
 
-def adaptive(net, w, extend, standing, queue, discharged, target, active, active_since, now, cfg, last_extend, served,
+def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active, active_since, now, cfg, last_extend, served,
              fresh, platoon, mem):
     """One adaptive decision on lane weights ``w``, extensions ``extend`` and standing queues;
     ``fresh`` (per signal: a green is starting) and ``platoon`` (per lane: what is left of the
@@ -250,7 +252,7 @@ def adaptive(net, w, extend, standing, queue, discharged, target, active, active
         if p0 == p1:
             target[t] = -1
             continue
-        pr = {p: phase_pressure(net, p, w) for p in range(p0, p1)}
+        pr = {p: phase_pressure(net, p, w, w_exit) for p in range(p0, p1)}
         cur = target[t]
         if not (p0 <= cur < p1):
             target[t] = max(range(p0, p1), key=lambda p: (pr[p][0], -p))
@@ -264,7 +266,6 @@ def adaptive(net, w, extend, standing, queue, discharged, target, active, active
             served[link] = now
         lanes = set(_phase_lanes(net, cur))
         for x in lanes:
-            mem["lane_green"][x] = now
             mem["arrivals"][x] = 0.0
             platoon[x] = queue[x] if fresh[t] else platoon[x] - discharged[x]
         fresh[t] = False

@@ -201,7 +201,6 @@ def test_adaptive_matches_reference(net, variant):
     stuck = rng.choice(net.n_lanes, size=max(1, net.n_lanes // 10), replace=False)
     mem = {k: [0] * net.n_lanes for k in ("seen_cam", "seen_stop", "seen_up", "last_stop_count", "cam_changed")}
     mem |= {k: [0.0] * net.n_lanes for k in ("cam_last", "w_avg", "cam_blind", "arrivals")}
-    mem["lane_green"] = [0] * net.n_lanes
     # an inventory with gaps: some lanes lack a camera, some an upstream loop
     has = tuple(ctl.entry & (rng.random(net.n_lanes) > x) for x in (0.2, 0.0, 0.3))
     ctl.set_detectors(*has)
@@ -235,7 +234,8 @@ def test_adaptive_matches_reference(net, variant):
         assert ctl.extend.tolist() == [r[1] for r in ref]
         assert ctl.trusted.tolist() == [r[2] for r in ref]
         assert ctl.standing.tolist() == [r[3] for r in ref]
-        naive.adaptive(net, ctl.w.tolist(), ctl.extend.tolist(), ctl.standing.tolist(), est.state.lane_queue_veh,
+        np.testing.assert_allclose(ctl.w_exit, [r[4] for r in ref])
+        naive.adaptive(net, ctl.w.tolist(), ctl.w_exit.tolist(), ctl.extend.tolist(), ctl.standing.tolist(), est.state.lane_queue_veh,
                        obs.stop_count, ref_target, active.tolist(), since.tolist(), now, cfg, last_extend, served,
                        fresh, platoon, mem)
         assert target.tolist() == ref_target, f"step {step}"
