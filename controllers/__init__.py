@@ -14,10 +14,10 @@ from controllers.max_pressure import MaxPressure, MaxPressureConfig
 from controllers.scats import Scats, ScatsConfig
 from controllers.safety import GREEN, RED, YELLOW, Safety, SafetyConfig
 
-CONTROLLERS = {Actuated.name: Actuated, Adaptive.name: Adaptive, FixedTime.name: FixedTime, MaxPressure.name: MaxPressure,
-               Scats.name: Scats}
+CONTROLLERS = {c.name: c for c in (Adaptive, Actuated, Scats, MaxPressure, FixedTime)}
 
 __all__ = [
-    "CONTROLLERS", "Actuated", "ActuatedConfig", "Adaptive", "AdaptiveConfig", "GREEN", "RED", "YELLOW", "Controller", "FixedTime", "FixedTimeConfig",
-    "MaxPressure", "MaxPressureConfig", "Safety", "SafetyConfig", "Scats", "ScatsConfig",
+    "CONTROLLERS", "Actuated", "ActuatedConfig", "Adaptive", "AdaptiveConfig", "Controller", "FixedTime",
+    "FixedTimeConfig", "GREEN", "MaxPressure", "MaxPressureConfig", "RED", "Safety", "SafetyConfig", "Scats",
+    "ScatsConfig", "YELLOW",
 ]

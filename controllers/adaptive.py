@@ -94,7 +94,8 @@ def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_cou
             standing[i] = queue[i] >= 0.5
             w_exit[i] = w[i]
             continue
-        stop_ok = has_stop[i] and now_ns - seen_ns[i, 1] <= fail_after_ns and now_ns - last_stop_count_ns[i] < stuck_after_ns
+        stop_ok = (has_stop[i] and now_ns - seen_ns[i, 1] <= fail_after_ns
+                   and now_ns - last_stop_count_ns[i] < stuck_after_ns)
         up_ok = has_up[i] and now_ns - seen_ns[i, 2] <= fail_after_ns
         if has_cam[i]:
             ok = (now_ns - seen_ns[i, 0] <= fail_after_ns and now_ns - cam_changed_ns[i] < stuck_after_ns
@@ -144,10 +145,11 @@ def _pressures(p0, p1, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_
 
 
 @njit(cache=True)
-def _adaptive(now_ns, w, w_exit, extend, standing, queue, discharged, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
-              move_in, move_out, move_in_share, move_out_share, tls_link_ptr, active_phase, active_since_ns, hold_ns,
-              max_green_ns, gap_ns, switch_ratio, early_switch_veh, max_wait_ns, last_extend_ns, link_served_ns, pressure, demand,
-              fresh, platoon, platoon_ns, arrivals, target):
+def _adaptive(now_ns, w, w_exit, extend, standing, queue, discharged, tls_phase_ptr, phase_link_ptr, phase_link_idx,
+              link_move_ptr, link_move_idx, move_in, move_out, move_in_share, move_out_share, tls_link_ptr,
+              active_phase, active_since_ns, hold_ns, max_green_ns, gap_ns, switch_ratio, early_switch_veh,
+              max_wait_ns, last_extend_ns, link_served_ns, pressure, demand, fresh, platoon, platoon_ns, arrivals,
+              target):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
@@ -287,13 +289,13 @@ class Adaptive:
                      self.has_upstream_loop, obs.stop_count, obs.stop_occupancy, obs.stop_seen, obs.upstream_count,
                      obs.upstream_seen, obs.camera_vehicles, state.lane_vehicles, state.lane_queue_veh, c.moving_weight,
                      c.free_flow_extends, np.int64(c.fail_after_s * 1e9), np.int64(c.stuck_after_s * 1e9),
-                     c.blind_veh, c.recall_veh, c.average_tau_s, self.seen_ns,
-                     self.last_stop_count_ns, self.cam_last, self.cam_changed_ns, self.cam_blind, self.arrivals, self.w_avg, self.trusted, self.w, self.w_exit, self.extend, self.standing)
-        _adaptive(np.int64(now_ns), self.w, self.w_exit, self.extend, self.standing, state.lane_queue_veh, obs.stop_count,
-                  net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
-                  net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,
-                  self._out_share, net.tls_link_ptr, active_phase, active_since_ns, np.int64(c.min_hold_s * 1e9),
+                     c.blind_veh, c.recall_veh, c.average_tau_s, self.seen_ns, self.last_stop_count_ns,
+                     self.cam_last, self.cam_changed_ns, self.cam_blind, self.arrivals, self.w_avg, self.trusted,
+                     self.w, self.w_exit, self.extend, self.standing)
+        _adaptive(np.int64(now_ns), self.w, self.w_exit, self.extend, self.standing, state.lane_queue_veh,
+                  obs.stop_count, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx, net.link_move_ptr,
+                  net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share, self._out_share,
+                  net.tls_link_ptr, active_phase, active_since_ns, np.int64(c.min_hold_s * 1e9),
                   np.int64(c.max_green_s * 1e9), np.int64(c.gap_s * 1e9), c.switch_ratio, c.early_switch_veh,
                   np.int64(c.max_wait_s * 1e9), self.last_extend_ns, self.link_served_ns, self.pressure,
-                  self.demand, self.fresh, self.platoon, self.platoon_ns, self.arrivals,
-                  target_phase)
+                  self.demand, self.fresh, self.platoon, self.platoon_ns, self.arrivals, target_phase)
