@@ -25,7 +25,8 @@ downstream (a green wave along each arterial). A signal found off its offset sho
 lengthens its next cycle by at most ``max_correction`` of it to get back.
 
 A phase with no vehicle waiting (and not the coordinated one) is skipped: its time goes to the
-phase before it.
+phase before it. A phase whose links are all green in a larger phase of the same signal too (a
+protected-turn stage) is not run at all (``run_phases``).
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ class ScatsConfig:
 
 @njit(cache=True)
 def measured_y(t, elapsed_s, lane_demand, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr,
-               link_move_idx, move_in, move_in_share, headway_s, y_out):
-    """Writes each phase's flow ratio over the cycle just ended into ``y_out``."""
+               link_move_idx, move_in, move_in_share, headway_s, phase_on, y_out):
+    """Writes each phase's flow ratio over the cycle just ended into ``y_out`` (0 for a phase not run)."""
     for p in range(tls_phase_ptr[t], tls_phase_ptr[t + 1]):
         y = 0.0
+        if not phase_on[p]:
+            y_out[p] = 0.0
+            continue
         for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
             link = phase_link_idx[k]
             for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
@@ -72,35 +76,43 @@ def measured_y(t, elapsed_s, lane_demand, tls_phase_ptr, phase_link_ptr, phase_l
 
 
 @njit(cache=True)
-def plan_cycle(t, cycle_prev, y_s, intergreen, min_green, cycle_min, cycle_max, cycle_step, max_y, tls_phase_ptr):
+def plan_cycle(t, cycle_prev, y_s, intergreen, min_green, cycle_min, cycle_max, cycle_step, max_y, tls_phase_ptr,
+               phase_on):
     """The cycle signal ``t`` wants, from its smoothed flow ratios ``y_s``."""
-    p0 = tls_phase_ptr[t]
-    p1 = tls_phase_ptr[t + 1]
     lost = 0.0
     y_sum = 0.0
-    for p in range(p0, p1):
-        lost += intergreen[p]
-        y_sum += y_s[p]
+    n = 0
+    for p in range(tls_phase_ptr[t], tls_phase_ptr[t + 1]):
+        if phase_on[p]:
+            lost += intergreen[p]
+            y_sum += y_s[p]
+            n += 1
     cycle = (1.5 * lost + 5.0) / (1.0 - min(y_sum, max_y))
     if cycle_prev > 0.0:
         cycle = min(max(cycle, cycle_prev - cycle_step), cycle_prev + cycle_step)
-    return min(max(cycle, cycle_min, lost + (p1 - p0) * min_green), max(cycle_max, lost + (p1 - p0) * min_green))
+    return min(max(cycle, cycle_min, lost + n * min_green), max(cycle_max, lost + n * min_green))
 
 
 @njit(cache=True)
-def split_greens(t, length_s, y_s, intergreen, min_green, tls_phase_ptr, green_s):
-    """Shares ``length_s`` minus the lost time among the phases of ``t`` in proportion to ``y_s``."""
+def split_greens(t, length_s, y_s, intergreen, min_green, tls_phase_ptr, phase_on, green_s):
+    """Shares ``length_s`` minus the lost time among the phases of ``t`` in proportion to ``y_s``;
+    returns the cycle. A phase not run gets no time at all."""
     p0 = tls_phase_ptr[t]
     p1 = tls_phase_ptr[t + 1]
-    n = p1 - p0
+    n = 0
     lost = 0.0
     y_sum = 0.0
     for p in range(p0, p1):
-        lost += intergreen[p]
-        y_sum += y_s[p]
+        if phase_on[p]:
+            lost += intergreen[p]
+            y_sum += y_s[p]
+            n += 1
     effective = max(length_s - lost, n * min_green)
     total = 0.0
     for p in range(p0, p1):
+        if not phase_on[p]:
+            green_s[p] = 0.0
+            continue
         share = y_s[p] / y_sum if y_sum > 0.0 else 1.0 / n
         green_s[p] = max(min_green, effective * share)
         total += green_s[p] + intergreen[p]
@@ -110,7 +122,7 @@ def split_greens(t, length_s, y_s, intergreen, min_green, tls_phase_ptr, green_s
 @njit(cache=True)
 def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, phase_link_ptr, phase_link_idx,
            link_move_ptr, link_move_idx, move_in, move_in_share, intergreen, headway_s, min_green, cycle_min,
-           cycle_max, cycle_step, max_y, smoothing, max_correction, tls_root, offset_s, coord_phase, lane_count,
+           cycle_max, cycle_step, max_y, smoothing, max_correction, tls_root, offset_s, coord_phase, phase_on, lane_count,
            lane_demand, y_now, y_s, green_s, cycle_start_ns, cycle_s, wanted_s, group_s, target):
     for i in range(lane_count.size):
         lane_count[i] += stop_count[i] if lane_ok[i] else 0.0
@@ -146,11 +158,11 @@ def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, ph
                         lane_count[move_in[link_move_idx[j]]] = 0.0
             if elapsed > 0.0:
                 measured_y(t, elapsed, lane_demand, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr,
-                           link_move_idx, move_in, move_in_share, headway_s, y_now)
+                           link_move_idx, move_in, move_in_share, headway_s, phase_on, y_now)
                 for p in range(p0, p1):
                     y_s[p] += smoothing * (y_now[p] - y_s[p])
             wanted_s[t] = plan_cycle(t, wanted_s[t], y_s, intergreen, min_green, cycle_min, cycle_max, cycle_step,
-                                     max_y, tls_phase_ptr)
+                                     max_y, tls_phase_ptr, phase_on)
             common = max(group_s[tls_root[t]], wanted_s[t])
             # back towards the offset: the cycle should start at offset_s (mod common) after epoch 0
             c_ns = np.int64(common * 1e9)
@@ -158,13 +170,15 @@ def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, ph
             if err_ns > c_ns // 2:
                 err_ns -= c_ns
             err = max(min(err_ns / 1e9, max_correction * common), -max_correction * common)
-            cycle_s[t] = split_greens(t, common - err, y_s, intergreen, min_green, tls_phase_ptr, green_s)
+            cycle_s[t] = split_greens(t, common - err, y_s, intergreen, min_green, tls_phase_ptr, phase_on, green_s)
             cycle_start_ns[t] = now_ns
         pos = (now_ns - cycle_start_ns[t]) / 1e9
         acc = 0.0
         window = coord_phase[t]
         for k in range(n):
             p = p0 + (coord_phase[t] - p0 + k) % n
+            if not phase_on[p]:
+                continue
             acc += green_s[p] + intergreen[p]
             window = p
             if pos < acc:
@@ -184,7 +198,23 @@ def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, ph
             target[t] = window
 
 
-def coordination(net: CompiledNetwork, cycle_hint_s: float = 90.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def run_phases(net: CompiledNetwork) -> np.ndarray:
+    """bool[n_phases]: the phases a cycle runs. A phase whose links are all green in another
+    phase of its signal as well (a protected-turn stage, say) adds nothing a cycle needs: its
+    movements are served in the larger one, and running it costs an intergreen and a minimum green."""
+    on = np.ones(net.n_phases, dtype=np.bool_)
+    for t in range(net.n_tls):
+        p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
+        sets = [frozenset(net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]].tolist())
+                for p in range(p0, p1)]
+        for i, a in enumerate(sets):
+            on[p0 + i] = bool(a) and not any(a < b or (a == b and j < i) for j, b in enumerate(sets) if j != i)
+        if not on[p0:p1].any() and p1 > p0:
+            on[p0] = True
+    return on
+
+
+def coordination(net: CompiledNetwork, phase_on: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(root, offset_s, coord_phase)`` per signal, from the roads between signalised junctions.
 
     A maximum-weight branching (each signal at most one upstream neighbour, no loops) over the
@@ -234,12 +264,12 @@ def coordination(net: CompiledNetwork, cycle_hint_s: float = 90.0) -> tuple[np.n
             travel += float(net.edge_length_m[e]) / max(float(net.edge_speed_mps[e]), 1.0)
             x = int(parent[x])
         root[t], offset[t] = x, travel
-    coord = np.zeros(n, dtype=np.int64)
+    coord = net.tls_phase_ptr[:-1].astype(np.int64)
     for t in range(n):
         p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
-        coord[t] = p0
         if p1 == p0:
             continue
+        coord[t] = p0 if phase_on is None else p0 + int(np.argmax(phase_on[p0:p1]))  # (the first one run)
         e = parent_edge[t]
         lanes = set(net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]].tolist()) if e >= 0 else set()
         e_out = first_child_edge[t] if e < 0 else -1
@@ -247,6 +277,8 @@ def coordination(net: CompiledNetwork, cycle_hint_s: float = 90.0) -> tuple[np.n
                      if e_out >= 0 else set())
         best = -1
         for p in range(p0, p1):
+            if phase_on is not None and not phase_on[p]:
+                continue
             score = 0
             for link in net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]]:
                 for m in net.link_move_idx[net.link_move_ptr[link]:net.link_move_ptr[link + 1]]:
@@ -269,7 +301,8 @@ class Scats:
             if links.size:
                 extra[p] = max(0.0, float(net.link_clearance_s[links].max()) - c.red_clearance_s)
         self.intergreen_s = c.intergreen_s + extra
-        self.root, self.offset_s, self.coord_phase = coordination(net)
+        self.phase_on = run_phases(net)
+        self.root, self.offset_s, self.coord_phase = coordination(net, self.phase_on)
         n = net.n_lanes
         self.lane_healthy = np.ones(n, dtype=np.bool_)
         self.last_report_ns = np.zeros(n, dtype=np.int64)
@@ -305,7 +338,7 @@ class Scats:
                net.link_move_idx, net.move_in_lane, self._in_share, self.intergreen_s,
                3600.0 / c.saturation_flow_vph, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.cycle_step_s,
                c.max_degree_of_saturation, c.smoothing, c.max_correction, self.root, self.offset_s,
-               self.coord_phase, self.lane_count, self.lane_demand, self.y_now, self.y_s, self.green_s,
+               self.coord_phase, self.phase_on, self.lane_count, self.lane_demand, self.y_now, self.y_s, self.green_s,
                self.cycle_start_ns, self.cycle_s, self.wanted_s, self.group_s, target_phase)
 
 

@@ -295,14 +295,20 @@ def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active
 
 
 def scats_plan(net, t, lane_demand, elapsed, y_s, cycle_prev, intergreen, cfg):
-    """SCATS-style re-plan of signal t at cycle end: (new smoothed y per phase, wanted cycle)."""
+    """SCATS-style re-plan of signal t at cycle end: (new smoothed y per phase, wanted cycle).
+    Phases whose links another phase of the signal also shows are not run (their y stays 0)."""
     _, n_from, _ = _movement_counts(net)
-    phases = list(range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])))
+    every = list(range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])))
+    sets = {p: set(phase_links(net, p)) for p in every}
+    phases = [p for p in every if sets[p] and not any(sets[p] < sets[q] or (sets[p] == sets[q] and q < p)
+                                                      for q in every if q != p)] or every[:1]
     headway = 3600.0 / cfg.saturation_flow_vph
     ys = {}
     for p in phases:
         y = max([lane_demand[a] * (1.0 / n_from[a]) * headway / elapsed for a in _phase_lanes(net, p)], default=0.0)
         ys[p] = y_s[p] + cfg.smoothing * (y - y_s[p])
+    for p in every:
+        ys.setdefault(p, y_s[p])  # (0 throughout)
     lost = sum(intergreen[p] for p in phases)
     cycle = (1.5 * lost + 5) / (1 - min(sum(ys.values()), cfg.max_degree_of_saturation))
     if cycle_prev > 0:

@@ -325,3 +325,22 @@ def test_scats_coordinates_an_arterial_on_a_common_cycle(resco_dir):
         assert c_t == pytest.approx(common, abs=1.0)
         err = (s_t - offset[t]) % common
         assert min(err, common - err) <= 1.0  # started within a tick of its offset
+
+
+def test_scats_runs_only_phases_no_larger_phase_contains(net):
+    """Protected-turn stages whose links a larger phase also shows are left out; every link
+    some phase serves is still served by a phase the cycle runs."""
+    from controllers.scats import run_phases
+
+    on = run_phases(net)
+    for t in range(net.n_tls):
+        phases = range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1]))
+        if not phases:
+            continue
+        assert any(on[p] for p in phases)
+        served = {x for p in phases for x in naive.phase_links(net, p)}
+        assert served == {x for p in phases if on[p] for x in naive.phase_links(net, p)}
+        for p in phases:
+            if not on[p]:
+                assert any(q != p and set(naive.phase_links(net, p)) <= set(naive.phase_links(net, q)) for q in phases)
+    assert not on.all()  # (these networks have such stages)
