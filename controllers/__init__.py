@@ -6,14 +6,18 @@ controller wants into link states that respect minimum green, yellow, red cleara
 conflicts, whatever the controller asked.
 """
 
+from controllers.adaptive import Adaptive, AdaptiveConfig
+from controllers.actuated import Actuated, ActuatedConfig
 from controllers.base import Controller
 from controllers.fixed_time import FixedTime, FixedTimeConfig
 from controllers.max_pressure import MaxPressure, MaxPressureConfig
+from controllers.scats import Scats, ScatsConfig
 from controllers.safety import GREEN, RED, YELLOW, Safety, SafetyConfig
 
-CONTROLLERS = {FixedTime.name: FixedTime, MaxPressure.name: MaxPressure}
+CONTROLLERS = {c.name: c for c in (Adaptive, Actuated, Scats, MaxPressure, FixedTime)}
 
 __all__ = [
-    "CONTROLLERS", "GREEN", "RED", "YELLOW", "Controller", "FixedTime", "FixedTimeConfig",
-    "MaxPressure", "MaxPressureConfig", "Safety", "SafetyConfig",
+    "CONTROLLERS", "Actuated", "ActuatedConfig", "Adaptive", "AdaptiveConfig", "Controller", "FixedTime",
+    "FixedTimeConfig", "GREEN", "MaxPressure", "MaxPressureConfig", "RED", "Safety", "SafetyConfig", "Scats",
+    "ScatsConfig", "YELLOW",
 ]

@@ -87,6 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             json_path=args.json, tls_states=args.tls_states, config=args.config, progress=not args.quiet,
             inject_faults=args.inject_fault or (),
             detector_coverage=args.detector_coverage, seed=args.seed,
+            fail_detectors=args.fail_detectors,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -247,13 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instrument only a random fraction F (0..1) of all edges, the others get no detector "
                         "(default: loops and cameras on every signalised approach); the JSON's `estimation` "
                         "block says how well the engine's estimates match SUMO's edge data")
-    e.add_argument("--seed", type=int, default=0, help="random seed of --detector-coverage (default %(default)s)")
+    e.add_argument("--fail-detectors", type=_fraction, metavar="FRACTION",
+                   help="fail this fraction (0..1) of the detectors, chosen at random: each one silent or "
+                        "stuck for the whole run (engine controllers only)")
+    e.add_argument("--seed", type=int, default=0,
+                   help="random seed of --detector-coverage and --fail-detectors (default %(default)s)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 
     d = sub.add_parser("demo", help="the bundled town, every controller, one table")
     d.add_argument("--report", default="reports/demo.md", help="where to save the table (default %(default)s)")
-    d.add_argument("--controllers", default="fixed-time,max-pressure,sumo-static,sumo-actuated",
+    d.add_argument("--controllers", default="adaptive,max-pressure,fixed-time,sumo-static,sumo-actuated",
                    help="comma-separated controllers to compare (default %(default)s)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     d.set_defaults(func=_demo)

@@ -39,6 +39,39 @@ class MaxPressureParams(_Conf):
     max_green_s: float = 60.0
 
 
+class ActuatedParams(_Conf):
+    max_green_s: float = 45.0
+    gap_s: float = 3.0
+    fail_after_s: float = 10.0
+
+
+class AdaptiveParams(_Conf):
+    min_hold_s: float = 5.0
+    max_green_s: float = 50.0
+    gap_s: float = 3.0
+    switch_ratio: float = 0.0  # 0: off
+    early_switch_veh: float = 8.0  # 0: off
+    moving_weight: float = 0.5
+    free_flow_extends: bool = True
+    max_wait_s: float = 120.0
+    fail_after_s: float = 10.0
+    stuck_after_s: float = 120.0
+    blind_veh: float = 3.0
+    recall_veh: float = 0.5
+    average_tau_s: float = 600.0
+
+
+class ScatsParams(_Conf):
+    saturation_flow_vph: float = 1800.0
+    cycle_min_s: float = 40.0
+    cycle_max_s: float = 120.0
+    cycle_step_s: float = 10.0
+    max_degree_of_saturation: float = 0.9
+    smoothing: float = 0.5
+    max_correction: float = 0.2
+    fail_after_s: float = 10.0
+
+
 class FixedTimeParams(_Conf):
     saturation_flow_vph: float = 1800.0
     cycle_min_s: float = 40.0
@@ -115,7 +148,7 @@ class EngineConfig(_Conf):
 
     tick_s: float = 1.0
     clock: str = "wall"  # "wall": tick on the system clock; "sim": tick on Clock watermarks
-    controller: str = "max-pressure"
+    controller: str = "adaptive"
     detectors: str | None = None  # inventory JSON; default: loops and cameras on every signal approach
     heartbeat_s: float = 1.0
     endpoints: Endpoints = Endpoints()
@@ -123,6 +156,9 @@ class EngineConfig(_Conf):
     safety: SafetyTimings = SafetyTimings()
     max_pressure: MaxPressureParams = MaxPressureParams()
     fixed_time: FixedTimeParams = FixedTimeParams()
+    actuated: ActuatedParams = ActuatedParams()
+    adaptive: AdaptiveParams = AdaptiveParams()
+    scats: ScatsParams = ScatsParams()
     ingest: IngestParams = IngestParams()
     recording: RecordingParams = RecordingParams()
     health: HealthParams = HealthParams()

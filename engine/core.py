@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controllers import CONTROLLERS, FixedTime, FixedTimeConfig, MaxPressure, MaxPressureConfig, Safety, SafetyConfig
+from controllers import (CONTROLLERS, Actuated, ActuatedConfig, Adaptive, AdaptiveConfig, FixedTime, FixedTimeConfig,
+                         MaxPressure, MaxPressureConfig, Safety, SafetyConfig, Scats, ScatsConfig)
 from controllers.base import Controller
-from detectors.bank import DetectorBank, IngestLimits
+from detectors.bank import ROLE_STOP, ROLE_UPSTREAM, DetectorBank, IngestLimits
 from detectors.health import DetectorHealth
 from detectors.messages import LoopReading, encode
 from engine.alarms import AlarmBoard
@@ -31,6 +32,14 @@ TICK_HISTORY = 1 << 16
 def make_controller(name: str, net: CompiledNetwork, cfg: EngineConfig) -> Controller:
     if name == MaxPressure.name:
         return MaxPressure(net, MaxPressureConfig(**_fields(cfg.max_pressure)))
+    if name == Adaptive.name:
+        return Adaptive(net, AdaptiveConfig(**_fields(cfg.adaptive)))
+    if name == Actuated.name:
+        return Actuated(net, ActuatedConfig(min_green_s=cfg.safety.min_green_s, **_fields(cfg.actuated)))
+    if name == Scats.name:
+        s = cfg.safety
+        return Scats(net, ScatsConfig(intergreen_s=s.yellow_s + s.red_clearance_s, red_clearance_s=s.red_clearance_s,
+                                      min_green_s=s.min_green_s, **_fields(cfg.scats)))
     if name == FixedTime.name:
         s = cfg.safety
         return FixedTime(
@@ -71,11 +80,21 @@ class Engine:
         self.health = DetectorHealth.for_bank(self.bank, config.health)
         self.estimator = Estimator(net)
         self.controller = make_controller(config.controller, net, config)
+        set_detectors = getattr(self.controller, "set_detectors", None)  # controllers that judge detectors
+        if set_detectors is not None:
+            b = self.bank
+            kinds = [np.zeros(net.n_lanes, dtype=np.bool_) for _ in range(3)]
+            kinds[0][b.camera_lane_idx] = True
+            kinds[1][b.loop_lane[b.loop_role == ROLE_STOP]] = True
+            kinds[2][b.loop_lane[b.loop_role == ROLE_UPSTREAM]] = True
+            set_detectors(*kinds)
         s = config.safety
         self.safety = Safety(net, SafetyConfig(s.min_green_s, s.yellow_s, s.red_clearance_s), start_ns)
         self.alarms = AlarmBoard()
         self.detector_alarm_changes = 0  # detector_fault raises and clears, as the feed sent them
         self.target_phase = np.full(net.n_tls, -1, dtype=np.int32)
+        # per lane, whether its detectors are trusted; all healthy until detector health fills it
+        self.lane_healthy = np.ones(net.n_lanes, dtype=np.bool_)
         self.last_tick_ns: int | None = None
         self.ticks = 0
         self._durations_ns = np.zeros(TICK_HISTORY, dtype=np.int64)
@@ -90,6 +109,9 @@ class Engine:
                 self._forget_camera(ch.index - self.bank.n_loops)
         obs = self.bank.close_tick(dt, loop_ok=self.health.loop_ok, camera_ok=self.health.camera_ok)
         state = self.estimator.update(obs, now_ns, self.safety.link_state)
+        observe = getattr(self.controller, "observe", None)  # controllers that read raw detector calls
+        if observe is not None:
+            observe(obs, self.lane_healthy, now_ns)
         self.controller.decide(state, self.safety.active_phase, self.safety.active_since_ns, now_ns,
                                self.target_phase)
         self.safety.enforce(self.target_phase, now_ns)

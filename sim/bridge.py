@@ -45,7 +45,8 @@ class Bridge:
     """Detector gateway and signal adapters of a simulated city."""
 
     def __init__(self, sumo, net: CompiledNetwork, specs: list[DetectorSpec], endpoints: dict[str, str],
-                 context: zmq.Context | None = None, command_timeout_s: float = 30.0, faults=None):
+                 context: zmq.Context | None = None, command_timeout_s: float = 30.0, faults=None,
+                 failures=None):
         self.sumo = sumo
         self.net = net
         self.faults = faults  # a sim.detector_faults.FaultInjector: devices that lie (SUMO is untouched)
@@ -74,6 +75,7 @@ class Bridge:
             self._index[sock] = len(self.adapters)
             self.adapters.append(sock)
             self.poller.register(sock, zmq.POLLIN)
+        self.failures = failures  # sim.faults.DetectorFaults: a random share of broken detectors, or None
         self.seq = 0
         self.shown = [""] * net.n_tls
         self.wait_s = 0.0
@@ -103,7 +105,12 @@ class Bridge:
         readings: list[LoopReading | CameraReading] = []
         if not first:
             count, occ, speed = self.sumo.read_loops()
-            send = self.faults.loops(t_s, count, occ, speed) if self.faults else None
+            send = None
+            if self.failures is not None:
+                count, occ, speed, send = self.failures.loops(count, occ, speed)
+            if self.faults:
+                lying = self.faults.loops(t_s, count, occ, speed)
+                send = lying if send is None else send & lying
             for i, det in enumerate(self.loop_ids):
                 if send is not None and not send[i]:
                     continue
@@ -122,8 +129,13 @@ class Bridge:
                     if send is not None and not send[c]:
                         continue
                     lo, hi = self.zone_ptr[c], self.zone_ptr[c + 1]
-                    readings.append(CameraReading(cam.id, ts, 1.0, veh[lo:hi].tolist(),
-                                                  halt[lo:hi].astype(float).tolist(), turn_counts=turns[c]))
+                    seen = (veh[lo:hi], halt[lo:hi])
+                    if self.failures is not None:
+                        seen = self.failures.camera(c, *seen)
+                        if seen is None:
+                            continue
+                    readings.append(CameraReading(cam.id, ts, 1.0, seen[0].tolist(), seen[1].astype(float).tolist(),
+                                                  turn_counts=turns[c]))
         self.seq += 1
         if readings:
             self.push.send(encode(Batch(readings=readings, source="sumo", seq=self.seq)))

@@ -43,7 +43,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(report: str | Path = "reports/demo.md", controllers: str = "fixed-time,max-pressure,sumo-static,sumo-actuated",
+def run_demo(report: str | Path = "reports/demo.md",
+             controllers: str = "adaptive,max-pressure,fixed-time,sumo-static,sumo-actuated",
              progress: bool = True, scenario: Path = DEMO_CFG) -> int:
     names = [c.strip() for c in controllers.split(",") if c.strip()]
     rows = []

@@ -32,6 +32,7 @@ from sim.baselines import SUMO_CONTROLLERS, normalize_net
 from sim.bridge import SIM_EPOCH_NS, Bridge, BridgeError
 from sim.detector_faults import AlarmWatch, DetectorFault, FaultError, FaultInjector, parse_fault
 from sim.estimation import FeedRecorder, score, write_edgedata
+from sim.faults import DetectorFaults
 from sim.monitor import ConflictMonitor
 from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
@@ -50,13 +51,14 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
              end: float | None = None, json_path: str | Path | None = None, tls_states: str | Path | None = None,
              config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
              inject_faults: Sequence[str | DetectorFault] = (), detector_coverage: float | None = None,
-             seed: int = 0) -> dict:
+             fail_detectors: float | None = None, seed: int = 0) -> dict:
     """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
 
     ``inject_faults``: detector faults (``ID=KIND[@T]``, see ``sim.detector_faults``) the bridge
     injects into what the devices send; engine controllers only. ``detector_coverage``: instrument
     only that random fraction of the edges (drawn with ``seed``; :func:`network.layout.coverage_layout`)
-    instead of every signalised approach.
+    instead of every signalised approach. ``fail_detectors``: a random fraction (drawn with ``seed``)
+    of the detectors fails, silent or stuck (``sim.faults``); engine controllers only.
     """
     try:
         faults = [f if isinstance(f, DetectorFault) else parse_fault(f) for f in inject_faults]
@@ -74,6 +76,10 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
                               f"SUMO: {', '.join(BUILTIN)}")
     if faults and controller in BUILTIN:
         raise EvaluationError(f"--inject-fault needs an engine controller ({controller} reads SUMO's detectors itself)")
+    if fail_detectors is not None and controller in BUILTIN:
+        raise EvaluationError("--fail-detectors applies to engine controllers; SUMO's own read SUMO directly")
+    if fail_detectors is not None and not 0.0 <= fail_detectors <= 1.0:
+        raise EvaluationError(f"--fail-detectors must be a fraction within 0..1, not {fail_detectors}")
     tls_path = Path(tls_states).resolve() if tls_states else None
     with tempfile.TemporaryDirectory(prefix="te-eval-") as tmp:
         outdir = Path(workdir) if workdir else Path(tmp)
@@ -84,7 +90,8 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
             result = run_builtin(sc, controller, outdir=outdir, tls_states=tls_path, progress=progress)
         else:
             result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
-                                faults=faults, detector_coverage=detector_coverage, seed=seed)
+                                faults=faults, detector_coverage=detector_coverage,
+                                fail_detectors=fail_detectors, seed=seed)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
@@ -129,7 +136,8 @@ class EngineProcess:
         raise EvaluationError(f"the engine did not start; its log ({self.log_path}):\n{self.log_tail()}")
 
     def log_tail(self, n: int = 20) -> str:
-        self._log.flush()
+        if not self._log.closed:  # (stop() closes it: a failed start reads the tail afterwards)
+            self._log.flush()
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
@@ -149,7 +157,8 @@ class EngineProcess:
 
 def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path | None,
                config: str | Path | None, progress: bool, faults: Sequence[DetectorFault] = (),
-               detector_coverage: float | None = None, seed: int = 0) -> dict:
+               detector_coverage: float | None = None, fail_detectors: float | None = None,
+               seed: int = 0) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict, with the
     ``estimation`` block comparing the engine's published conditions with SUMO's edge data."""
     wall0 = time.perf_counter()
@@ -196,7 +205,11 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional, truth_add),
                   outdir=outdir, check_junction_collisions=True,
                   extra_args=["--collision-output", str(outdir / "collisions.xml")]) as sumo:
-            bridge = Bridge(sumo, net, specs, engine.endpoints, faults=injector)
+            failures = None
+            if fail_detectors is not None:
+                failures = DetectorFaults.draw(sum(x.kind == "loop" for x in specs),
+                                               sum(x.kind == "camera" for x in specs), fail_detectors, seed)
+            bridge = Bridge(sumo, net, specs, engine.endpoints, faults=injector, failures=failures)
             try:
                 sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
                 perm = sumo.signal_order(net.tls_ids)  # SUMO's signal order -> the network's
@@ -254,6 +267,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "detector_coverage": detector_coverage,
         "detector_seed": seed if detector_coverage is not None else None,
         "estimation": estimation,
+        **({"failed_detectors": failures.summary()} if failures is not None else {}),
     }
 
 

@@ -84,3 +84,66 @@ def test_estimate_benchmark_times_each_size(tmp_path):
         assert f"{row['junctions']:9d}" in r.stdout
     bad = subprocess.run([sys.executable, "-m", "benchmarks.estimate", "--sizes", "x"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--sizes" in bad.stderr
+
+
+def test_decide_benchmark_times_every_controller_at_every_size(tmp_path):
+    """One row per size and controller; the decision time grows with the network."""
+    out = tmp_path / "decide.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.decide", "--sizes", "16,400", "--decisions", "5",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert {(row["controller"], row["junctions"]) for row in rows} == {(c, n) for c in CONTROLLERS for n in (16, 400)}
+    for row in rows:
+        assert row["decide_us_p50"] > 0 and row["budget"] == row["decide_us_p50"] / 5000.0
+        assert row["controller"] in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.decide", "--controllers", "telepathy"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "telepathy" in bad.stderr
+
+
+def test_synthetic_grid_is_a_consistent_network():
+    """Every movement of the synthetic grid leaves a lane of its signal and enters a neighbour's."""
+    import numpy as np
+
+    from benchmarks.decide import synthetic_grid
+
+    net = synthetic_grid(9)
+    assert net.n_tls == 9 and net.n_links == 12 * 9 and net.n_phases == 4 * 9
+    junction_of_lane = net.edge_to[net.lane_edge]
+    for m in range(net.n_movements):
+        t = net.link_tls[net.move_link[m]]
+        assert junction_of_lane[net.move_in_lane[m]] == t
+        assert net.edge_from[net.lane_edge[net.move_out_lane[m]]] == t
+    for p in range(net.n_phases):  # no phase shows two conflicting links
+        links = set(net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]].tolist())
+        for a in links:
+            foes = net.link_conflict_idx[net.link_conflict_ptr[a]:net.link_conflict_ptr[a + 1]].tolist()
+            assert not links & set(foes)
+    assert np.unique(net.move_out_lane).size == net.n_movements - 4 * 9  # through and a turn share exit lane 0
+
+
+@pytest.mark.sumo
+def test_control_benchmark_writes_one_table(small_scenario, tmp_path):
+    """Tiny run: two controllers and the failure case on the small city; table, markdown and JSON agree."""
+    out, md = tmp_path / "control.json", tmp_path / "control.md"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.control", "--scenarios", str(small_scenario.sumocfg),
+                        "--controllers", "adaptive,sumo-actuated", "--end", "300", "--fail-detectors", "0.2",
+                        "--cache", str(tmp_path / "runs"), "--markdown", str(md), "--json", str(out), "-q"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert [row["controller_key"] for row in data["rows"]] == ["adaptive", "sumo-actuated", "adaptive@failed"]
+    ad, sumo, failed = data["rows"]
+    s = data["summary"][0]
+    assert s["best_sumo"] == "sumo-actuated"
+    assert s["ratio"] == round(ad["mean_time_loss_s"] / sumo["mean_time_loss_s"], 3)
+    assert s["failed_ratio"] == round(failed["mean_time_loss_s"] / ad["mean_time_loss_s"], 3)
+    assert failed["failed_detectors"]["fraction"] == 0.2
+    assert md.read_text().count("| small |") == 4 and "| small |" in r.stdout
+    # a second run reuses the cached outcomes: nothing is simulated again
+    again = subprocess.run([sys.executable, "-m", "benchmarks.control", "--scenarios", str(small_scenario.sumocfg),
+                            "--controllers", "adaptive,sumo-actuated", "--end", "300", "--fail-detectors", "0.2",
+                            "--cache", str(tmp_path / "runs"), "--markdown", "", "-q"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "-- small" not in again.stderr

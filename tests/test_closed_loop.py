@@ -13,7 +13,7 @@ from sim.evaluate import EvaluationError, evaluate
 pytestmark = pytest.mark.sumo
 
 
-@pytest.mark.parametrize("controller", ["max-pressure", "fixed-time"])
+@pytest.mark.parametrize("controller", ["adaptive", "actuated", "scats", "max-pressure", "fixed-time"])
 def test_engine_controls_a_small_city_safely(small_scenario, controller, tmp_path):
     """Every vehicle arrives, nothing collides, the monitor sees no violation, readings flowed."""
     out = tmp_path / "result.json"
@@ -31,6 +31,22 @@ def test_engine_controls_a_small_city_safely(small_scenario, controller, tmp_pat
     for tls in small_scenario.tls_ids:
         assert f'id="{tls}"' in text
     assert text.count("<tlsState") > 4 * len(small_scenario.tls_ids)
+
+
+def test_adaptive_keeps_control_with_a_fifth_of_the_detectors_failed(small_scenario, tmp_path):
+    """20 % of detectors silent or stuck: adaptive still brings every vehicle home safely, on the
+    detectors it still trusts, and the engine got fewer readings."""
+    ok = evaluate(small_scenario.sumocfg, controller="adaptive", progress=False)
+    r = evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, fail_detectors=0.2, seed=1)
+    f = r["failed_detectors"]
+    assert f["fraction"] == 0.2 and f["seed"] == 1
+    assert f["loops_silent"] + f["loops_stuck"] + f["cameras_silent"] + f["cameras_stuck"] > 0
+    assert r["trips_completed"] == r["trips_total"] == ok["trips_total"]
+    assert r["collisions_where"]["at_signals"] == 0 and r["safety_violations"] == 0 and r["teleports"] == 0
+    assert r["ingest_accepted"] / r["sim_end_s"] < ok["ingest_accepted"] / ok["sim_end_s"]  # per second
+    assert r["mean_time_loss_s"] < 2 * ok["mean_time_loss_s"] + 10
+    with pytest.raises(EvaluationError, match="engine controllers"):
+        evaluate(small_scenario.sumocfg, controller="sumo-static", progress=False, fail_detectors=0.2)
 
 
 def test_max_pressure_beats_sumo_static_on_cologne8(resco_dir):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import naive
+from controllers import CONTROLLERS
 from controllers.safety import GREEN, RED, YELLOW, Safety, SafetyConfig
 from strategies import command_streams, signal_table
 
@@ -139,3 +142,63 @@ def test_a_wanted_phase_is_reached_after_the_clearances():
     assert shown[8] == "rr"
     assert shown[9:] == ["rG"] * 6
     assert safety.active_phase[0] == 1
+
+
+
+_NETS = {}
+
+
+def _real_net():
+    from conftest import RESCO_DIR
+    from network import compile_network
+
+    if not RESCO_DIR.is_dir():
+        pytest.skip("RESCO scenarios not present")
+    if "net" not in _NETS:
+        _NETS["net"] = compile_network(RESCO_DIR / "cologne8" / "cologne8.net.xml")
+    return _NETS["net"]
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLLERS))
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**32 - 1), p_report=st.floats(0.0, 1.0), busy=st.floats(0.0, 1.0))
+def test_every_controller_through_the_safety_stage_stays_safe(name, seed, p_report, busy):
+    """Any controller, fed random detector reports (some lanes silent) on a real network: the
+    signals never show conflicting links together and every green lasts its minimum."""
+    from detectors.bank import LaneObservations
+    from engine.config import EngineConfig
+    from engine.core import make_controller
+    from network.estimate import Estimator
+
+    net = _real_net()
+    rng = np.random.default_rng(seed)
+    ctl = make_controller(name, net, EngineConfig(controller=name))
+    est = Estimator(net)
+    safety = Safety(net, CFG, start_ns=0)
+    target = np.full(net.n_tls, -1, dtype=np.int32)
+    healthy = rng.random(net.n_lanes) > 0.1
+    pairs = list(conflict_pairs(net))
+    green_start = np.zeros(net.n_links, dtype=np.int64)
+    n = net.n_lanes
+    for step in range(1, 200):
+        now = step * NS
+        seen = rng.random(n) < p_report
+        veh = np.where(seen, rng.integers(0, 12, n) * (rng.random(n) < busy), np.nan)
+        obs = LaneObservations(
+            stop_count=np.where(seen, rng.random(n) < busy * 0.5, 0).astype(float),
+            stop_occupancy=np.where(seen, rng.random(n) * busy, np.nan), stop_seen=seen,
+            upstream_count=np.where(seen, rng.random(n) < busy * 0.5, 0).astype(float), upstream_seen=seen,
+            speed_mps=np.full(n, np.nan), camera_vehicles=veh, camera_queue_veh=np.floor(veh * 0.5), interval_s=1.0)
+        state = est.update(obs)
+        if hasattr(ctl, "observe"):
+            ctl.observe(obs, healthy, now)
+        ctl.decide(state, safety.active_phase, safety.active_since_ns, now, target)
+        before = safety.link_state.copy()
+        safety.enforce(target, now)
+        after = safety.link_state
+        for a, b in pairs:
+            assert not (after[a] != RED and after[b] != RED), (a, b)
+        started = (before != GREEN) & (after == GREEN)
+        green_start[started] = now
+        ended = (before == GREEN) & (after == YELLOW)
+        assert (now - green_start[ended] >= CFG.min_green_s * NS).all()

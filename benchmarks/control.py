@@ -1,0 +1,195 @@
+"""Every controller on every RESCO scenario, one table: ``python -m benchmarks.control``.
+
+Each scenario runs under each controller with ``traffic-engine evaluate`` (the engine's
+controllers in the closed loop over the live sockets, seeing only detectors; SUMO's own static,
+actuated and delay-based programs rebuilt by netconvert), until every vehicle has arrived (at
+most 3 h, or ``--end``). The table gives, per scenario and controller, mean time loss, waiting
+and travel time, teleports, collisions (and how many at signals) and safety violations; then
+per scenario the limit measured in the same run, the best SUMO controller, and the ratio of
+``adaptive`` to it (the issue's target: at most 0.85). ``--fail-detectors 0.2`` adds a run of
+``adaptive`` with that fraction of detectors failed and its ratio to ``adaptive`` with all
+working (the target: at most 1.10).
+
+A run's outcome is kept as JSON under ``--cache`` (keyed by scenario, controller, horizon,
+failure case and engine config) and reused by later invocations, so a long table can be
+built up piecewise; ``--fresh`` ignores what is cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from controllers import CONTROLLERS
+from sim.baselines import SUMO_CONTROLLERS
+from sim.evaluate import EvaluationError, evaluate
+
+RESCO = Path(__file__).resolve().parents[1].parent / "shared" / "scenarios" / "resco"
+SCENARIOS = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4",
+             "arterial4x4")
+SUMO = tuple(SUMO_CONTROLLERS)  # sumo-static, sumo-actuated, sumo-delay-based
+TARGET_RATIO = 0.85
+TARGET_DEGRADATION = 1.10
+FAILED = "adaptive@failed"
+
+COLUMNS = [
+    ("scenario", "scenario", "{}"),
+    ("controller", "label", "{}"),
+    ("time loss (s)", "mean_time_loss_s", "{:.1f}"),
+    ("waiting (s)", "mean_waiting_time_s", "{:.1f}"),
+    ("travel time (s)", "mean_travel_time_s", "{:.1f}"),
+    ("trips", "trips_completed", "{}"),
+    ("teleports", "teleports", "{}"),
+    ("collisions (at signals)", "collisions_cell", "{}"),
+    ("safety violations", "safety_violations", "{}"),
+]
+
+
+def scenario_path(name: str, resco: Path) -> Path:
+    """A RESCO scenario name, or a path to any ``.sumocfg``."""
+    p = Path(name)
+    if p.suffix == ".sumocfg":
+        return p
+    return resco / name / f"{name}.sumocfg"
+
+
+def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed: int, config: str | None) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps([str(cfg.resolve()), controller, end, fail, seed]).encode())
+    if config and controller in CONTROLLERS:
+        h.update(Path(config).read_bytes())
+    return f"{cfg.stem}.{controller}.{h.hexdigest()[:12]}.json"
+
+
+def run_one(cfg: Path, controller: str, args) -> dict:
+    fail = args.fail_detectors if controller == FAILED else None
+    name = "adaptive" if controller == FAILED else controller
+    cache = Path(args.cache) / _key(cfg, controller, args.end, fail, args.seed, args.config) if args.cache else None
+    if cache is not None and cache.exists() and not args.fresh:
+        return json.loads(cache.read_text())
+    print(f"-- {cfg.stem}: {controller}", file=sys.stderr, flush=True)
+    r = evaluate(cfg, controller=name, end=None if args.end is None else _end(cfg, args.end),
+                 config=args.config if name in CONTROLLERS else None, progress=not args.quiet,
+                 fail_detectors=fail, seed=args.seed)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(r, indent=2) + "\n")
+    return r
+
+
+def _end(cfg: Path, seconds: float) -> float:
+    """``--end`` counts from the scenario's begin."""
+    from sim.scenario import load_scenario
+
+    return load_scenario(cfg).begin + seconds
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per scenario: the best SUMO controller, adaptive's ratio to it, and the failure case's."""
+    out = []
+    for sc in dict.fromkeys(r["scenario"] for r in rows):
+        here = {r["label"]: r for r in rows if r["scenario"] == sc}
+        sumo = [here[c] for c in SUMO if c in here]
+        best = min(sumo, key=lambda r: r["mean_time_loss_s"]) if sumo else None
+        ad = here.get("adaptive")
+        s = {"scenario": sc, "best_sumo": best["label"] if best else None,
+             "best_sumo_time_loss_s": best["mean_time_loss_s"] if best else None,
+             "best_sumo_teleports": best["teleports"] if best else None,
+             "adaptive_time_loss_s": ad["mean_time_loss_s"] if ad else None,
+             "adaptive_teleports": ad["teleports"] if ad else None}
+        s["ratio"] = round(ad["mean_time_loss_s"] / best["mean_time_loss_s"], 3) if ad and best else None
+        s["meets_target"] = None if s["ratio"] is None else bool(
+            s["ratio"] <= TARGET_RATIO and ad["safety_violations"] == 0 and ad["teleports"] <= best["teleports"])
+        f = here.get(FAILED)
+        s["failed_ratio"] = round(f["mean_time_loss_s"] / ad["mean_time_loss_s"], 3) if f and ad else None
+        out.append(s)
+    return out
+
+
+def markdown(rows: list[dict], summary: list[dict], args) -> str:
+    lines = ["| " + " | ".join(c[0] for c in COLUMNS) + " |", "| " + " | ".join("---" for _ in COLUMNS) + " |"]
+    for r in rows:
+        lines.append("| " + " | ".join("-" if r.get(k) is None else f.format(r[k]) for _, k, f in COLUMNS) + " |")
+    lines += ["", "| scenario | best SUMO | its time loss (s) | adaptive (s) | ratio (target <= 0.85) | meets |"
+              + (" adaptive failed / working (target <= 1.10) |" if args.fail_detectors is not None else ""),
+              "| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.fail_detectors is not None else "")]
+    fmt = lambda v, f="{:.1f}": "-" if v is None else f.format(v)  # noqa: E731
+    for s in summary:
+        met = "-" if s["meets_target"] is None else ("yes" if s["meets_target"] else "no")
+        line = (f"| {s['scenario']} | {s['best_sumo'] or '-'} | {fmt(s['best_sumo_time_loss_s'])} | "
+                f"{fmt(s['adaptive_time_loss_s'])} | {fmt(s['ratio'], '{:.3f}')} | {met} |")
+        if args.fail_detectors is not None:
+            line += f" {fmt(s['failed_ratio'], '{:.3f}')} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.control", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help="comma-separated RESCO names or .sumocfg paths (default: all eight)")
+    p.add_argument("--controllers", default=",".join(sorted(CONTROLLERS) + list(SUMO)),
+                   help="comma-separated engine and SUMO controllers (default %(default)s)")
+    p.add_argument("--resco", default=str(RESCO), help="folder of the RESCO scenarios (default %(default)s)")
+    p.add_argument("--end", type=float, help="simulate at most this many seconds after each scenario's begin "
+                   "(default: until every vehicle has arrived, at most 3 h)")
+    p.add_argument("--config", help="engine config for the engine's controllers")
+    p.add_argument("--fail-detectors", type=float, metavar="FRACTION",
+                   help="also run adaptive with this fraction of detectors failed (silent or stuck)")
+    p.add_argument("--seed", type=int, default=0, help="which detectors fail (default %(default)s)")
+    p.add_argument("--cache", default="reports/control-runs",
+                   help="keep and reuse each run's outcome here (default %(default)s; '' to disable)")
+    p.add_argument("--fresh", action="store_true", help="run again even what is cached")
+    p.add_argument("--markdown", default="reports/control.md", help="write the table here (default %(default)s)")
+    p.add_argument("--json", help="also write the rows (and the per-scenario summary) to this file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    args = p.parse_args(argv)
+    names = [s for s in args.scenarios.split(",") if s]
+    ctls = [c for c in args.controllers.split(",") if c]
+    unknown = [c for c in ctls if c not in CONTROLLERS and c not in SUMO]
+    if unknown:
+        p.error(f"unknown controller(s) {', '.join(unknown)}; choose from "
+                f"{', '.join(sorted(CONTROLLERS) + list(SUMO))}")
+    if args.fail_detectors is not None:
+        if not 0.0 <= args.fail_detectors <= 1.0:
+            p.error("--fail-detectors must be a fraction within 0..1")
+        if "adaptive" not in ctls:
+            p.error("--fail-detectors compares adaptive with itself: include adaptive in --controllers")
+        ctls.append(FAILED)
+    cfgs = [scenario_path(n, Path(args.resco)) for n in names]
+    missing = [str(c) for c in cfgs if not c.exists()]
+    if missing:
+        p.error(f"scenario(s) not found: {', '.join(missing)}")
+    if args.config and not Path(args.config).exists():
+        p.error(f"config not found: {args.config}")
+    rows = []
+    for cfg in cfgs:
+        for ctl in ctls:
+            try:
+                r = run_one(cfg, ctl, args)
+            except EvaluationError as exc:
+                print(f"benchmarks.control: {cfg.stem} {ctl}: {exc}", file=sys.stderr)
+                return 1
+            label = f"adaptive, {args.fail_detectors:.0%} detectors failed" if ctl == FAILED else ctl
+            row = {**r, "scenario": cfg.stem, "label": label, "controller_key": ctl,
+                   "collisions_cell": f"{r['collisions']} ({r.get('collisions_where', {}).get('at_signals', 0)})"}
+            rows.append(row)
+    summary = summarise([{**r, "label": r["controller_key"]} for r in rows])
+    text = markdown(rows, summary, args)
+    print(text, end="")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        horizon = "until every vehicle arrived (at most 3 h)" if args.end is None else f"first {args.end:g} s"
+        Path(args.markdown).write_text(f"# Controllers on the RESCO scenarios\n\nEach run: {horizon}; "
+                                       "`python -m benchmarks.control` wrote this.\n\n" + text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
