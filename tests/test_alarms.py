@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import msgspec
@@ -14,9 +13,8 @@ from engine.alarms import AlarmBoard
 from engine.client import OperatorClient
 from engine.config import EngineConfig, HealthParams, IngestParams
 from engine.core import Engine
-from engine.server import Server
 from network import compile_network
-from tests.test_engine_server import ANY
+from tests.serving import ANY, serving
 
 
 def test_board_reports_changes_once():
@@ -42,41 +40,36 @@ def test_overload_raises_an_alarm_loses_nothing_and_clears(resco_dir):
     # detector health off: a flood of one vehicle per loop per second is chatter, and its alarms are not this test's
     cfg = EngineConfig(endpoints=ANY, tick_s=0.05, ingest=IngestParams(max_queue=10, overload_ticks=2),
                        health=HealthParams(enabled=False))
-    engine = Engine(net, cfg)
-    engine.warm_up()
-    server = Server(engine)
-    th = threading.Thread(target=server.serve_forever, daemon=True)
-    th.start()
     ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"alarms")
-    sub.connect(server.endpoints["feed"])
-    push = ctx.socket(zmq.PUSH)
-    push.connect(server.endpoints["ingest"])
-    try:
-        time.sleep(0.3)  # let the subscription reach the publisher
-        loops = sorted(engine.bank.loop_index)
-        n = 20_000
-        now = time.time_ns()
-        for k in range(n):
-            push.send(encode(LoopReading(loops[k % len(loops)], now + (k // len(loops)) * 1000, 1.0, 1, 0.1)))
-        seen = []
-        deadline = time.time() + 60
-        while time.time() < deadline and not (seen and not seen[-1]["active"]):
-            if sub.poll(200):
-                _, body = sub.recv_multipart()
-                seen.append(msgspec.msgpack.decode(body))
-        assert [(a["kind"], a["active"]) for a in seen] == [("ingest_overload", True), ("ingest_overload", False)]
-        with OperatorClient(server.endpoints["operators"]) as client:
-            st = client.request("status")
-            alarms = client.request("alarms")
-        assert st["ingest"]["accepted"] + sum(st["ingest"]["rejected"].values()) == n
-        assert st["ingest"]["rejected"] == {}
-        assert st["ingest"]["backlog_ticks_total"] >= 2
-        assert alarms["active"] == [] and alarms["raised_total"] == 1
-    finally:
-        server.stopping.set()
-        th.join(10)
-        server.close()
-        push.close(0)
-        sub.close(0)
+    with serving(Engine(net, cfg)) as server:
+        engine = server.engine
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"alarms")
+        sub.connect(server.endpoints["feed"])
+        push = ctx.socket(zmq.PUSH)
+        push.connect(server.endpoints["ingest"])
+        try:
+            time.sleep(0.3)  # let the subscription reach the publisher
+            loops = sorted(engine.bank.loop_index)
+            n = 20_000
+            now = time.time_ns()
+            for k in range(n):
+                reading = LoopReading(loops[k % len(loops)], now + (k // len(loops)) * 1000, 1.0, 1, 0.1)
+                push.send(encode(reading))
+            seen = []
+            deadline = time.time() + 60
+            while time.time() < deadline and not (seen and not seen[-1]["active"]):
+                if sub.poll(200):
+                    _, body = sub.recv_multipart()
+                    seen.append(msgspec.msgpack.decode(body))
+            assert [(a["kind"], a["active"]) for a in seen] == [("ingest_overload", True), ("ingest_overload", False)]
+            with OperatorClient(server.endpoints["operators"]) as client:
+                st = client.request("status")
+                alarms = client.request("alarms")
+            assert st["ingest"]["accepted"] + sum(st["ingest"]["rejected"].values()) == n
+            assert st["ingest"]["rejected"] == {}
+            assert st["ingest"]["backlog_ticks_total"] >= 2
+            assert alarms["active"] == [] and alarms["raised_total"] == 1
+        finally:
+            push.close(0)
+            sub.close(0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 
 import msgspec
@@ -18,10 +16,9 @@ from engine.config import EngineConfig, Endpoints, load_config
 from engine.core import Engine
 from engine.server import Server
 from network import compile_network
+from tests.serving import ANY, serving
 
 T0 = 1_767_225_600 * 10**9
-ANY = Endpoints(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*", feed="tcp://127.0.0.1:*",
-                operators="tcp://127.0.0.1:*")
 
 
 @pytest.fixture(scope="module")
@@ -31,26 +28,9 @@ def net(resco_dir):
 
 @pytest.fixture
 def running(net):
-    """An engine on simulated time, serving in a thread; yields its endpoints."""
-    cfg = EngineConfig(clock="sim", endpoints=ANY)
-    box: queue.Queue = queue.Queue()
-
-    def serve():
-        engine = Engine(net, cfg)
-        engine.warm_up()  # as `serve` does: no kernel compiles while a test waits for a reply
-        server = Server(engine)
-        box.put(server)
-        try:
-            server.serve_forever()
-        finally:
-            server.close()
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    server = box.get(timeout=30)
-    yield server
-    server.stopping.set()
-    th.join(10)
+    """An engine on simulated time, serving in a thread."""
+    with serving(Engine(net, EngineConfig(clock="sim", endpoints=ANY))) as server:
+        yield server
 
 
 def recv(sock, timeout_ms=5000):
@@ -151,40 +131,35 @@ def _lockstep_run(net, pipeline: bool) -> tuple[list[bytes], dict]:
     from engine.config import IngestParams
 
     cfg = EngineConfig(clock="sim", endpoints=ANY, ingest=IngestParams(max_queue=7, pipeline=pipeline))
-    engine = Engine(net, cfg)
-    engine.warm_up()
-    server = Server(engine)
-    th = threading.Thread(target=server.serve_forever, daemon=True)
-    th.start()
     ctx = zmq.Context.instance()
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.connect(server.endpoints["adapters"])
-    push = ctx.socket(zmq.PUSH)
-    push.connect(server.endpoints["ingest"])
     commands = []
-    try:
-        tls = net.tls_ids[0]
-        dealer.send(P.encoder.encode(P.Hello(junction=tls, n_links=net.tls_n_links(0))))
-        recv(dealer)
-        loops = sorted(engine.bank.loop_index)
-        rng = np.random.default_rng(5)
-        for second in range(1, 41):
-            ts = T0 + second * 10**9
-            for k, d in enumerate(loops):
-                push.send(encode(LoopReading(d, ts - 10**6, 1.0, int(rng.integers(0, 2)), float(rng.random() * 0.4))))
-                if k % 11 == 0:
-                    push.send(b"\x93junk")
-            push.send(encode(Clock(ts)))
-        for _ in range(40):
-            commands.append(recv(dealer, 20_000)[0])
-        with OperatorClient(server.endpoints["operators"]) as client:
-            ingest = client.request("status")["ingest"]
-    finally:
-        server.stopping.set()
-        th.join(10)
-        server.close()
-        dealer.close(0)
-        push.close(0)
+    with serving(Engine(net, cfg)) as server:
+        engine = server.engine
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.connect(server.endpoints["adapters"])
+        push = ctx.socket(zmq.PUSH)
+        push.connect(server.endpoints["ingest"])
+        try:
+            tls = net.tls_ids[0]
+            dealer.send(P.encoder.encode(P.Hello(junction=tls, n_links=net.tls_n_links(0))))
+            recv(dealer)
+            loops = sorted(engine.bank.loop_index)
+            rng = np.random.default_rng(5)
+            for second in range(1, 41):
+                ts = T0 + second * 10**9
+                for k, d in enumerate(loops):
+                    reading = LoopReading(d, ts - 10**6, 1.0, int(rng.integers(0, 2)), float(rng.random() * 0.4))
+                    push.send(encode(reading))
+                    if k % 11 == 0:
+                        push.send(b"\x93junk")
+                push.send(encode(Clock(ts)))
+            for _ in range(40):
+                commands.append(recv(dealer, 20_000)[0])
+            with OperatorClient(server.endpoints["operators"]) as client:
+                ingest = client.request("status")["ingest"]
+        finally:
+            dealer.close(0)
+            push.close(0)
     return commands, {"accepted": ingest["accepted"], "rejected": ingest["rejected"], "loops": len(loops)}
 
 

@@ -3,8 +3,6 @@ the operator op and ``ctl detectors`` over real sockets, and fault injection's p
 
 from __future__ import annotations
 
-import queue
-import threading
 from types import SimpleNamespace
 
 import msgspec
@@ -20,11 +18,10 @@ from engine import cli
 from engine.client import OperatorClient
 from engine.config import EngineConfig, HealthParams, load_config
 from engine.core import Engine
-from engine.server import Server
 from network import compile_network
 from sim.detector_faults import FaultError, FaultInjector, parse_fault
 from tests import naive
-from tests.test_engine_server import ANY
+from tests.serving import ANY, serving
 
 T0 = 1_767_225_600 * 10**9
 S = 10**9
@@ -212,67 +209,52 @@ def test_ctl_detectors_and_the_feed_show_a_stuck_loop(demo_net, capsys):
     """An engine on simulated time, over real sockets: a loop stuck on for the configured time
     raises ``detector_fault`` on the feed, ``detectors`` lists it and ``ctl detectors`` prints it."""
     cfg = EngineConfig(clock="sim", endpoints=ANY, health=HealthParams(stuck_on_s=30.0, missing_s=60.0))
-    box: queue.Queue = queue.Queue()
-
-    def serve():
-        engine = Engine(demo_net, cfg)
-        engine.warm_up()
-        server = Server(engine)
-        box.put(server)
-        try:
-            server.serve_forever()
-        finally:
-            server.close()
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    server = box.get(timeout=60)
     ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"alarms")
-    sub.connect(server.endpoints["feed"])
-    push = ctx.socket(zmq.PUSH)
-    push.connect(server.endpoints["ingest"])
-    ops = OperatorClient(server.endpoints["operators"], timeout_s=10)
-    try:
-        ops.request("status")  # the engine is up; give the subscription time to arrive before any alarm
-        stuck = "L:-143_0:stop"
-        loops = sorted(server.engine.bank.loop_index)
-        cams = server.engine.bank.camera_index
-        for k in range(1, 46):
-            now = T0 + k * S
-            readings = [LoopReading(d, now, 1.0, *((0, 1.0) if d == stuck else (int(k % 3 == 0), 0.3 * (k % 3 == 0))))
-                        for d in loops]
-            readings += [CameraReading(c, now, 1.0, [0] * n, [0.0] * n) for c, n in
-                         ((c, int(np.diff(server.engine.bank.camera_lane_ptr)[i])) for c, i in cams.items())]
-            push.send(encode(Batch(readings, source="test", seq=k)))
-            push.send(encode(Clock(now)))
-            if k == 1:
-                ops.request("status")
-        assert sub.poll(10_000), "no alarm on the feed"
-        topic, body = sub.recv_multipart()
-        alarm = msgspec.msgpack.decode(body)
-        assert topic == b"alarms"
-        assert (alarm["kind"], alarm["subject"], alarm["detail"], alarm["active"]) == \
-            ("detector_fault", stuck, "stuck_on", True)
-        assert alarm["ts_ns"] == T0 + 30 * S  # readings of 1 s each, fully occupied from second 1: 30 s at 30
-        res = ops.request("detectors")
-        assert res["by_health"]["stuck_on"] == 1 and res["by_health"]["ok"] == res["loops"] + res["cameras"] - 1
-        assert [(d["id"], d["state"]) for d in res["faulty"]] == [(stuck, "stuck_on")]
-        assert res["alarm_changes"] == 1
-        assert cli.main(["ctl", "detectors", "--endpoint", server.endpoints["operators"]]) == 0
-        out = capsys.readouterr().out
-        assert "stuck_on 1" in out and stuck in out and "(lanes -143_0)" in out
-        assert cli.main(["ctl", "detectors", "--json", "--endpoint", server.endpoints["operators"]]) == 0
-        import json
-        assert json.loads(capsys.readouterr().out)["faulty"][0]["id"] == stuck
-        assert ops.request("status")["detectors"]["by_health"]["stuck_on"] == 1
-    finally:
-        ops.close()
-        server.stopping.set()
-        th.join(10)
-        push.close(0)
-        sub.close(0)
+    with serving(Engine(demo_net, cfg)) as server:
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"alarms")
+        sub.connect(server.endpoints["feed"])
+        push = ctx.socket(zmq.PUSH)
+        push.connect(server.endpoints["ingest"])
+        ops = OperatorClient(server.endpoints["operators"], timeout_s=10)
+        try:
+            ops.request("status")  # the engine is up; give the subscription time to arrive before any alarm
+            stuck = "L:-143_0:stop"
+            loops = sorted(server.engine.bank.loop_index)
+            cams = server.engine.bank.camera_index
+            for k in range(1, 46):
+                now = T0 + k * S
+                busy = k % 3 == 0
+                readings = [LoopReading(d, now, 1.0, *((0, 1.0) if d == stuck else (int(busy), 0.3 * busy)))
+                            for d in loops]
+                readings += [CameraReading(c, now, 1.0, [0] * n, [0.0] * n) for c, n in
+                             ((c, int(np.diff(server.engine.bank.camera_lane_ptr)[i])) for c, i in cams.items())]
+                push.send(encode(Batch(readings, source="test", seq=k)))
+                push.send(encode(Clock(now)))
+                if k == 1:
+                    ops.request("status")
+            assert sub.poll(10_000), "no alarm on the feed"
+            topic, body = sub.recv_multipart()
+            alarm = msgspec.msgpack.decode(body)
+            assert topic == b"alarms"
+            assert (alarm["kind"], alarm["subject"], alarm["detail"], alarm["active"]) == \
+                ("detector_fault", stuck, "stuck_on", True)
+            assert alarm["ts_ns"] == T0 + 30 * S  # readings of 1 s each, fully occupied from second 1: 30 s at 30
+            res = ops.request("detectors")
+            assert res["by_health"]["stuck_on"] == 1 and res["by_health"]["ok"] == res["loops"] + res["cameras"] - 1
+            assert [(d["id"], d["state"]) for d in res["faulty"]] == [(stuck, "stuck_on")]
+            assert res["alarm_changes"] == 1
+            assert cli.main(["ctl", "detectors", "--endpoint", server.endpoints["operators"]]) == 0
+            out = capsys.readouterr().out
+            assert "stuck_on 1" in out and stuck in out and "(lanes -143_0)" in out
+            assert cli.main(["ctl", "detectors", "--json", "--endpoint", server.endpoints["operators"]]) == 0
+            import json
+            assert json.loads(capsys.readouterr().out)["faulty"][0]["id"] == stuck
+            assert ops.request("status")["detectors"]["by_health"]["stuck_on"] == 1
+        finally:
+            ops.close()
+            push.close(0)
+            sub.close(0)
 
 
 # -- fault injection -----------------------------------------------------------------------------

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
 import sys
-import threading
 import time
 
 import msgspec
@@ -15,14 +13,12 @@ import zmq
 
 import naive
 from detectors import Batch, CameraReading, Clock, encode
-from engine.config import Endpoints, EngineConfig
+from engine.config import EngineConfig
 from engine.core import Engine
-from engine.server import Server
 from network import compile_network
+from tests.serving import ANY, serving
 
 T0 = 1_767_225_600 * 10**9
-ANY = Endpoints(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*", feed="tcp://127.0.0.1:*",
-                operators="tcp://127.0.0.1:*")
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +28,8 @@ def net(small_scenario):
 
 @pytest.fixture
 def server(net):
-    box: queue.Queue = queue.Queue()
-
-    def serve():
-        s = Server(Engine(net, EngineConfig(clock="sim", endpoints=ANY)))
-        box.put(s)
-        try:
-            s.serve_forever()
-        finally:
-            s.close()
-
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    s = box.get(timeout=30)
-    yield s
-    s.stopping.set()
-    th.join(10)
+    with serving(Engine(net, EngineConfig(clock="sim", endpoints=ANY))) as s:
+        yield s
 
 
 def ctl(endpoint, *args):
