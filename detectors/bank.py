@@ -29,6 +29,7 @@ ROLE_STOP, ROLE_UPSTREAM = 0, 1
 MAX_VEH_PER_LANE_PER_S = 1.0  # no lane discharges more than 3,600 veh/h; above that is not a count
 MAX_CAMERA_VEH_PER_M = 0.25  # a car every 4 m, bumper to bumper, is the most a camera can see
 MAX_VEHICLE_CLASSES = 16
+_REASON_CODE = {r: code for code, r in enumerate(REASONS)}  # the kernels' rejection reasons
 
 
 @dataclass(frozen=True)
@@ -173,11 +174,16 @@ class DetectorBank:
                 out[REASONS[code]] += n
         return out
 
+    def rejected_count(self, reason: str) -> int:
+        """``rejected[reason]`` without building the whole count."""
+        code = _REASON_CODE.get(reason)
+        return self._py_rejected[reason] + (int(self.loops.rejected[code]) if code is not None else 0)
+
     # -- intake ---------------------------------------------------------------------------
 
     def reject(self, reason: str, detail: str = "", n: int = 1) -> None:
         self._py_rejected[reason] += n
-        self._log_rejection(reason, self.rejected[reason], detail)
+        self._log_rejection(reason, self.rejected_count(reason), detail)
 
     def _log_rejection(self, reason: str, total: int, detail: str) -> None:
         """Log the first ten of each reason, then whenever the count passes a power of two."""
@@ -235,7 +241,7 @@ class DetectorBank:
     def _log_kernel_rejections(self, first_bad: np.ndarray, describe: Callable[[int], str]) -> None:
         for code in np.flatnonzero(first_bad >= 0).tolist():
             reason = REASONS[code]
-            self._log_rejection(reason, self.rejected[reason], describe(int(first_bad[code])))
+            self._log_rejection(reason, self.rejected_count(reason), describe(int(first_bad[code])))
 
     def absorb_frame(self, frame: bytes, now_ns: int | None) -> Clock | None:
         """Decode and absorb one ingest frame. Returns a ``Clock`` watermark if it was one.

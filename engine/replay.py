@@ -35,6 +35,7 @@ from engine.clock import ManualClock
 from engine.config import EngineConfig, RecordingParams
 from engine.recorder import (ADAPTER_IN, ADAPTER_OUT, END, INGEST, KIND_NAMES, OPERATOR_IN, TICK, LogError,
                              LogReader, file_sha256)
+from engine.server import refuse_watermark
 
 MAX_EXAMPLES = 10
 
@@ -193,11 +194,8 @@ def replay(log: str | Path, *, net_path: str | Path | None = None, until: str | 
                 settle()
                 now = None if rec.t_ns < 0 else rec.t_ns
                 watermark = bank.absorb_frame(rec.payload, now)
-                if watermark is not None:  # as Server._drain_ingest does with a Clock
-                    if not sim:
-                        bank.reject("clock_in_wall_mode", "Clock watermarks are for engines on simulated time")
-                    elif watermark.ts_ns <= clock.now_ns() and engine.ticks:
-                        bank.reject("clock_backwards", f"watermark {watermark.ts_ns} <= {clock.now_ns()}")
+                if watermark is not None:  # judged as the server judges it; the ticks are recorded
+                    refuse_watermark(bank, watermark, sim, engine.ticks, clock.now_ns())
             elif kind == TICK:
                 settle()
                 clock.set(rec.t_ns)

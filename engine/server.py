@@ -188,15 +188,12 @@ class Server:
     def _on_clock(self, clock, k: int) -> int | None:
         """Frame ``k`` was a watermark: on simulated time, tick at it; returns the clock after it."""
         self._record_ingest(k + 1)  # what came before the tick is on record before it
-        bank = self.engine.bank
-        if not isinstance(self.clock, ManualClock):
-            bank.reject("clock_in_wall_mode", "Clock watermarks are for engines on simulated time")
-            return self._absorb_now
-        if self.engine.ticks and clock.ts_ns <= self.clock.now_ns():
-            bank.reject("clock_backwards", f"watermark {clock.ts_ns} <= {self.clock.now_ns()}")
-        else:
+        sim = isinstance(self.clock, ManualClock)
+        if not refuse_watermark(self.engine.bank, clock, sim, self.engine.ticks, self.clock.now_ns()):
             self.clock.set(clock.ts_ns)
             self.run_tick(clock.ts_ns)
+        elif not sim:
+            return self._absorb_now
         self._absorb_now = self.clock.now_ns() if self.engine.ticks else None
         return self._absorb_now
 
@@ -416,6 +413,18 @@ class Server:
         self.recorder.close(self.engine)
         for sock in (self.ingest, self.adapters, self.feed, self.operators):
             sock.close(0)
+
+
+def refuse_watermark(bank, clock, sim: bool, ticks: int, now_ns: int) -> bool:
+    """Count and log a ``Clock`` watermark the engine must not tick at (on the wall clock, or not
+    after its last tick); True if refused. The server and ``replay`` both judge watermarks here."""
+    if not sim:
+        bank.reject("clock_in_wall_mode", "Clock watermarks are for engines on simulated time")
+        return True
+    if ticks and clock.ts_ns <= now_ns:
+        bank.reject("clock_backwards", f"watermark {clock.ts_ns} <= {now_ns}")
+        return True
+    return False
 
 
 def conditions_extra(st) -> dict:
