@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit
 
 from controllers.actuated import _no_observations
-from controllers.base import movement_shares
+from controllers.base import movement_shares, phase_pressure
 from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
 
@@ -129,19 +129,10 @@ def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_cou
 @njit(cache=True)
 def _pressures(p0, p1, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, move_out,
                move_in_share, move_out_share, w, w_exit, pressure, demand):
-    """As ``controllers.base.phase_pressure``, with exit lanes weighed by ``w_exit``."""
+    """``controllers.base.phase_pressure`` of phases ``p0..p1``, exit lanes weighed by ``w_exit``."""
     for p in range(p0, p1):
-        s = 0.0
-        d = 0.0
-        for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
-            link = phase_link_idx[k]
-            for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
-                m = link_move_idx[j]
-                w_in = w[move_in[m]] * move_in_share[m]
-                s += w_in - w_exit[move_out[m]] * move_out_share[m]
-                d += w_in
-        pressure[p] = s
-        demand[p] = d
+        pressure[p], demand[p] = phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
+                                                move_in, move_out, move_in_share, move_out_share, w, w_exit)
 
 
 @njit(cache=True)

@@ -27,14 +27,15 @@ class Controller(Protocol):
 
 @njit(cache=True)
 def phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, move_out,
-                   move_in_share, move_out_share, lane_w):
+                   move_in_share, move_out_share, lane_w, exit_w):
     """(pressure, demand) of phase ``p``: over the movements it serves, the vehicles waiting to
     make them minus the vehicles already on their exit lanes.
 
     A lane shared by several movements splits its vehicles among them (``move_in_share``), and
     an exit lane fed by several movements splits its load the same way (``move_out_share``), so
     a phase that serves only the left turn of a shared lane does not look as loaded as one that
-    serves the whole lane.
+    serves the whole lane. Exit lanes are weighed by ``exit_w`` (``lane_w`` itself, or what a
+    controller believes is on them).
     """
     pressure = 0.0
     demand = 0.0
@@ -43,7 +44,7 @@ def phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_i
         for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
             m = link_move_idx[j]
             w_in = lane_w[move_in[m]] * move_in_share[m]
-            pressure += w_in - lane_w[move_out[m]] * move_out_share[m]
+            pressure += w_in - exit_w[move_out[m]] * move_out_share[m]
             demand += w_in
     return pressure, demand
 

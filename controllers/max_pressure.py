@@ -45,7 +45,7 @@ def _max_pressure(now_ns, lane_w, tls_phase_ptr, phase_link_ptr, phase_link_idx,
         for p in range(p0, p1):
             pressure[p], demand[p] = phase_pressure(p, phase_link_ptr, phase_link_idx, link_move_ptr,
                                                     link_move_idx, move_in, move_out, move_in_share,
-                                                    move_out_share, lane_w)
+                                                    move_out_share, lane_w, lane_w)
         cur = target[t]
         if cur < p0 or cur >= p1:
             best = p0
