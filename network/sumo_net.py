@@ -15,6 +15,9 @@ Conflicts come from the junction's own right-of-way table: two links are *foes* 
 request table says they cross or merge. A foe pair that some phase of the network's own signal
 program shows green together is a permissive pair (one yields, as a left turn to oncoming
 traffic); a foe pair that no program ever shows green together must never be green together.
+Neither must a permissive pair where the turn, waiting inside the junction, stands in the other
+stream's path (the junction's geometry puts its waiting point too close: ``_waiting_intrusions``);
+such a turn is served protected instead.
 Phases are the distinct green sets of the network's programs, in program order, plus one
 greedy phase for each link no program serves, so every link can be served.
 """
@@ -22,6 +25,7 @@ greedy phase for each link no program serves, so every link can be served.
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import networkx as nx
@@ -93,6 +97,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
     # (tls, link) -> list of (node, junction-local index, to-lane id); and its clearance need
     link_conns: dict[tuple[str, int], list] = {}
     link_clear: dict[tuple[str, int], float] = {}
+    link_paths: dict[tuple[str, int], list] = {}  # internal lane shapes of each link's paths
     for edge in net.getEdges(withInternal=False):
         for lane in edge.getLanes():
             for conn in lane.getOutgoing():
@@ -103,6 +108,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
                 if tls is not None and link >= 0:
                     link_conns.setdefault((tls, link), []).append((node, node.getLinkIndex(conn), to_lane.getID()))
                     link_clear[(tls, link)] = max(link_clear.get((tls, link), 0.0), _sneaker_clearance_s(net, conn))
+                    link_paths.setdefault((tls, link), []).append(_internal_path(net, conn))
                 if lane.getID() in lanes and to_lane.getID() in lanes:
                     movements.append(
                         {
@@ -125,7 +131,8 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
         n_links = max(n_links, 1 + max((li for _, _, li in tl.getConnections()), default=-1))
         if n_links == 0:
             continue
-        signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns)
+        intrusions = _waiting_intrusions(tls_id, n_links, link_paths)
+        signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns, intrusions)
         signals[tls_id]["clearance_s"] = [round(link_clear.get((tls_id, i), 0.0), 2) for i in range(n_links)]
         for j in signals[tls_id]["junctions"]:
             g.nodes[j]["tls"] = tls_id
@@ -135,8 +142,13 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
 
 
 def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: dict,
-            permissive_turns: bool = True) -> dict:
-    """Conflicts, yields and phases of one signal, from its junctions' right-of-way tables."""
+            permissive_turns: bool = True, intrusions: frozenset = frozenset()) -> dict:
+    """Conflicts, yields and phases of one signal, from its junctions' right-of-way tables.
+
+    ``intrusions``: pairs ``(a, b)`` where a vehicle of ``a`` waiting inside the junction stands
+    in the path of ``b`` (:func:`_waiting_intrusions`); if ``a`` would give way to ``b`` there,
+    giving way does not keep them apart, so the pair is a conflict instead.
+    """
     conns = {i: link_conns.get((tls_id, i), []) for i in range(n_links)}
     junctions = sorted({node.getID() for cs in conns.values() for node, _, _ in cs})
 
@@ -173,14 +185,18 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
 
     conflicts = []
     yield_pairs = []
+    stuck_in_way: set[tuple[int, int]] = set()  # (a, b): a would wait in b's path
     for a, b in itertools.combinations(range(n_links), 2):
         if not foes(a, b):
             continue
-        if (a, b) not in together or (not permissive_turns and crossing(a, b)):
+        ab, ba = yields(a, b), yields(b, a)
+        blocked = [(x, y) for x, y, gives_way in ((a, b, ab), (b, a, ba)) if gives_way and (x, y) in intrusions]
+        stuck_in_way.update(blocked)
+        if (a, b) not in together or (not permissive_turns and crossing(a, b)) or blocked:
             conflicts.append((a, b))
-        if yields(a, b):
+        if ab:
             yield_pairs.append((a, b))
-        if yields(b, a):
+        if ba:
             yield_pairs.append((b, a))
 
     conflict_set = set(conflicts)
@@ -191,6 +207,9 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
         # split in link order: SUMO numbers links by approach, so a split phase serves whole
         # approaches, and a lane shared by a through and a turn is never half served
         green = [i for i, ch in enumerate(s) if ch in _GREEN]
+        # a turn that would wait in the path of a stream green with it leaves the phase (it is
+        # served protected, by another phase or one made for it below), the stream stays
+        green = [i for i in green if not any((i, j) in stuck_in_way for j in green)]
         for group in _conflict_free_groups(green, conflict_set):
             if group not in phases:
                 phases.append(group)
@@ -214,6 +233,7 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
         "permissive_turns": permissive_turns,
         "conflicts": conflicts,
         "yields": yield_pairs,
+        "intrusions": sorted(intrusions),
         "permissive": sorted(set(range(n_links)) - shown_major),
         "stop_on_red": sorted({i for s in states for i, ch in enumerate(s) if ch == "s"}),
         "phases": phases,
@@ -234,8 +254,75 @@ def _conflict_free_groups(links: list[int], conflicts: set[tuple[int, int]]) -> 
     return groups
 
 
+VEHICLE_HALF_WIDTH_M = 0.9  # SUMO's default passenger car is 1.8 m wide
+
+
+def _internal_path(net, conn) -> list[list[tuple[float, float]]]:
+    """Shapes of the internal lanes a connection drives through, in order (empty: none)."""
+    via = conn.getViaLaneID()
+    if not via:
+        return []
+    lane = net.getLane(via)
+    shapes = [lane.getShape()]
+    for _ in range(8):
+        nxt = None
+        for c in lane.getOutgoing():
+            to = c.getViaLaneID() or (c.getToLane().getID() if c.getToLane().getEdge().getFunction() == "internal" else "")
+            if to:
+                nxt = net.getLane(to)
+                break
+        if nxt is None:
+            break
+        shapes.append(nxt.getShape())
+        lane = nxt
+    return shapes
+
+
+def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict) -> frozenset:
+    """Pairs ``(a, b)``: a vehicle of link ``a`` waiting at its internal stop stands in ``b``'s path.
+
+    A turn that gives way inside the junction waits with its front at the end of its first
+    internal lane. Where the junction's geometry puts that point so close to a foe's path that the
+    waiting car's front corners (half a car width either side) come within half a car width of
+    the foe's centre line, a foe passing at speed hits it: SUMO's own programs collide there
+    (cologne1 shows 29 junction collisions under SUMO's actuated program, all of this kind).
+    """
+    waiting: dict[int, list] = {}
+    passing: dict[int, list] = {}
+    for i in range(n_links):
+        for path in link_paths.get((tls_id, i), []):
+            if path:
+                passing.setdefault(i, []).extend(path)
+            if len(path) >= 2 and len(path[0]) >= 2:
+                (x0, y0), (x1, y1) = path[0][-2], path[0][-1]
+                norm = math.hypot(x1 - x0, y1 - y0)
+                if norm > 0:
+                    px, py = -(y1 - y0) / norm * VEHICLE_HALF_WIDTH_M, (x1 - x0) / norm * VEHICLE_HALF_WIDTH_M
+                    waiting.setdefault(i, []).extend([(x1 + px, y1 + py), (x1 - px, y1 - py), (x1, y1)])
+    out = set()
+    for a, corners in waiting.items():
+        for b, shapes in passing.items():
+            if a != b and any(_polyline_distance(p, shape) < VEHICLE_HALF_WIDTH_M for p in corners for shape in shapes):
+                out.add((a, b))
+    return frozenset(out)
+
+
+def _polyline_distance(p: tuple[float, float], shape) -> float:
+    best = math.inf
+    px, py = p
+    for (ax, ay), (bx, by) in zip(shape, shape[1:]):
+        dx, dy = bx - ax, by - ay
+        den = dx * dx + dy * dy
+        t = 0.0 if den == 0 else min(1.0, max(0.0, ((px - ax) * dx + (py - ay) * dy) / den))
+        best = min(best, math.hypot(px - ax - t * dx, py - ay - t * dy))
+    return best
+
+
 SNEAKER_ACCEL_MPS2 = 2.6  # SUMO's default passenger car acceleration
 VEHICLE_LENGTH_M = 5.0
+# a vehicle waiting inside the junction starts only once the last vehicle of the stream it gives
+# way to (which may have entered on yellow) has passed it, and it reacts: about 2 s after red
+SNEAKER_STARTUP_S = 2.0
 
 
 def _sneaker_clearance_s(net, conn) -> float:
@@ -244,7 +331,10 @@ def _sneaker_clearance_s(net, conn) -> float:
     A turn that gives way inside the junction (SUMO splits its path at an internal waiting
     point) can leave a vehicle standing there when its green ends; it then starts from rest and
     must cover the rest of its path and its own length before a conflicting stream may start:
-    ``sqrt(2 d / a)``. Links without an internal waiting point need no more than the default.
+    ``SNEAKER_STARTUP_S + sqrt(2 d / a)`` (the start-up: on the demo town a turner that waited
+    for the last vehicles of the stream it gave way to was still inside the junction 8 s after
+    its red, 3 s past the bare ``sqrt``). Links without an internal waiting point need no more
+    than the default.
     """
     via = conn.getViaLaneID()
     if not via:
@@ -264,4 +354,4 @@ def _sneaker_clearance_s(net, conn) -> float:
         lane = nxt
     if rest == 0.0:
         return 0.0
-    return (2.0 * (rest + VEHICLE_LENGTH_M) / SNEAKER_ACCEL_MPS2) ** 0.5
+    return SNEAKER_STARTUP_S + (2.0 * (rest + VEHICLE_LENGTH_M) / SNEAKER_ACCEL_MPS2) ** 0.5

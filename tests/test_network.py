@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import networkx as nx
+import numpy as np
 import pytest
 import sumolib
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from network import compile_network, default_layout, read_sumo_net
 from network.layout import load_layout, save_layout
-from network.sumo_net import NetworkError
+from network.sumo_net import NetworkError, _polyline_distance, _waiting_intrusions
 
 SCENARIOS = ["cologne1", "cologne8", "ingolstadt21", "grid4x4", "arterial4x4"]
 
@@ -50,18 +54,65 @@ def test_phases_never_contain_conflicts_and_cover_every_link(resco_dir, name):
 
 
 def test_conflicts_are_foes_the_program_never_shows_together(resco_dir):
-    """On cologne1: crossing through movements conflict; an opposing left and through do not."""
+    """On cologne1: crossing through movements conflict; an opposing left and through do not
+    (unless the turn waits in the through stream's path, see the next test)."""
     path = net_file(resco_dir, "cologne1")
     g = read_sumo_net(path)
     sig = next(iter(g.graph["signals"].values()))
     states = [s for p in sig["programs"] for s in p]
     assert sig["conflicts"], "a four-way junction has conflicts"
+    intrusions = set(sig["intrusions"])
     for a, b in sig["conflicts"]:
-        assert not any(s[a] in "Gg" and s[b] in "Gg" for s in states)
-    # pairs that give way (permissive) but are shown together are not conflicts
+        if (a, b) not in intrusions and (b, a) not in intrusions:
+            assert not any(s[a] in "Gg" and s[b] in "Gg" for s in states)
+    # pairs that give way (permissive) but are shown together are not conflicts, unless the
+    # turn would wait in the other's path
     for a, b in sig["yields"]:
         if any(s[a] in "Gg" and s[b] in "Gg" for s in states):
-            assert (min(a, b), max(a, b)) not in set(sig["conflicts"])
+            assert ((min(a, b), max(a, b)) in set(sig["conflicts"])) == ((a, b) in set(sig["intrusions"]))
+
+
+def test_a_turn_that_waits_in_a_streams_path_is_never_green_with_it(resco_dir):
+    """cologne1's left turns 13 and 3 wait with their front corners in the path of the opposing
+    through lanes 2 and 12 (SUMO's own programs collide there): those pairs conflict, so no phase
+    holds both, and the turns are still served (protected)."""
+    g = read_sumo_net(net_file(resco_dir, "cologne1"))
+    sig = next(iter(g.graph["signals"].values()))
+    for a, b in [(13, 2), (3, 12)]:
+        assert (a, b) in sig["yields"] and (a, b) in sig["intrusions"]
+        assert (min(a, b), max(a, b)) in sig["conflicts"]
+        assert not any(a in p and b in p for p in sig["phases"])
+        assert any(a in p for p in sig["phases"]) and any(b in p for p in sig["phases"])
+
+
+def _path(*points):
+    return [list(points)]
+
+
+def test_waiting_intrusions_geometry():
+    """Link 0 waits at (10, 0) heading east, its car 1.8 m wide; a stream crossing 1.5 m ahead of
+    its front touches it; a parallel one whose centre line is within half a car width of a front
+corner does too, one further out does not."""
+    waiting = [[(0.0, 0.0), (10.0, 0.0)], [(10.0, 0.0), (20.0, 8.0)]]
+    near = _path((10.5, -20.0), (10.5, 20.0))  # crosses 0.5 m ahead of the front
+    side = _path((-5.0, 1.5), (30.0, 1.5))   # parallel, 1.5 m to the left: 0.6 m from a corner
+    far = _path((-5.0, 2.0), (30.0, 2.0))    # 1.1 m from the corner: clear
+    paths = {("t", 0): [waiting], ("t", 1): [near], ("t", 2): [side], ("t", 3): [far]}
+    assert _waiting_intrusions("t", 4, paths) == {(0, 1), (0, 2)}
+    # a link without a waiting point (one internal lane) waits nowhere
+    assert _waiting_intrusions("t", 2, {("t", 0): [_path((0.0, 0.0), (10.0, 0.0))], ("t", 1): [near]}) == set()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(-50, 50), st.floats(-50, 50)), min_size=2, max_size=5),
+       st.tuples(st.floats(-50, 50), st.floats(-50, 50)))
+def test_polyline_distance_matches_dense_sampling(shape, p):
+    dense = min(math.hypot(p[0] - (ax + t * (bx - ax)), p[1] - (ay + t * (by - ay)))
+                for (ax, ay), (bx, by) in zip(shape, shape[1:]) for t in np.linspace(0.0, 1.0, 2001))
+    got = _polyline_distance(p, shape)
+    assert got <= dense + 1e-9
+    seg = max(math.hypot(bx - ax, by - ay) for (ax, ay), (bx, by) in zip(shape, shape[1:]))
+    assert dense - got <= seg / 2000 + 1e-9
 
 
 def test_compiled_arrays_are_consistent(resco_dir):
