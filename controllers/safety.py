@@ -15,8 +15,12 @@ tick at a time, link by link, under four interlocks:
   protected ``G`` only while the other has been red for the clearance time; the other may then
   start only after the turn has gone through yellow and red clearance (or together with it), so
   no vehicle that entered on a protected green meets oncoming traffic released under it;
-- a permissive turn that ends takes the greens it gives way to with it (through yellow, once
-  their minimum green is over), so vehicles waiting inside the junction can get out.
+- a permissive turn that ends while the streams it gives way to end too stays green until they
+  have been red for their exit time (``CompiledNetwork.link_exit_s``: the last vehicle that ran
+  their yellow is out), so the turners waiting inside the junction leave on their own green
+  behind it; one that ends while those streams
+  stay takes them with it (through yellow, once their minimum green is over), so vehicles
+  waiting inside the junction can get out.
 
 Links green in both the old and the new phase simply stay green. A target the signal cannot
 reach yet (a conflicting green still in its minimum) is approached as far as is safe and
@@ -50,7 +54,7 @@ class SafetyConfig:
 @njit(cache=True)
 def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, phase_link_idx,
              link_conflict_ptr, link_conflict_idx, link_yield_ptr, link_yield_idx, link_yielder_ptr,
-             link_yielder_idx, min_green_ns, yellow_ns, red_ns, clear_ns, link_state, link_since_ns,
+             link_yielder_idx, min_green_ns, yellow_ns, red_ns, clear_ns, exit_ns, link_state, link_since_ns,
              link_long_clear, want, active_phase, active_since_ns):
     changes = 0
     for t in range(tls_link_ptr.size - 1):
@@ -73,6 +77,9 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
                 # gives way to starts)
                 giving_way = _giving_way(now_ns, link, link_yield_ptr, link_yield_idx, link_state,
                                          link_since_ns, red_ns)
+                if _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns,
+                                    exit_ns, want):
+                    continue  # the streams it gives way to end first: it ends once their last vehicle is out
                 if giving_way and not _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx,
                                                         link_state, link_since_ns, min_green_ns):
                     continue  # the stream it gives way to is in its minimum green: end together later
@@ -171,6 +178,21 @@ def _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx, link_state, 
 
 
 @njit(cache=True)
+def _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, exit_ns, want):
+    """Whether a stream ``link`` gives way to (but not back) is ending too (not wanted, and not
+    yet red for its exit time). The turn then keeps its green until the last vehicle that ran that
+    stream's yellow is out of the junction: turners waiting inside it leave behind that vehicle,
+    on their own green, instead of both moving on yellow or the turn moving on a stream that has
+    just turned red (on cologne3 both collided, where SUMO's own programs did not)."""
+    for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
+        b = link_yield_idx[k]
+        if (not want[b] and (link_state[b] != RED or now_ns - link_since_ns[b] < exit_ns[b])
+                and not _yields_to(b, link, link_yield_ptr, link_yield_idx)):
+            return True
+    return False
+
+
+@njit(cache=True)
 def _blocks_priority(link, link_yield_ptr, link_yield_idx, link_state, want):
     """Whether green ``link`` gives way to a wanted link still red (which it keeps from starting)."""
     for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
@@ -209,6 +231,8 @@ class Safety:
         # what a conflicting link waits after this one turns red: the configured red clearance,
         # or longer where the junction's geometry needs it (vehicles waiting inside it)
         self._clear_ns = np.round(np.maximum(self.config.red_clearance_s, net.link_clearance_s) * 1e9).astype(np.int64)
+        # how long a stream's last yellow runner may be in the junction after its red
+        self._exit_ns = np.round(np.maximum(self.config.red_clearance_s, net.link_exit_s) * 1e9).astype(np.int64)
         self._now_ns = start_ns
         self._chars = np.zeros(n_links, dtype=np.uint8)
 
@@ -221,7 +245,7 @@ class Safety:
             net.phase_link_idx, net.link_conflict_ptr, net.link_conflict_idx, net.link_yield_ptr,
             net.link_yield_idx, self._yielder_ptr, self._yielder_idx,
             np.int64(round(c.min_green_s * 1e9)), np.int64(round(c.yellow_s * 1e9)),
-            np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self.link_state, self.link_since_ns,
+            np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self._exit_ns, self.link_state, self.link_since_ns,
             self._long_clear, self._want,
             self.active_phase, self.active_since_ns,
         )

@@ -59,6 +59,7 @@ class CompiledNetwork:
     link_permissive: np.ndarray  # bool[n_links] never a protected green in the source program
     link_stop_on_red: np.ndarray  # bool[n_links] red is "stop, then go" (right turn on red)
     link_clearance_s: np.ndarray  # float64[n_links] red clearance the geometry needs (0: default)
+    link_exit_s: np.ndarray  # float64[n_links] how long a yellow runner may stay in the junction after red
     link_move_ptr: np.ndarray  # CSR over links: movements the link controls
     link_move_idx: np.ndarray
 
@@ -140,6 +141,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
     permissive = np.zeros(n_links, dtype=np.bool_)
     stop_on_red = np.zeros(n_links, dtype=np.bool_)
     clearance = np.zeros(n_links, dtype=np.float64)
+    exit_s = np.zeros(n_links, dtype=np.float64)
     phases: list[list[int]] = []
     phase_tls: list[int] = []
     tls_phase_counts = []
@@ -154,6 +156,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
         permissive[[base + i for i in sig["permissive"]]] = True
         stop_on_red[[base + i for i in sig["stop_on_red"]]] = True
         clearance[base:base + sig["n_links"]] = sig["clearance_s"]
+        exit_s[base:base + sig["n_links"]] = sig.get("exit_s", 0.0)
         for p in sig["phases"]:
             phases.append([base + i for i in p])
             phase_tls.append(t)
@@ -210,6 +213,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
         link_permissive=permissive,
         link_stop_on_red=stop_on_red,
         link_clearance_s=clearance,
+        link_exit_s=exit_s,
         link_move_ptr=lm_ptr,
         link_move_idx=lm_idx,
         tls_phase_ptr=tls_phase_ptr,

@@ -8,7 +8,7 @@ junctions when there are parallel ones). Everything the engine compiles lives on
 - ``G.graph["movements"]``: lane-to-lane connections ``{from_lane, to_lane, junction, tls,
   link_index, direction}`` (``tls`` is None where no signal controls the movement)
 - ``G.graph["signals"]``: signal id -> ``{n_links, junctions, conflicts, yields, permissive, clearance_s,
-  stop_on_red, phases, programs}`` (``stop_on_red``: links whose red is SUMO's ``s``, a right
+  exit_s, stop_on_red, phases, programs}`` (``stop_on_red``: links whose red is SUMO's ``s``, a right
   turn on red after stopping)
 
 Conflicts come from the junction's own right-of-way table: two links are *foes* when SUMO's
@@ -134,6 +134,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
         intrusions = _waiting_intrusions(tls_id, n_links, link_paths)
         signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns, intrusions)
         signals[tls_id]["clearance_s"] = [round(link_clear.get((tls_id, i), 0.0), 2) for i in range(n_links)]
+        signals[tls_id]["exit_s"] = [round(_exit_time_s(link_paths.get((tls_id, i), [])), 2) for i in range(n_links)]
         for j in signals[tls_id]["junctions"]:
             g.nodes[j]["tls"] = tls_id
 
@@ -316,6 +317,22 @@ def _polyline_distance(p: tuple[float, float], shape) -> float:
         t = 0.0 if den == 0 else min(1.0, max(0.0, ((px - ax) * dx + (py - ay) * dy) / den))
         best = min(best, math.hypot(px - ax - t * dx, py - ay - t * dy))
     return best
+
+
+YELLOW_RUNNER_MPS = 6.0  # a vehicle that entered late on yellow, from a queue: not at full speed
+
+
+def _exit_time_s(paths: list) -> float:
+    """How long the last vehicle that entered a link on yellow may still be inside the junction
+    after the link turns red: its path through the junction and its own length at
+    ``YELLOW_RUNNER_MPS`` (0 for links without internal lanes)."""
+    longest = 0.0
+    for path in paths:
+        length = 0.0
+        for shape in path:
+            length += sum(math.hypot(bx - ax, by - ay) for (ax, ay), (bx, by) in zip(shape, shape[1:]))
+        longest = max(longest, length)
+    return (longest + VEHICLE_LENGTH_M) / YELLOW_RUNNER_MPS if longest else 0.0
 
 
 SNEAKER_ACCEL_MPS2 = 2.6  # SUMO's default passenger car acceleration
