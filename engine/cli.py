@@ -256,6 +256,11 @@ def _print_status(st: dict) -> None:
           + "  ".join(f"{k} {v}" for k, v in sorted(st["detectors"]["by_health"].items())))
     print(f"alarms       {st['alarms']['active']} active, {st['alarms']['raised_total']} raised since start")
     print(f"junctions    {st['junctions']['signals']} signals, {st['junctions']['with_adapter']} with an adapter")
+    feed = st.get("feed")
+    if feed:
+        print(f"feed         seq {feed['seq']}  {feed['topics']} topics  {feed['snapshots_served']} snapshots served"
+              + (f"  ({feed['snapshots_cut']} cut, {feed['bad_requests']} bad requests)"
+                 if feed["snapshots_cut"] or feed["bad_requests"] else ""))
     rec = st.get("recording") or {}
     if rec.get("enabled"):
         print(f"recording    {rec['dir']}  segment {rec['segment']}  {rec['bytes_written'] / 1e6:.1f} MB written"

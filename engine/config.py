@@ -112,12 +112,12 @@ class FeedParams(_Conf):
     """The public feed's queues (``engine.feed``). A subscriber more than ``send_hwm`` messages
     behind loses messages (the engine never waits for it); it sees the gap and re-snapshots."""
 
-    send_hwm: int = 10_000  # messages queued per subscriber on the PUB socket
+    send_hwm: int = 10_000  # messages queued per subscriber on the PUB socket (0: no limit)
     snapshot_hwm: int = 100_000  # messages queued per client on the snapshot socket (one per topic)
 
     def __post_init__(self) -> None:
-        if self.send_hwm < 1 or self.snapshot_hwm < 1:
-            raise ValueError("feed.send_hwm and feed.snapshot_hwm must be at least 1")
+        if self.send_hwm < 0 or self.snapshot_hwm < 1:
+            raise ValueError("feed.send_hwm must be >= 0 (0: no limit) and feed.snapshot_hwm >= 1")
 
 
 class HealthParams(_Conf):

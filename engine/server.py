@@ -441,7 +441,7 @@ def conditions_extra(st) -> dict:
     from network.estimate import los_letters
 
     return {
-        "delay_s": [None if d != d else round(d, 1) for d in st.edge_delay_s.tolist()],
+        "delay_s": _rounded_or_nil(st.edge_delay_s, 1),
         "los": los_letters(st.edge_los),
         "observed": st.edge_observed.tolist(),
         "minute": {
@@ -451,10 +451,19 @@ def conditions_extra(st) -> dict:
             "density_vpkm": np.round(st.minute_density_vpkm, 1).tolist(),
             "queue_veh": np.round(st.minute_queue_veh, 2).tolist(),
             "travel_time_s": np.round(st.minute_travel_time_s, 2).tolist(),
-            "delay_s": [None if d != d else round(d, 1) for d in st.minute_delay_s.tolist()],
+            "delay_s": _rounded_or_nil(st.minute_delay_s, 1),
             "los": los_letters(st.minute_los),
         },
     }
+
+
+def _rounded_or_nil(a: np.ndarray, decimals: int) -> list:
+    """``a`` rounded, as a list, with None (msgpack nil) where it is NaN (a tenth of the time of a
+    Python loop over 10k edges)."""
+    out = np.round(a, decimals).tolist()
+    for k in np.flatnonzero(a != a).tolist():
+        out[k] = None
+    return out
 
 
 def print_ready(server: Server) -> None:
