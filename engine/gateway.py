@@ -115,6 +115,8 @@ class FeedMirror(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+        with self.cond:
+            self.cond.notify_all()
 
 
 def _wanted(topic: str, prefixes: list[str]) -> bool:
