@@ -446,3 +446,71 @@ def test_gateway_and_feed_commands_start_serve_and_stop_cleanly(demo_net):
                        ("gateway", ("/network.geojson", "Last-Event-ID", "--listen"))):
         h = subprocess.run([sys.executable, "-m", "engine", cmd, "--help"], capture_output=True, text=True, cwd=REPO)
         assert h.returncode == 0 and all(w in h.stdout for w in words), h.stdout
+
+
+def test_a_restarted_engine_is_noticed_and_followed_from_a_new_snapshot():
+    """The seq starts again at 1 when the engine restarts: the client takes a new snapshot of the
+    new engine instead of dropping its messages as old ones."""
+    ctx = zmq.Context.instance()
+
+    class Engine_(threading.Thread):
+        """A publisher in its own thread: ``n`` messages on ``topic`` (5 ms apart), serving snapshots."""
+
+        def __init__(self, topic, n, feed="tcp://127.0.0.1:*", snap="tcp://127.0.0.1:*"):
+            super().__init__(daemon=True)
+            self.pub, self.router = ctx.socket(zmq.PUB), ctx.socket(zmq.ROUTER)
+            for sock, ep in ((self.pub, feed), (self.router, snap)):
+                sock.setsockopt(zmq.LINGER, 0)
+                for attempt in range(100):  # a closed socket frees its port a moment later
+                    try:
+                        sock.bind(ep)
+                        break
+                    except zmq.ZMQError:
+                        if attempt == 99:
+                            raise
+                        time.sleep(0.02)
+            self.endpoints = [x.getsockopt_string(zmq.LAST_ENDPOINT) for x in (self.pub, self.router)]
+            self.publisher = FeedPublisher(self.pub, self.router)
+            self.topic, self.n = topic, n
+            self.stop = threading.Event()
+            self.start()
+
+        def run(self):
+            while not self.stop.is_set():
+                if self.publisher.seq < self.n:
+                    self.publisher.publish(self.topic, {"k": self.publisher.seq})
+                self.publisher.serve_snapshots()
+                time.sleep(0.005)
+
+        def close(self):
+            self.stop.set()
+            self.join(5)
+            self.pub.close(0)
+            self.router.close(0)
+
+    def follow(client, engine):
+        got = []
+        deadline = time.monotonic() + 15
+        while client.seq != engine.n and time.monotonic() < deadline:
+            got += client.poll(20)
+        return got
+
+    old = Engine_(b"before", 60)
+    client = FeedClient(*old.endpoints, join_wait_s=0.2)
+    new = None
+    try:
+        first = client.start()
+        assert first[0].kind in ("snapshot", "end")
+        follow(client, old)
+        assert client.seq == 60 and client.restarts == 0
+        old.close()
+        new = Engine_(b"after", 40, *old.endpoints)
+        got = follow(client, new)
+        assert client.restarts == 1 and client.seq == 40
+        assert any(m.kind == "end" and m.body["reason"] == "restart" for m in got)
+        assert set(client.state) == {"after"} and client.state["after"]["k"] == 39
+    finally:
+        client.close()
+        old.close()
+        if new is not None:
+            new.close()
