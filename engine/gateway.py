@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-from engine.feed import FeedClient, FeedError, FeedMessage
+from engine.feed import FeedClient, FeedError, FeedMessage, state_key
 
 log = logging.getLogger("traffic_engine.gateway")
 KEEPALIVE_S = 15.0
@@ -55,8 +55,6 @@ class FeedMirror(threading.Thread):
         self.conditions: dict | None = None
 
     def run(self) -> None:
-        from engine.feed import state_key
-
         while not self.stopping.is_set():
             client = FeedClient(self.feed_ep, self.snapshot_ep, timeout_s=self.timeout_s)
             try:
@@ -64,7 +62,7 @@ class FeedMirror(threading.Thread):
                 msgs = client.start()
                 while not self.stopping.is_set():
                     if msgs:
-                        self._apply(msgs, state_key)
+                        self._apply(msgs)
                     msgs = client.poll(200)
             except FeedError as exc:
                 with self.cond:
@@ -75,7 +73,7 @@ class FeedMirror(threading.Thread):
             finally:
                 client.close()
 
-    def _apply(self, msgs: list[FeedMessage], state_key) -> None:
+    def _apply(self, msgs: list[FeedMessage]) -> None:
         with self.cond:
             snap: dict | None = None
             for m in msgs:
@@ -289,7 +287,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Access-Control-Allow-Origin", "*")
         self.end_headers()
-        self.gw.streams += 1
+        with m.cond:
+            self.gw.streams += 1
         try:
             write, flush = self.wfile.write, self.wfile.flush
             write(b"retry: 2000\n\n")
@@ -319,7 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass
         finally:
-            self.gw.streams -= 1
+            with m.cond:
+                self.gw.streams -= 1
 
 
 def parse_listen(text: str) -> tuple[str, int]:
