@@ -514,3 +514,25 @@ def test_a_restarted_engine_is_noticed_and_followed_from_a_new_snapshot():
         old.close()
         if new is not None:
             new.close()
+
+
+def test_endpoints_come_from_the_ready_line_a_file_or_the_config(tmp_path):
+    from engine.feed import resolve_endpoints, snapshot_endpoint
+
+    assert snapshot_endpoint("tcp://127.0.0.1:*", None) == "tcp://127.0.0.1:*"  # never a fixed port in tests
+    assert snapshot_endpoint("tcp://10.1.2.3:7703", None) == "tcp://10.1.2.3:7705"
+    assert snapshot_endpoint("tcp://10.1.2.3:7703", "tcp://10.1.2.3:9000") == "tcp://10.1.2.3:9000"
+    ready = '{"ready": true, "endpoints": {"feed": "tcp://127.0.0.1:4001", "snapshot": "tcp://127.0.0.1:4002"}}'
+    assert resolve_endpoints(ready, None, None) == ("tcp://127.0.0.1:4001", "tcp://127.0.0.1:4002")
+    (tmp_path / "ready.txt").write_text(ready + "\n")
+    assert resolve_endpoints(str(tmp_path / "ready.txt"), None, "tcp://h:1") == ("tcp://127.0.0.1:4001", "tcp://h:1")
+    (tmp_path / "e.toml").write_text('[endpoints]\nfeed = "tcp://10.0.0.9:8803"\n')
+    assert resolve_endpoints(str(tmp_path / "e.toml"), None, None) == ("tcp://10.0.0.9:8803", "tcp://10.0.0.9:7705")
+    assert resolve_endpoints(None, None, None) == ("tcp://127.0.0.1:7703", "tcp://127.0.0.1:7705")
+    with pytest.raises(ValueError, match="neither a ready line"):
+        resolve_endpoints(str(tmp_path / "missing.json"), None, None)
+    with pytest.raises(ValueError, match="no endpoints.feed"):
+        resolve_endpoints('{"ready": true}', None, None)
+    (tmp_path / "any.toml").write_text('[endpoints]\nfeed = "tcp://127.0.0.1:*"\n')
+    with pytest.raises(ValueError, match="has no port"):
+        resolve_endpoints(str(tmp_path / "any.toml"), None, None)
