@@ -39,7 +39,7 @@ from network import compile_network, default_layout
 from network.layout import DetectorSpec
 
 ANY = Endpoints(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*", feed="tcp://127.0.0.1:*",
-                operators="tcp://127.0.0.1:*")
+                operators="tcp://127.0.0.1:*", snapshot="tcp://127.0.0.1:*")
 MS = 1_000_000
 
 

@@ -43,7 +43,7 @@ from network import compile_network, default_layout
 DEMO = Path(__file__).resolve().parents[1] / "sim" / "scenarios" / "demo" / "demo.net.xml"
 T0 = 1_767_225_600 * 10**9
 ANY = ('[endpoints]\ningest = "tcp://127.0.0.1:*"\nadapters = "tcp://127.0.0.1:*"\n'
-       'feed = "tcp://127.0.0.1:*"\noperators = "tcp://127.0.0.1:*"\n')
+       'feed = "tcp://127.0.0.1:*"\noperators = "tcp://127.0.0.1:*"\nsnapshot = "tcp://127.0.0.1:*"\n')
 
 
 _used = itertools.count()

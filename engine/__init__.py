@@ -4,4 +4,7 @@
 safety) with no I/O; ``server.Server`` binds the four ZeroMQ sockets around it (ingest PULL,
 adapters ROUTER, feed PUB, operators ROUTER) and runs the loop on the wall clock or, for a
 simulator in lockstep, on the watermarks it sends. ``client`` holds the peers' side.
+``feed`` is the public feed (every message numbered and kept as state; snapshots for late
+joiners on a fifth socket, ROUTER; ``FeedClient`` for subscribers) and ``gateway`` serves it
+over HTTP.
 """

@@ -15,13 +15,16 @@ DESCRIPTION = """\
 traffic-engine: real-time traffic signal control and analytics.
 
   serve      run the engine live on a SUMO network (sockets: ingest 7701, adapters 7702,
-             feed 7703, operators 7704)
+             feed 7703, operators 7704, feed snapshots 7705)
   evaluate   run SUMO as the city, with the engine (or SUMO's own controller) in the loop,
              and report delay, throughput and safety
   demo       the bundled town, every controller, one table
   ctl        ask a running engine (status, alarms, detectors; route FROM TO: fastest route
              on live travel times)
   replay     run the engine over a recording (serve --record) and check it sends the same commands
+  feed       print the public feed: a snapshot of every topic, then the live updates
+  gateway    serve the feed over HTTP: GeoJSON of the network with its conditions, SPaT, a live
+             event stream (server-sent events)
 """
 
 
@@ -159,6 +162,71 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if result["mismatches"] else 0
 
 
+def _feed(args: argparse.Namespace) -> int:
+    from engine.feed import FeedClient, FeedError, format_line, resolve_endpoints
+
+    try:
+        feed, snapshot = resolve_endpoints(args.engine, args.feed, args.snapshot)
+    except ValueError as exc:
+        print(f"traffic-engine feed: {exc}", file=sys.stderr)
+        return 2
+    if args.count is not None and args.count < 1:
+        print("traffic-engine feed: --count must be at least 1", file=sys.stderr)
+        return 2
+    shown = 0
+    client = FeedClient(feed, snapshot, topics=args.topics or (), timeout_s=args.timeout)
+    try:
+        for msg in client.messages():
+            if args.json:
+                line = json.dumps({"kind": msg.kind, "seq": msg.seq, "topic": msg.topic, "body": msg.body})
+            else:
+                line = format_line(msg)
+            print(line, flush=True)
+            if msg.kind != "end":
+                shown += 1
+                if args.count is not None and shown >= args.count:
+                    break
+    except FeedError as exc:
+        print(f"traffic-engine feed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `| head`
+        sys.stderr.close()
+        return 0
+    finally:
+        client.close()
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from engine.feed import resolve_endpoints
+    from engine.gateway import Gateway, parse_listen, ready_line
+
+    try:
+        feed, snapshot = resolve_endpoints(args.engine, args.feed, args.snapshot)
+        listen = parse_listen(args.listen)
+        gw = Gateway(args.net, feed, snapshot, listen=listen, buffer=args.buffer, timeout_s=args.timeout)
+    except (ValueError, OSError) as exc:
+        print(f"traffic-engine gateway: {exc}", file=sys.stderr)
+        return 2
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    gw.start()
+    print(ready_line(gw), flush=True)
+    logging.getLogger("traffic_engine").info("gateway on %s (feed %s, snapshots %s)", gw.url, feed, snapshot)
+    try:
+        gw.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gw.shutdown()
+    return 0
+
+
 def _print_detectors(res: dict) -> None:
     by = res["by_health"]
     print(f"{res['loops']} loops, {res['cameras']} cameras: "
@@ -188,6 +256,11 @@ def _print_status(st: dict) -> None:
           + "  ".join(f"{k} {v}" for k, v in sorted(st["detectors"]["by_health"].items())))
     print(f"alarms       {st['alarms']['active']} active, {st['alarms']['raised_total']} raised since start")
     print(f"junctions    {st['junctions']['signals']} signals, {st['junctions']['with_adapter']} with an adapter")
+    feed = st.get("feed")
+    if feed:
+        print(f"feed         seq {feed['seq']}  {feed['topics']} topics  {feed['snapshots_served']} snapshots served"
+              + (f"  ({feed['snapshots_cut']} cut, {feed['bad_requests']} bad requests)"
+                 if feed["snapshots_cut"] or feed["bad_requests"] else ""))
     rec = st.get("recording") or {}
     if rec.get("enabled"):
         print(f"recording    {rec['dir']}  segment {rec['segment']}  {rec['bytes_written'] / 1e6:.1f} MB written"
@@ -291,6 +364,47 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--net", help="the network file, when it is no longer where it was recorded")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     r.set_defaults(func=_replay)
+
+    def feed_endpoints(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--engine", metavar="ENDPOINTS",
+                            help="the engine's endpoints: the JSON ready line `serve` printed, a file holding "
+                                 "it, or the engine's config file (.toml/.json)")
+        parser.add_argument("--feed", metavar="EP", help="the feed (PUB) endpoint (default: from --engine, else "
+                                                         "tcp://127.0.0.1:7703)")
+        parser.add_argument("--snapshot", metavar="EP", help="the snapshot (ROUTER) endpoint (default: from "
+                                                             "--engine, else the feed's host at port 7705)")
+        parser.add_argument("--timeout", type=float, default=5.0,
+                            help="seconds to wait for the engine's snapshot (default %(default)s)")
+
+    f = sub.add_parser("feed", help="print the public feed", description=(
+        "Print the engine's public feed: first a snapshot (the latest message of every topic, marked S, "
+        "then a 'snapshot complete' line), then every live update in order. Each line: seq, topic, a "
+        "summary; --json prints one JSON object per line instead ({kind, seq, topic, body}; kind is "
+        "snapshot, end or update). Messages are numbered across the feed; a gap (lost messages) or an "
+        "engine restart makes it take a new snapshot, so nothing is missed or doubled. "
+        "Example: `traffic-engine feed --topics spat. alarms --count 20`."))
+    feed_endpoints(f)
+    f.add_argument("--topics", nargs="+", metavar="PREFIX",
+                   help="only topics starting with one of these (conditions, spat., spat.<junction>, advice., "
+                        "alarms); default: all")
+    f.add_argument("--count", type=int, metavar="N", help="exit after N messages (snapshot ones included)")
+    f.add_argument("--json", action="store_true", help="JSON lines instead of the human summary")
+    f.set_defaults(func=_feed)
+
+    g = sub.add_parser("gateway", help="serve the feed over HTTP", description=(
+        "Serve the engine's public feed over HTTP: GET /network.geojson (every edge of NET as a "
+        "LineString, lon/lat when the network file has a projection, with its name, lanes, speed limit "
+        "and current conditions), GET /spat (the latest SPaT of every signal), GET /stream (server-sent "
+        "events: id = seq, event = topic; reconnects with Last-Event-ID resume from a buffer or get a "
+        "fresh snapshot; ?topics=spat.,alarms filters), GET /healthz. Prints one JSON line with its URL "
+        "when ready. Protocol: docs/protocol.md."))
+    g.add_argument("net", help="the SUMO .net.xml the engine serves (for the edges' shapes)")
+    feed_endpoints(g)
+    g.add_argument("--listen", default="127.0.0.1:7780", metavar="HOST:PORT",
+                   help="where to serve HTTP (default %(default)s; port 0 = any free port)")
+    g.add_argument("--buffer", type=int, default=1024, metavar="N",
+                   help="feed messages kept for /stream clients that reconnect (default %(default)s)")
+    g.set_defaults(func=_gateway)
     return p
 
 

@@ -18,6 +18,9 @@ class Endpoints(_Conf):
     adapters: str = "tcp://127.0.0.1:7702"
     feed: str = "tcp://127.0.0.1:7703"
     operators: str = "tcp://127.0.0.1:7704"
+    # the feed's snapshot ROUTER (late joiners, engine.feed); unset: beside the feed, any free port
+    # when the feed binds one, else the feed's host at port 7705
+    snapshot: str | None = None
 
 
 class NetworkParams(_Conf):
@@ -105,6 +108,18 @@ class RecordingParams(_Conf):
             raise ValueError(f"recording.segment_bytes must be at least 4096, not {self.segment_bytes}")
 
 
+class FeedParams(_Conf):
+    """The public feed's queues (``engine.feed``). A subscriber more than ``send_hwm`` messages
+    behind loses messages (the engine never waits for it); it sees the gap and re-snapshots."""
+
+    send_hwm: int = 10_000  # messages queued per subscriber on the PUB socket (0: no limit)
+    snapshot_hwm: int = 100_000  # messages queued per client on the snapshot socket (one per topic)
+
+    def __post_init__(self) -> None:
+        if self.send_hwm < 0 or self.snapshot_hwm < 1:
+            raise ValueError("feed.send_hwm must be >= 0 (0: no limit) and feed.snapshot_hwm >= 1")
+
+
 class HealthParams(_Conf):
     """Detector health checks, after PeMS diagnostics and NTCIP 1202 detector alarms
     (``detectors.health``). Durations are seconds of detector time, so they hold for any
@@ -162,6 +177,7 @@ class EngineConfig(_Conf):
     ingest: IngestParams = IngestParams()
     recording: RecordingParams = RecordingParams()
     health: HealthParams = HealthParams()
+    feed: FeedParams = FeedParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):

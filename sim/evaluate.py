@@ -183,7 +183,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     cfg = msgspec.structs.replace(
         base, controller=controller, clock="sim", detectors=str(inventory),
         endpoints=Endpoints(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*",
-                            feed="tcp://127.0.0.1:*", operators="tcp://127.0.0.1:*"),
+                            feed="tcp://127.0.0.1:*", operators="tcp://127.0.0.1:*",
+                            snapshot="tcp://127.0.0.1:*"),
     )
     cfg_path = outdir / "engine.json"
     cfg_path.write_bytes(dump_config(cfg))

@@ -11,7 +11,7 @@ from engine.core import Engine
 from engine.server import Server
 
 ANY = Endpoints(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*", feed="tcp://127.0.0.1:*",
-                operators="tcp://127.0.0.1:*")
+                operators="tcp://127.0.0.1:*", snapshot="tcp://127.0.0.1:*")
 
 
 @contextmanager

@@ -147,3 +147,18 @@ def test_control_benchmark_writes_one_table(small_scenario, tmp_path):
                             "--cache", str(tmp_path / "runs"), "--markdown", "", "-q"],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "-- small" not in again.stderr
+
+
+def test_feed_benchmark_prints_and_writes_its_figures(tmp_path):
+    """Tiny run: publish cost next to raw PUB/SUB, and the clone client loses nothing when joining late."""
+    out = tmp_path / "feed.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.feed", "--grid", "3", "--ticks", "3", "--join-grid", "3",
+                        "--joins", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    pub = res["publish"]
+    assert pub["feed"]["received"] == pub["raw"]["received"] == 3 * pub["messages_per_tick"]
+    assert pub["ratio_msg_per_s"] == pub["feed"]["msg_per_s"] / pub["raw"]["msg_per_s"]
+    late = res["late_joiners"]
+    assert late["clone_lost"] == [0] and late["truth_gaps"] == 0
+    assert f"ratio feed/raw: {pub['ratio_msg_per_s']:.2f}" in r.stdout

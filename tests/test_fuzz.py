@@ -37,6 +37,7 @@ def engine_proc(resco_dir, tmp_path_factory):
     cfg = tmp / "engine.toml"
     cfg.write_text('tick_s = 0.1\n[endpoints]\ningest = "tcp://127.0.0.1:*"\nadapters = "tcp://127.0.0.1:*"\n'
                    'feed = "tcp://127.0.0.1:*"\noperators = "tcp://127.0.0.1:*"\n'
+                   'snapshot = "tcp://127.0.0.1:*"\n'
                    '[ingest]\nmax_message_bytes = 65536\n')
     err = (tmp / "engine.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", str(net_path), "--config", str(cfg)],

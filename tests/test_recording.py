@@ -35,7 +35,7 @@ from network.layout import default_layout
 DEMO_NET = Path(__file__).resolve().parents[1] / "sim" / "scenarios" / "demo" / "demo.net.xml"
 T0 = 1_767_225_600 * 10**9
 ANY_PORTS = ('[endpoints]\ningest = "tcp://127.0.0.1:*"\nadapters = "tcp://127.0.0.1:*"\n'
-             'feed = "tcp://127.0.0.1:*"\noperators = "tcp://127.0.0.1:*"\n')
+             'feed = "tcp://127.0.0.1:*"\noperators = "tcp://127.0.0.1:*"\nsnapshot = "tcp://127.0.0.1:*"\n')
 
 
 @pytest.fixture(scope="module")

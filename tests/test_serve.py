@@ -14,12 +14,13 @@ from engine.client import OperatorClient
 def test_serve_ticks_on_the_wall_clock_and_stops_cleanly(resco_dir, tmp_path):
     cfg = tmp_path / "engine.toml"
     cfg.write_text('tick_s = 0.2\n[endpoints]\ningest = "tcp://127.0.0.1:*"\nadapters = "tcp://127.0.0.1:*"\n'
-                   'feed = "tcp://127.0.0.1:*"\noperators = "tcp://127.0.0.1:*"\n')
+                   'feed = "tcp://127.0.0.1:*"\noperators = "tcp://127.0.0.1:*"\n'
+                   'snapshot = "tcp://127.0.0.1:*"\n')
     proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", str(resco_dir / "cologne1" / "cologne1.net.xml"),
                              "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = json.loads(proc.stdout.readline())
-        assert ready["ready"] and set(ready["endpoints"]) == {"ingest", "adapters", "feed", "operators"}
+        assert ready["ready"] and set(ready["endpoints"]) == {"ingest", "adapters", "feed", "operators", "snapshot"}
         with OperatorClient(ready["endpoints"]["operators"], timeout_s=10) as client:
             first = client.request("status")["tick"]["count"]
             time.sleep(1.0)
