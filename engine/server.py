@@ -4,7 +4,8 @@
   the rest wait in ZeroMQ's own bounded queue (see ``_watch_ingest`` for the overload policy).
 - adapters (ROUTER): ``Hello`` registers signals; every tick each registered signal gets a
   ``Command`` (which is also the engine's heartbeat).
-- feed (PUB): every tick ``conditions`` (per edge) and ``spat.<signal>`` (per signal); ``alarms``
+- feed (PUB): every tick ``conditions`` (per edge), ``spat.<signal>`` and ``advice.<signal>`` (per
+  signal, ``engine.spat``); ``alarms``
   when one is raised or cleared.
 - operators (ROUTER): ``Request`` -> ``Reply``; ``status``, ``alarms`` and ``detectors``.
 
@@ -33,6 +34,7 @@ from engine import protocol as P
 from engine.clock import ManualClock, WallClock
 from engine.core import Engine
 from engine.recorder import NullRecorder
+from engine.spat import SpatStage
 
 log = logging.getLogger("traffic_engine.server")
 COALESCE_BELOW = 256  # frames: a drain that took fewer waits ``ingest.coalesce_ms`` before the next
@@ -67,6 +69,8 @@ class Server:
             for name, sock in (("ingest", self.ingest), ("adapters", self.adapters), ("feed", self.feed),
                                ("operators", self.operators))
         }
+        self.spat = SpatStage(engine.net, engine.safety, self.config.spat, self.config.tick_s)
+        self.spat.update(0, engine.estimator.state.lane_queue_veh)  # (loads its kernels before the first tick)
         self.links: dict[bytes, AdapterLink] = {}
         self.signal_adapter: dict[int, bytes] = {}
         self.feed_seq = 0
@@ -269,12 +273,14 @@ class Server:
             **conditions_extra(st),
         }
         self.feed.send_multipart([b"conditions", P.encoder.encode(body)])
-        ptr = net.tls_link_ptr
-        for t, tls in enumerate(net.tls_ids):
+        # spat.<junction> and advice.<junction>: bodies from engine.spat (a kernel over every link)
+        eng = self.engine
+        self.spat.load_plan(eng.controller, eng.target_phase)
+        self.spat.update(now_ns, st.lane_queue_veh)
+        for topic, body in self.spat.messages(chars, now_ns, eng.local_phase):
             self.feed_seq += 1
-            spat = {"seq": self.feed_seq, "ts_ns": now_ns, "junction": tls, "state": chars[ptr[t]:ptr[t + 1]],
-                    "phase": self.engine.local_phase(t)}
-            self.feed.send_multipart([b"spat." + tls.encode(), P.encoder.encode(spat)])
+            body["seq"] = self.feed_seq
+            self.feed.send_multipart([topic, P.encoder.encode(body)])
 
     # -- adapters -------------------------------------------------------------------------
 
