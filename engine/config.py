@@ -59,6 +59,11 @@ class AdaptiveParams(_Conf):
     blind_veh: float = 3.0
     recall_veh: float = 0.5
     average_tau_s: float = 600.0
+    commit_s: float = 0.0  # > 0: planned mode, green ends and successors committed this far ahead
+    plan_lost_s: float = 2.0
+    plan_headway_s: float = 2.0
+    plan_tail_s: float = 3.0
+    plan_moving_weight: float = 1.0
 
 
 class ScatsParams(_Conf):

@@ -80,7 +80,7 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
                 target, known, committed, min_end, max_end, likely, confidence, win_start, win_end):
     """Run the safety stage forward along the controllers' plans; fill the SPaT arrays and the
     first two green windows of every link (see the module docstring). Returns the links whose
-    change falls within the horizon."""
+    change the plans bring within the horizon (yellows not counted)."""
     n_links = link_state0.size
     n_tls = tls_link_ptr.size - 1
     for link in range(n_links):
@@ -97,6 +97,11 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
             win_end[link, w] = -1
         if st[link] == GREEN:
             win_start[link, 0] = now_ns
+        elif st[link] == YELLOW:  # a yellow ends on time whatever the plan: at the first tick after it
+            k = max(np.int64(1), (link_since0[link] + yellow_ns - now_ns + tick_ns - 1) // tick_ns)
+            likely[link] = now_ns + k * tick_ns
+            max_end[link] = likely[link]
+            confidence[link] = 1.0
     for t in range(n_tls):
         target[t] = plan_phase[t, 0] if plan_phase[t, 0] != NO_PHASE else -1
         active[t] = active_phase0[t]
@@ -132,10 +137,7 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
             if likely[link] < 0 and s != link_state0[link]:
                 likely[link] = ts
                 found += 1
-                if link_state0[link] == YELLOW:
-                    confidence[link] = 1.0
-                    max_end[link] = ts
-                elif committed[t]:
+                if committed[t]:
                     confidence[link] = CONF_COMMITTED
                     max_end[link] = ts
                 else:

@@ -10,7 +10,8 @@ has passed the signal. Nothing of SUMO's state reaches the engine: guidance only
 guided vehicles.
 
 Measured from SUMO, for every vehicle: its stops (its speed falling below ``STOP_MPS`` after it
-had exceeded ``MOVING_MPS``); and per signal link the actual change times (between green ``G g``,
+had exceeded ``MOVING_MPS``), and among them those within ``SIGNAL_STOP_M`` of a signal's stop
+line (``signal_stops_per_vehicle_*``); and per signal link the actual change times (between green ``G g``,
 yellow ``y`` and red ``r s``). The engine's SPaT as received on the feed is scored against them:
 for every actual change at ``T`` and every tick ``t`` in ``[T - 20 s, T)`` within the same state
 interval, ``|likelyTime(t) - T|`` where the engine gave a likely time (the share that did is
@@ -35,6 +36,7 @@ log = logging.getLogger("traffic_engine.guidance")
 STOP_MPS = 0.1
 MOVING_MPS = 1.0
 WINDOW_S = 20.0
+SIGNAL_STOP_M = 100.0
 FEED_WAIT_S = 10.0
 _CLASS = {"G": 2, "g": 2, "y": 1, "r": 0, "s": 0, "u": 0, "o": 2, "O": 2}
 
@@ -128,6 +130,7 @@ class Guidance:
         self.active: set[str] = set()  # guided and still driving
         self.controlled: dict[str, tuple[str, int]] = {}  # vehicle -> (junction, link) it is guided to
         self.stops: dict[str, int] = {}
+        self.signal_stops: dict[str, int] = {}  # stops within SIGNAL_STOP_M of a signal's stop line
         self.moving: dict[str, bool] = {}
         self.departed = 0
         self.advised_steps = 0
@@ -158,6 +161,9 @@ class Guidance:
             elif v < STOP_MPS and self.moving.get(vid):
                 self.moving[vid] = False
                 self.stops[vid] += 1
+                nxt = c.vehicle.getNextTLS(vid)
+                if nxt and nxt[0][2] <= SIGNAL_STOP_M:
+                    self.signal_stops[vid] = self.signal_stops.get(vid, 0) + 1
         now_ns = self.epoch_ns + int(round(t_s * 1e9))
         self.feed.wait_tick(now_ns)
         for vid in sorted(self.active):
@@ -223,6 +229,8 @@ class Guidance:
         g = [self.stops[v] for v in self.stops if v in self.guided]
         u = [self.stops[v] for v in self.stops if v not in self.guided]
         errors, covered, pairs = spat_errors(self.feed, self.changes, self.epoch_ns)
+        sg = [self.signal_stops.get(v, 0) for v in self.stops if v in self.guided]
+        su = [self.signal_stops.get(v, 0) for v in self.stops if v not in self.guided]
         spg = float(np.mean(g)) if g else None
         spu = float(np.mean(u)) if u else None
         return {
@@ -232,6 +240,8 @@ class Guidance:
             "stops_per_vehicle_guided": _r(spg, 3),
             "stops_per_vehicle_unguided": _r(spu, 3),
             "guided_stop_reduction": _r(1.0 - spg / spu, 3) if spg is not None and spu else None,
+            "signal_stops_per_vehicle_guided": _r(float(np.mean(sg)), 3) if sg else None,
+            "signal_stops_per_vehicle_unguided": _r(float(np.mean(su)), 3) if su else None,
             "guidance_advised_vehicle_steps": self.advised_steps,
             "spat_changes": len(self.changes),
             "spat_pairs": pairs,
