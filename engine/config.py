@@ -64,6 +64,7 @@ class AdaptiveParams(_Conf):
     plan_headway_s: float = 2.0
     plan_tail_s: float = 3.0
     plan_moving_weight: float = 1.0
+    plan_early_end: bool = False
 
 
 class ScatsParams(_Conf):

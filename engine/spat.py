@@ -43,7 +43,9 @@ K_PLAN = 3  # plan segments per signal a controller may give
 NO_PHASE = -2  # a plan slot that is unused
 CONF_COMMITTED = 0.9
 CONF_FORECAST = 0.5
-STOP, ADVICE, FREE = 0, 1, 2  # advice kinds: expect to stop, keep in the band, green already reachable at the limit
+STOP, ADVICE, FREE, EARLIEST = 0, 1, 2, 3
+"""Advice kinds: expect to stop; keep in the band (a green window); green now and reachable at
+the limit; a red whose next green is not known yet, band towards its earliest possible start."""
 
 
 @njit(cache=True)
@@ -158,9 +160,10 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
 
 @njit(cache=True)
 def _advice(now_ns, entry_lane, entry_link, lane_length_m, lane_speed_mps, lane_queue_veh, win_start, win_end,
-            headway_s, margin_s, min_mps, out_kind, out_min, out_max, out_arrive_ns):
+            headway_s, margin_s, min_mps, link_state, min_end, out_kind, out_min, out_max, out_arrive_ns):
     """Per approach entry (lane, link): the speed band to reach the stop line, ``lane_length_m``
-    away, inside one of the link's next two green windows."""
+    away, inside one of the link's next two green windows; for a red link whose next green is
+    not foreseen, the band that does not arrive before its earliest possible start."""
     for e in range(entry_lane.size):
         lane = entry_lane[e]
         link = entry_link[e]
@@ -192,6 +195,14 @@ def _advice(now_ns, entry_lane, entry_link, lane_length_m, lane_speed_mps, lane_
             out_max[e] = hi
             out_arrive_ns[e] = now_ns + np.int64(d / hi * 1e9)
             break
+        if out_kind[e] == STOP and link_state[link] == RED and win_start[link, 0] < 0:
+            a = (min_end[link] - now_ns) / 1e9 + lane_queue_veh[lane] * headway_s + margin_s
+            hi = vmax if a <= 0.0 else min(vmax, d / a)
+            if hi >= min_mps:
+                out_kind[e] = EARLIEST
+                out_min[e] = min_mps
+                out_max[e] = hi
+                out_arrive_ns[e] = now_ns + np.int64(d / hi * 1e9)
 
 
 def band(distance_m: float, speed_limit_mps: float, window_start_s: float, window_end_s: float | None,
@@ -290,7 +301,8 @@ class SpatStage:
         cfg = self.config
         self.queue_s = queue_veh[self.entry_lane] * cfg.discharge_headway_s
         _advice(np.int64(now_ns), self.entry_lane, self.entry_link, net.lane_length_m, net.lane_speed_mps,
-                queue_veh, self.win_start, self.win_end, cfg.discharge_headway_s, cfg.margin_s, cfg.advice_min_mps, self.kind, self.band_min, self.band_max,
+                queue_veh, self.win_start, self.win_end, cfg.discharge_headway_s, cfg.margin_s, cfg.advice_min_mps,
+                sf.link_state, self.min_end, self.kind, self.band_min, self.band_max,
                 self.arrive_ns)
 
     def messages(self, chars: str, now_ns: int, local_phase) -> list[tuple[bytes, dict]]:
@@ -299,10 +311,11 @@ class SpatStage:
         ptr = net.tls_link_ptr
         nil = lambda a: [None if x < 0 else x for x in a.tolist()]  # noqa: E731
         min_end, max_end, likely = self.min_end.tolist(), nil(self.max_end), nil(self.likely)
+        self._min_end_list = min_end
         conf = np.round(self.confidence, 2).tolist()
         horizon_ns = now_ns + self.n_steps * self.tick_ns
         ws, we = nil(self.win_start[:, 0]), nil(self.win_end[:, 0])
-        kinds = ("stop", "advice", "free")
+        kinds = ("stop", "advice", "free", "earliest")
         kind = [kinds[k] for k in self.kind.tolist()]
         lo, hi = np.round(self.band_min, 2).tolist(), np.round(self.band_max, 2).tolist()
         arrive = nil(self.arrive_ns)
@@ -323,6 +336,7 @@ class SpatStage:
                 "lanes": self._entry_lane_ids[e0:e1], "links": self._entry_local_link[e0:e1],
                 "distance_m": self._entry_distance[e0:e1], "speed_limit_mps": self._entry_limit[e0:e1],
                 "queue_s": queue_s[e0:e1], "margin_s": self.config.margin_s,
+                "earliest_ns": [self._min_end_list[lk] for lk in self.entry_link[e0:e1].tolist()],
                 "kind": kind[e0:e1], "min_mps": lo[e0:e1], "max_mps": hi[e0:e1], "arrive_ns": arrive[e0:e1],
                 "windows": [[[None if x < 0 else x for x in pair] for pair in zip(*win[lk]) if pair[0] >= 0]
                             for lk in self.entry_link[e0:e1].tolist()]}))

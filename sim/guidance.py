@@ -4,9 +4,12 @@ A random share ``F`` of the vehicles (drawn at departure with ``--seed``) is *gu
 in-car app, it reads the engine's ``advice.<junction>`` messages from the public feed (a SUB on
 the engine's real feed socket) and, once within ``range_m`` of a signal's stop line, drives at
 the top of the advised band for its own distance (``engine.spat.band``, the formula of
-``docs/protocol.md``) through ``setSpeed``; SUMO's car-following still keeps it safe. Control is
-released (``setSpeed(-1)``) when the advice is "expect to stop" or "free", and once the vehicle
-has passed the signal. Nothing of SUMO's state reaches the engine: guidance only actuates the
+``docs/protocol.md``; for an ``earliest`` entry, no faster than reaches the stop line at the
+earliest possible green) through ``setSpeed``; SUMO's car-following still keeps it safe. Control is
+released (``setSpeed(-1)``) when the advice is "expect to stop" or "free", on the final
+``release_m`` (30 m) before the stop line, where SUMO's own driving takes it into the junction
+(it announces its approach to the junction's foes from its own speed plan), and once the
+vehicle has passed the signal. Nothing of SUMO's state reaches the engine: guidance only actuates the
 guided vehicles.
 
 Measured from SUMO, for every vehicle: its stops (its speed falling below ``STOP_MPS`` after it
@@ -115,7 +118,7 @@ class Guidance:
     """Guided vehicles in a running :class:`sim.sumo.Sumo`, and the stops of every vehicle."""
 
     def __init__(self, sumo, net, feed: SpatFeed, share: float, seed: int, *, epoch_ns: int,
-                 range_m: float = 250.0, min_mps: float = 5.0):
+                 range_m: float = 250.0, min_mps: float = 5.0, release_m: float = 30.0):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"guidance share must be within 0..1, not {share}")
         self.conn = sumo.connection
@@ -126,6 +129,8 @@ class Guidance:
         self.epoch_ns = epoch_ns
         self.range_m = range_m
         self.min_mps = min_mps
+        self.release_m = release_m
+        self.collisions_guided = 0  # collisions with a guided vehicle as collider or victim
         self.guided: set[str] = set()
         self.active: set[str] = set()  # guided and still driving
         self.controlled: dict[str, tuple[str, int]] = {}  # vehicle -> (junction, link) it is guided to
@@ -153,6 +158,9 @@ class Guidance:
         for vid in c.simulation.getArrivedIDList():
             self.controlled.pop(vid, None)
             self.active.discard(vid)
+        for col in c.simulation.getCollisions():
+            if col.collider in self.guided or col.victim in self.guided:
+                self.collisions_guided += 1
         speeds = c.vehicle.getAllSubscriptionResults()
         for vid, r in speeds.items():
             v = r[tc.VAR_SPEED]
@@ -179,8 +187,10 @@ class Guidance:
                 self._release(vid)
             return
         tls, link, dist, _state = nxt[0]
-        if held is not None and held != (tls, link):
-            self._release(vid)  # passed the signal it was guided to
+        if held is not None and (held != (tls, link) or dist <= self.release_m):
+            self._release(vid)  # passed the signal it was guided to, or on its final approach
+        if dist <= self.release_m:
+            return  # (SUMO's own driving enters the junction: it announces its approach to foes)
         body = self.feed.advice.get(tls)
         entries = self.feed.lookup.get((tls, link)) if body is not None else None
         if not entries:
@@ -200,6 +210,12 @@ class Guidance:
                 else:
                     target = got[1]
                 break
+        if target is None and body["kind"][e] == "earliest":
+            # a red whose next green is not foreseen: do not arrive before its earliest start
+            a = (body["earliest_ns"][e] - now_ns) / 1e9 + body["queue_s"][e] + margin
+            v = body["speed_limit_mps"][e] if a <= 0 else min(body["speed_limit_mps"][e], dist / a)
+            if v >= self.min_mps:
+                target = v
         if target is None:
             if vid in self.controlled:
                 self._release(vid)
@@ -243,6 +259,7 @@ class Guidance:
             "signal_stops_per_vehicle_guided": _r(float(np.mean(sg)), 3) if sg else None,
             "signal_stops_per_vehicle_unguided": _r(float(np.mean(su)), 3) if su else None,
             "guidance_advised_vehicle_steps": self.advised_steps,
+            "collisions_guided": self.collisions_guided,
             "spat_changes": len(self.changes),
             "spat_pairs": pairs,
             "spat_likely_coverage": _r(covered / pairs, 3) if pairs else None,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import naive
 from controllers.safety import GREEN, RED, YELLOW, Safety, SafetyConfig
-from engine.spat import ADVICE, FREE, NO_PHASE, STOP, _advice, _look_ahead, band
+from engine.spat import ADVICE, EARLIEST, FREE, NO_PHASE, STOP, _advice, _look_ahead, band
 from strategies import command_streams
 
 CFG = SafetyConfig(min_green_s=5.0, yellow_s=3.0, red_clearance_s=1.0)
@@ -219,7 +219,8 @@ def test_advice_band_within_limits_and_reaches_the_window(d, limit, a, length, o
     win_end = np.array([[end, -1]], dtype=np.int64)
     kind, lo, hi, arrive = np.zeros(1, np.int8), np.zeros(1), np.zeros(1), np.zeros(1, np.int64)
     _advice(np.int64(now), np.array([0], np.int32), np.array([0], np.int32), np.array([d]), np.array([limit]),
-            np.array([queue / 2.0]), win_start, win_end, 2.0, 1.0, 5.0, kind, lo, hi, arrive)
+            np.array([queue / 2.0]), win_start, win_end, 2.0, 1.0, 5.0, np.array([GREEN], np.int8),
+            np.array([now], np.int64), kind, lo, hi, arrive)
     a_s = (start - now) / NS
     got = band(d, limit, a_s, None if open_end else (end - now) / NS, queue_s=queue, margin_s=1.0, min_mps=5.0)
     if got is None:
@@ -232,6 +233,27 @@ def test_advice_band_within_limits_and_reaches_the_window(d, limit, a, length, o
     latest = math.inf if open_end else (end - now) / NS - 1.0
     for v in (lo[0], hi[0]):
         assert earliest - 1e-6 <= d / v <= latest + 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(d=st.floats(1.0, 400.0), limit=st.floats(5.0, 30.0), wait=st.floats(0.0, 120.0), queue=st.floats(0.0, 15.0))
+def test_a_red_without_a_known_green_gets_a_band_towards_its_earliest_green(d, limit, wait, queue):
+    """No green window foreseen: the band never arrives before the earliest possible green (plus
+    queue and margin), stays within the minimum and the limit, or is "expect to stop"."""
+    now = 1_000 * NS
+    earliest = now + int(wait * NS)
+    none = np.full((1, 2), -1, dtype=np.int64)
+    kind, lo, hi, arrive = np.zeros(1, np.int8), np.zeros(1), np.zeros(1), np.zeros(1, np.int64)
+    _advice(np.int64(now), np.array([0], np.int32), np.array([0], np.int32), np.array([d]), np.array([limit]),
+            np.array([queue / 2.0]), none, none, 2.0, 1.0, 5.0, np.array([RED], np.int8),
+            np.array([earliest], np.int64), kind, lo, hi, arrive)
+    a = wait + queue + 1.0
+    if min(limit, d / a) < 5.0:
+        assert kind[0] == STOP
+        return
+    assert kind[0] == EARLIEST
+    assert 5.0 == lo[0] <= hi[0] <= limit + 1e-9
+    assert d / hi[0] >= a - 1e-6
 
 
 def test_feed_carries_spat_and_advice_bodies(small_scenario):
@@ -271,7 +293,7 @@ def test_feed_carries_spat_and_advice_bodies(small_scenario):
         assert k > 0
         for key in ("links", "distance_m", "speed_limit_mps", "queue_s", "kind", "min_mps", "max_mps", "windows"):
             assert len(adv[key]) == k
-        assert set(adv["kind"]) <= {"stop", "advice", "free"}
+        assert set(adv["kind"]) <= {"stop", "advice", "free", "earliest"}
         for lo, hi, lim, kind in zip(adv["min_mps"], adv["max_mps"], adv["speed_limit_mps"], adv["kind"]):
             assert kind == "stop" or 5.0 <= lo <= hi <= lim + 0.01
 
