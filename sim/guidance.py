@@ -5,20 +5,23 @@ in-car app, it reads the engine's ``advice.<junction>`` messages from the public
 the engine's real feed socket) and, once within ``range_m`` of a signal's stop line, drives at
 the top of the advised band for its own distance (``engine.spat.band``, the formula of
 ``docs/protocol.md``; for an ``earliest`` entry, no faster than reaches the stop line at the
-earliest possible green) through ``setSpeed``; SUMO's car-following still keeps it safe. Control is
-released (``setSpeed(-1)``) when the advice is "expect to stop" or "free", on the final
-``release_m`` (30 m) before the stop line, where SUMO's own driving takes it into the junction
-(it announces its approach to the junction's foes from its own speed plan), and once the
-vehicle has passed the signal. Nothing of SUMO's state reaches the engine: guidance only actuates the
-guided vehicles.
+earliest possible green; with no green within reach, "expect to stop", it coasts towards the
+red at no less than ``min_mps``) through ``setSpeed``; SUMO's car-following still keeps it
+safe. Control is released (``setSpeed(-1)``) when the link is green and reachable at the limit
+("free"), on the final ``release_m`` (30 m) before the stop line as soon as its signal shows
+green (SUMO's own driving takes it into the junction: it announces its approach to the
+junction's foes from its own speed plan; at red, SUMO stops it whatever speed it was set), and
+once the vehicle has passed the signal. While it crosses any junction on the way (an internal
+lane) it is not guided either. Nothing of SUMO's state reaches the engine: guidance only
+actuates the guided vehicles.
 
 Measured from SUMO, for every vehicle: its stops (its speed falling below ``STOP_MPS`` after it
-had exceeded ``MOVING_MPS``), and among them those within ``SIGNAL_STOP_M`` of a signal's stop
-line (``signal_stops_per_vehicle_*``); and per signal link the actual change times (between green ``G g``,
-yellow ``y`` and red ``r s``). The engine's SPaT as received on the feed is scored against them:
-for every actual change at ``T`` and every tick ``t`` in ``[T - 20 s, T)`` within the same state
-interval, ``|likelyTime(t) - T|`` where the engine gave a likely time (the share that did is
-``spat_likely_coverage``).
+had exceeded ``MOVING_MPS``), and among them those within ``SIGNAL_STOP_M`` of a signal's
+stop line (``signal_stops_per_vehicle_*``); and per signal link the actual change times
+(between green ``G g``, yellow ``y`` and red ``r s``). The engine's SPaT as received on the
+feed is scored against them: for every actual change at ``T`` and every tick ``t`` in
+``[T - 20 s, T)`` within the same state interval, ``|likelyTime(t) - T|`` where the engine gave
+a likely time (the share that did is ``spat_likely_coverage``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ STOP_MPS = 0.1
 MOVING_MPS = 1.0
 WINDOW_S = 20.0
 SIGNAL_STOP_M = 100.0
+COAST_AFTER_END_S = 5.0  # a green that ends comes back no sooner than yellow + red clearance
 FEED_WAIT_S = 10.0
 _CLASS = {"G": 2, "g": 2, "y": 1, "r": 0, "s": 0, "u": 0, "o": 2, "O": 2}
 
@@ -118,7 +122,7 @@ class Guidance:
     """Guided vehicles in a running :class:`sim.sumo.Sumo`, and the stops of every vehicle."""
 
     def __init__(self, sumo, net, feed: SpatFeed, share: float, seed: int, *, epoch_ns: int,
-                 range_m: float = 250.0, min_mps: float = 5.0, release_m: float = 30.0):
+                 range_m: float = 250.0, min_mps: float = 5.0, release_m: float = 30.0, coast: bool = True):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"guidance share must be within 0..1, not {share}")
         self.conn = sumo.connection
@@ -130,6 +134,9 @@ class Guidance:
         self.range_m = range_m
         self.min_mps = min_mps
         self.release_m = release_m
+        self.coast = coast  # with no green within reach, coast (at least min_mps) instead of driving on
+        self.mode: dict[str, str] = {}  # guided vehicle -> what guidance did last (for the stops' causes)
+        self.stops_by_mode: dict[str, int] = {}
         self.collisions_guided = 0  # collisions with a guided vehicle as collider or victim
         self.guided: set[str] = set()
         self.active: set[str] = set()  # guided and still driving
@@ -172,6 +179,9 @@ class Guidance:
                 nxt = c.vehicle.getNextTLS(vid)
                 if nxt and nxt[0][2] <= SIGNAL_STOP_M:
                     self.signal_stops[vid] = self.signal_stops.get(vid, 0) + 1
+                    if vid in self.guided:
+                        m = self.mode.get(vid, "none")
+                        self.stops_by_mode[m] = self.stops_by_mode.get(m, 0) + 1
         now_ns = self.epoch_ns + int(round(t_s * 1e9))
         self.feed.wait_tick(now_ns)
         for vid in sorted(self.active):
@@ -185,19 +195,30 @@ class Guidance:
         if not nxt or nxt[0][2] > self.range_m:
             if held is not None:
                 self._release(vid)
+            self.mode[vid] = "out_of_range"
             return
-        tls, link, dist, _state = nxt[0]
+        tls, link, dist, state = nxt[0]
+        if held == (tls, link) and dist <= self.release_m and state in "rsyu":
+            return  # final approach to a red: keep the speed it was advised (SUMO still stops it at red)
         if held is not None and (held != (tls, link) or dist <= self.release_m):
-            self._release(vid)  # passed the signal it was guided to, or on its final approach
+            self._release(vid)  # passed the signal it was guided to, or on its final approach at green
         if dist <= self.release_m:
+            last = self.mode.get(vid, "")
+            if not last.startswith("final"):
+                self.mode[vid] = "final_after_" + last
             return  # (SUMO's own driving enters the junction: it announces its approach to foes)
+        lane = c.vehicle.getLaneID(vid)
+        if lane.startswith(":"):  # crossing some junction on the way: SUMO's own driving
+            if held is not None:
+                self._release(vid)
+            return
         body = self.feed.advice.get(tls)
         entries = self.feed.lookup.get((tls, link)) if body is not None else None
         if not entries:
+            self.mode[vid] = "no_advice"
             return
-        lane = c.vehicle.getLaneID(vid)
         e = next((k for k in entries if body["lanes"][k] == lane), entries[0])
-        target = None
+        target = got = None
         margin = body.get("margin_s", 1.0)
         for start, end in body["windows"][e]:
             a = (start - now_ns) / 1e9
@@ -216,10 +237,23 @@ class Guidance:
             v = body["speed_limit_mps"][e] if a <= 0 else min(body["speed_limit_mps"][e], dist / a)
             if v >= self.min_mps:
                 target = v
+        mode = "band_earliest" if got is None else "band_window"
+        if target is None and got is None and self.coast:
+            # no green within reach: coast towards the red, no slower than the minimum and no
+            # faster than reaches the stop line once a green that ends before it can arrive has
+            # gone through yellow and red clearance (COAST_AFTER_END_S)
+            ends = [w[1] for w in body["windows"][e] if w[1] is not None]
+            v = self.min_mps
+            if ends:
+                a = (max(ends) - now_ns) / 1e9 + COAST_AFTER_END_S + body["queue_s"][e] + margin
+                v = max(v, min(body["speed_limit_mps"][e], dist / a))
+            target, mode = v, "coast"
         if target is None:
             if vid in self.controlled:
                 self._release(vid)
+            self.mode[vid] = "free" if body["kind"][e] == "free" else "stop"
             return
+        self.mode[vid] = mode
         c.vehicle.setSpeed(vid, target)
         self.controlled[vid] = (tls, link)
         self.advised_steps += 1
@@ -260,6 +294,7 @@ class Guidance:
             "signal_stops_per_vehicle_unguided": _r(float(np.mean(su)), 3) if su else None,
             "guidance_advised_vehicle_steps": self.advised_steps,
             "collisions_guided": self.collisions_guided,
+            "guided_signal_stops_by_last_advice": dict(sorted(self.stops_by_mode.items())),
             "spat_changes": len(self.changes),
             "spat_pairs": pairs,
             "spat_likely_coverage": _r(covered / pairs, 3) if pairs else None,
