@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", default="cologne8,arterial4x4",
                    help="RESCO names or .sumocfg paths, comma-separated (default %(default)s)")
     p.add_argument("--resco", default=str(RESCO), help="folder of the RESCO scenarios (default %(default)s)")
-    p.add_argument("--share", type=float, default=0.5, help="fraction of vehicles guided (default %(default)s)")
+    p.add_argument("--share", type=float, default=0.2, help="fraction of vehicles guided (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="which vehicles are guided (default %(default)s)")
     p.add_argument("--controller", default="adaptive", help="engine controller (default %(default)s)")
     p.add_argument("--config", help="engine config file for the runs")

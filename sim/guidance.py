@@ -6,7 +6,8 @@ the engine's real feed socket) and, once within ``range_m`` of a signal's stop l
 the top of the advised band for its own distance (``engine.spat.band``, the formula of
 ``docs/protocol.md``; for an ``earliest`` entry, no faster than reaches the stop line at the
 earliest possible green; with no green within reach, "expect to stop", it coasts towards the
-red at no less than ``min_mps``) through ``setSpeed``; SUMO's car-following still keeps it
+red at no less than ``min_mps``, unless the queue ahead needs more than ``COAST_MAX_QUEUE_S`` to
+discharge) through ``setSpeed``; SUMO's car-following still keeps it
 safe. Control is released (``setSpeed(-1)``) when the link is green and reachable at the limit
 ("free"), on the final ``release_m`` (30 m) before the stop line as soon as its signal shows
 green (SUMO's own driving takes it into the junction: it announces its approach to the
@@ -44,6 +45,7 @@ MOVING_MPS = 1.0
 WINDOW_S = 20.0
 SIGNAL_STOP_M = 100.0
 COAST_AFTER_END_S = 5.0  # a green that ends comes back no sooner than yellow + red clearance
+COAST_MAX_QUEUE_S = 10.0  # behind a longer queue a vehicle stops whatever it does: no coasting
 FEED_WAIT_S = 10.0
 _CLASS = {"G": 2, "g": 2, "y": 1, "r": 0, "s": 0, "u": 0, "o": 2, "O": 2}
 
@@ -66,6 +68,7 @@ class SpatFeed:
         self.pred: dict[int, np.ndarray] = {}  # tick ns -> likelyTime per global link (-1 unknown)
         self.pred_class: dict[int, np.ndarray] = {}
         self._seen: dict[int, int] = {}  # tick ns -> spat messages received
+        self._seen_advice: dict[int, int] = {}  # tick ns -> advice messages received
         self.missed_ticks = 0
         self.messages = 0
 
@@ -75,6 +78,7 @@ class SpatFeed:
         tls = body["junction"]
         if topic.startswith(b"advice."):
             self.advice[tls] = body
+            self._seen_advice[ts] = self._seen_advice.get(ts, 0) + 1
             idx: dict[tuple[str, int], list[int]] = {}
             for k, link in enumerate(body["links"]):
                 idx.setdefault((tls, link), []).append(k)
@@ -101,17 +105,17 @@ class SpatFeed:
             self._take(topic, self._decoder.decode(body))
 
     def wait_tick(self, ts_ns: int, timeout_s: float = FEED_WAIT_S) -> bool:
-        """Take messages until every signal's ``spat`` (and the advice before it) of tick ``ts_ns``
-        is in; False (counted) when it did not come in time."""
+        """Take messages until every signal's ``spat`` and ``advice`` of tick ``ts_ns`` are in (so
+        a run is deterministic); False (counted) when they did not come in time."""
         deadline = time.monotonic() + timeout_s
         n = self.net.n_tls
-        while self._seen.get(ts_ns, 0) < n:
+        while self._seen.get(ts_ns, 0) < n or self._seen_advice.get(ts_ns, 0) < n:
             left = deadline - time.monotonic()
             if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
                 self.missed_ticks += 1
                 return False
             self.poll()
-        self.poll()
+        self._seen_advice.pop(ts_ns, None)
         return True
 
     def close(self) -> None:
@@ -238,7 +242,7 @@ class Guidance:
             if v >= self.min_mps:
                 target = v
         mode = "band_earliest" if got is None else "band_window"
-        if target is None and got is None and self.coast:
+        if target is None and got is None and self.coast and body["queue_s"][e] <= COAST_MAX_QUEUE_S:
             # no green within reach: coast towards the red, no slower than the minimum and no
             # faster than reaches the stop line once a green that ends before it can arrive has
             # gone through yellow and red clearance (COAST_AFTER_END_S)

@@ -330,3 +330,51 @@ def test_guidance_share_is_checked(small_scenario):
         evaluate(small_scenario.sumocfg, controller="sumo-actuated", guidance_share=0.5)
     with pytest.raises(EvaluationError, match="0..1"):
         evaluate(small_scenario.sumocfg, controller="adaptive", guidance_share=1.5)
+
+
+@pytest.mark.parametrize("commit_s", [0.0, 20.0])
+def test_every_committed_change_happens_when_published(small_scenario, commit_s):
+    """``adaptive`` (default, and planned with ``commit_s``) through the safety stage on random
+    traffic: every change published as committed (maxEndTime given) happens exactly then, and
+    no link changes before its minEndTime."""
+    from types import SimpleNamespace
+
+    from controllers import Adaptive, AdaptiveConfig
+    from engine.config import SpatParams
+    from engine.spat import SpatStage
+    from network.compiled import compile_network
+
+    net = compile_network(small_scenario.net)
+    rng = np.random.default_rng(5)
+    ctl = Adaptive(net, AdaptiveConfig(commit_s=commit_s))
+    safety = Safety(net, SafetyConfig(), start_ns=0)
+    spat = SpatStage(net, safety, SpatParams(horizon_s=40.0), 1.0)
+    target = np.full(net.n_tls, -1, dtype=np.int32)
+    promised: dict[int, int] = {}  # link -> the time its current state was promised to end
+    checked = 0
+    last = safety.link_state.copy()
+    vehicles = np.zeros(net.n_lanes)
+    for k in range(1, 400):
+        now = k * NS
+        vehicles = np.clip(vehicles + rng.poisson(0.15, net.n_lanes) - rng.poisson(0.15, net.n_lanes), 0, 30)
+        state = SimpleNamespace(lane_vehicles=vehicles.astype(float), lane_queue_veh=0.6 * vehicles)
+        ctl.decide(state, safety.active_phase, safety.active_since_ns, now, target)
+        safety.enforce(target, now)
+        changed = np.flatnonzero(safety.link_state != last)
+        if k > 1:
+            assert (earliest[changed] <= now).all(), "a link changed before its published minEndTime"
+        for link in changed.tolist():
+            if link in promised:
+                assert promised.pop(link) == now, f"link {link} changed at {now}, promised otherwise"
+                checked += 1
+        last = safety.link_state.copy()
+        for link, t_end in list(promised.items()):
+            assert t_end > now, f"link {link} was promised to change at {t_end} and did not"
+        spat.load_plan(ctl, target)
+        spat.update(now, state.lane_queue_veh)
+        assert (spat.min_end >= now).all()
+        earliest = spat.min_end.copy()
+        for link in np.flatnonzero(spat.max_end >= 0).tolist():
+            assert spat.min_end[link] <= spat.likely[link] == spat.max_end[link]
+            promised.setdefault(link, int(spat.max_end[link]))
+    assert checked > 20
