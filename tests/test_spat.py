@@ -151,7 +151,7 @@ def situations(draw):
     return table, safety, now, draw(plans(table, now))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(situations())
 def test_look_ahead_matches_plain_python_reference(sit):
     """Likely change, max end, confidence and green windows agree with the reference, every link."""
@@ -167,7 +167,7 @@ def test_look_ahead_matches_plain_python_reference(sit):
         assert got == wins[link]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(situations())
 def test_min_end_le_likely_le_max_end_and_yellow_exact(sit):
     """minEndTime <= likelyTime <= maxEndTime wherever they are known; a yellow's end is exact."""
@@ -184,7 +184,7 @@ def test_min_end_le_likely_le_max_end_and_yellow_exact(sit):
             assert lo == mid == hi == safety.link_since_ns[link] + 3 * NS
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(command_streams(), st.data())
 def test_no_change_before_min_end_whatever_the_controller_asks(stream, data):
     """From any reachable state, whatever targets follow, no link changes before its minEndTime."""
