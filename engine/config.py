@@ -62,8 +62,8 @@ class AdaptiveParams(_Conf):
     commit_s: float = 0.0  # > 0: planned mode, green ends and successors committed this far ahead
     plan_lost_s: float = 2.0
     plan_headway_s: float = 2.0
-    plan_tail_s: float = 3.0
-    plan_moving_weight: float = 1.0
+    plan_tail_s: float = 1.0
+    plan_moving_weight: float = 0.5
     plan_early_end: bool = False
 
 
