@@ -90,7 +90,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             json_path=args.json, tls_states=args.tls_states, config=args.config, progress=not args.quiet,
             inject_faults=args.inject_fault or (),
             detector_coverage=args.detector_coverage, seed=args.seed,
-            fail_detectors=args.fail_detectors,
+            fail_detectors=args.fail_detectors, guidance_share=args.guidance_share,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -324,8 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fail-detectors", type=_fraction, metavar="FRACTION",
                    help="fail this fraction (0..1) of the detectors, chosen at random: each one silent or "
                         "stuck for the whole run (engine controllers only)")
+    e.add_argument("--guidance-share", type=_fraction, metavar="F",
+                   help="a random fraction F (0..1) of the vehicles follows the engine's speed advice "
+                        "(advice.<junction> on the feed) within 250 m of a signal; the JSON gains "
+                        "stops_per_vehicle_guided/_unguided and spat_likely_error_p90_s (engine controllers only)")
     e.add_argument("--seed", type=int, default=0,
-                   help="random seed of --detector-coverage and --fail-detectors (default %(default)s)")
+                   help="random seed of --detector-coverage, --fail-detectors and --guidance-share "
+                        "(default %(default)s)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

@@ -62,6 +62,12 @@ class AdaptiveParams(_Conf):
     blind_veh: float = 3.0
     recall_veh: float = 0.5
     average_tau_s: float = 600.0
+    commit_s: float = 0.0  # > 0: planned mode, green ends and successors committed this far ahead
+    plan_lost_s: float = 2.0
+    plan_headway_s: float = 2.0
+    plan_tail_s: float = 1.0
+    plan_moving_weight: float = 0.5
+    plan_early_end: bool = False
 
 
 class ScatsParams(_Conf):
@@ -158,6 +164,23 @@ class HealthParams(_Conf):
             raise ValueError("health.chatter_tau_s must be > 0")
 
 
+class SpatParams(_Conf):
+    """SPaT look-ahead and speed advice (``engine.spat``)."""
+
+    horizon_s: float = 60.0  # how far the look-ahead runs the safety stage forward
+    advice_min_mps: float = 5.0  # a band whose top is below this is "expect to stop"
+    margin_s: float = 1.0  # arrive this long after a window opens and before it closes
+    discharge_headway_s: float = 2.0  # per vehicle queued ahead, before the window opens for an arrival
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.horizon_s <= 600.0:
+            raise ValueError(f"spat.horizon_s must be within 1..600 s, not {self.horizon_s}")
+        for name in ("advice_min_mps", "margin_s", "discharge_headway_s"):
+            v = getattr(self, name)
+            if not (v >= 0 and v != float("inf")):
+                raise ValueError(f"spat.{name} must be a finite number >= 0, not {v}")
+
+
 class EngineConfig(_Conf):
     """Everything ``traffic-engine serve`` can be told. All fields have working defaults."""
 
@@ -178,6 +201,7 @@ class EngineConfig(_Conf):
     recording: RecordingParams = RecordingParams()
     health: HealthParams = HealthParams()
     feed: FeedParams = FeedParams()
+    spat: SpatParams = SpatParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):

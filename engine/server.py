@@ -4,10 +4,11 @@
   the rest wait in ZeroMQ's own bounded queue (see ``_watch_ingest`` for the overload policy).
 - adapters (ROUTER): ``Hello`` registers signals; every tick each registered signal gets a
   ``Command`` (which is also the engine's heartbeat).
-- feed (PUB): every tick ``conditions`` (per edge) and ``spat.<signal>`` (per signal); ``alarms``
-  when one is raised or cleared. Every message goes through ``engine.feed.FeedPublisher`` (one
-  ``seq`` across the feed, the latest body per topic kept), which also answers snapshot requests
-  on the snapshot socket (ROUTER) so late joiners miss nothing (the clone pattern).
+- feed (PUB): every tick ``conditions`` (per edge), ``spat.<signal>`` and ``advice.<signal>`` (per
+  signal, ``engine.spat``); ``alarms`` when one is raised or cleared. Every message goes through
+  ``engine.feed.FeedPublisher`` (one ``seq`` across the feed, the latest body per topic kept),
+  which also answers snapshot requests on the snapshot socket (ROUTER) so late joiners miss
+  nothing (the clone pattern).
 - operators (ROUTER): ``Request`` -> ``Reply``; ``status``, ``alarms`` and ``detectors``.
 
 With ``clock = "wall"`` the loop ticks every ``tick_s`` of the system clock. With ``clock =
@@ -36,6 +37,7 @@ from engine.clock import ManualClock, WallClock
 from engine.core import Engine
 from engine.feed import FeedPublisher, snapshot_endpoint
 from engine.recorder import NullRecorder
+from engine.spat import SpatStage
 
 log = logging.getLogger("traffic_engine.server")
 COALESCE_BELOW = 256  # frames: a drain that took fewer waits ``ingest.coalesce_ms`` before the next
@@ -73,6 +75,8 @@ class Server:
             for name, sock in (("ingest", self.ingest), ("adapters", self.adapters), ("feed", self.feed),
                                ("operators", self.operators), ("snapshot", self.snapshot))
         }
+        self.spat = SpatStage(engine.net, engine.safety, self.config.spat, self.config.tick_s)
+        self.spat.update(0, engine.estimator.state.lane_queue_veh)  # (loads its kernels before the first tick)
         self.links: dict[bytes, AdapterLink] = {}
         self.signal_adapter: dict[int, bytes] = {}
         self.command_seq = 0
@@ -278,11 +282,12 @@ class Server:
             **conditions_extra(st),
         }
         self.publisher.publish(b"conditions", body)
-        ptr = net.tls_link_ptr
-        for t, tls in enumerate(net.tls_ids):
-            spat = {"seq": 0, "ts_ns": now_ns, "junction": tls, "state": chars[ptr[t]:ptr[t + 1]],
-                    "phase": self.engine.local_phase(t)}
-            self.publisher.publish(b"spat." + tls.encode(), spat)
+        # spat.<junction> and advice.<junction>: bodies from engine.spat (a kernel over every link)
+        eng = self.engine
+        self.spat.load_plan(eng.controller, eng.target_phase)
+        self.spat.update(now_ns, st.lane_queue_veh)
+        for topic, body in self.spat.messages(chars, now_ns, eng.local_phase):
+            self.publisher.publish(topic, body)
 
     # -- adapters -------------------------------------------------------------------------
 

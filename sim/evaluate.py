@@ -33,6 +33,7 @@ from sim.bridge import SIM_EPOCH_NS, Bridge, BridgeError
 from sim.detector_faults import AlarmWatch, DetectorFault, FaultError, FaultInjector, parse_fault
 from sim.estimation import FeedRecorder, score, write_edgedata
 from sim.faults import DetectorFaults
+from sim.guidance import Guidance, SpatFeed
 from sim.monitor import ConflictMonitor
 from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
@@ -51,7 +52,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
              end: float | None = None, json_path: str | Path | None = None, tls_states: str | Path | None = None,
              config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
              inject_faults: Sequence[str | DetectorFault] = (), detector_coverage: float | None = None,
-             fail_detectors: float | None = None, seed: int = 0) -> dict:
+             fail_detectors: float | None = None, seed: int = 0, guidance_share: float | None = None) -> dict:
     """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
 
     ``inject_faults``: detector faults (``ID=KIND[@T]``, see ``sim.detector_faults``) the bridge
@@ -59,6 +60,9 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
     only that random fraction of the edges (drawn with ``seed``; :func:`network.layout.coverage_layout`)
     instead of every signalised approach. ``fail_detectors``: a random fraction (drawn with ``seed``)
     of the detectors fails, silent or stuck (``sim.faults``); engine controllers only.
+    ``guidance_share``: that random fraction of the vehicles (drawn with ``seed``) follows the
+    engine's speed advice (``sim.guidance``); the result gains stops per guided and unguided
+    vehicle and the error of the published SPaT likely times. Engine controllers only.
     """
     try:
         faults = [f if isinstance(f, DetectorFault) else parse_fault(f) for f in inject_faults]
@@ -78,6 +82,10 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         raise EvaluationError(f"--inject-fault needs an engine controller ({controller} reads SUMO's detectors itself)")
     if fail_detectors is not None and controller in BUILTIN:
         raise EvaluationError("--fail-detectors applies to engine controllers; SUMO's own read SUMO directly")
+    if guidance_share is not None and controller in BUILTIN:
+        raise EvaluationError("--guidance-share needs an engine controller: the advice comes from the engine's feed")
+    if guidance_share is not None and not 0.0 <= guidance_share <= 1.0:
+        raise EvaluationError(f"--guidance-share must be a fraction within 0..1, not {guidance_share}")
     if fail_detectors is not None and not 0.0 <= fail_detectors <= 1.0:
         raise EvaluationError(f"--fail-detectors must be a fraction within 0..1, not {fail_detectors}")
     tls_path = Path(tls_states).resolve() if tls_states else None
@@ -91,7 +99,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         else:
             result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
                                 faults=faults, detector_coverage=detector_coverage,
-                                fail_detectors=fail_detectors, seed=seed)
+                                fail_detectors=fail_detectors, seed=seed, guidance_share=guidance_share)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
@@ -158,7 +166,7 @@ class EngineProcess:
 def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path | None,
                config: str | Path | None, progress: bool, faults: Sequence[DetectorFault] = (),
                detector_coverage: float | None = None, fail_detectors: float | None = None,
-               seed: int = 0) -> dict:
+               seed: int = 0, guidance_share: float | None = None) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict, with the
     ``estimation`` block comparing the engine's published conditions with SUMO's edge data."""
     wall0 = time.perf_counter()
@@ -202,6 +210,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     status: dict = {}
     health: dict = {}
     watch = AlarmWatch(engine.endpoints["feed"])  # joins before the bridge starts the clock
+    spat_feed = SpatFeed(engine.endpoints["feed"], net) if guidance_share is not None else None
+    guidance = None
     try:
         with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional, truth_add),
                   outdir=outdir, check_junction_collisions=True,
@@ -215,15 +225,22 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                 sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
                 perm = sumo.signal_order(net.tls_ids)  # SUMO's signal order -> the network's
                 bridge.register()
+                if spat_feed is not None:
+                    guidance = Guidance(sumo, net, spat_feed, guidance_share, seed, epoch_ns=SIM_EPOCH_NS,
+                                        min_mps=cfg.spat.advice_min_mps)
                 first = True
                 while True:
                     t = sumo.time
                     bridge.send_readings(t, first)
                     first = False
                     bridge.apply_commands(t)
+                    if guidance is not None:
+                        guidance.step(t)
                     sumo.step()
                     states = sumo.tls_states()
                     monitor.observe(sumo.time, [states[k] for k in perm])
+                    if guidance is not None:
+                        guidance.observe_signals(t, [states[k] for k in perm])
                     bar.update(sumo.time, sumo.running(), sumo.arrived_total())
                     feed.poll()
                     if sumo.done():
@@ -241,6 +258,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     finally:
         watch.close()
         feed.close()
+        if spat_feed is not None:
+            spat_feed.close()
         engine.stop()
         bar.close()
     out = read_statistics(outdir / "stats.xml")
@@ -269,6 +288,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "detector_seed": seed if detector_coverage is not None else None,
         "estimation": estimation,
         **({"failed_detectors": failures.summary()} if failures is not None else {}),
+        **(guidance.results() if guidance is not None else {}),
     }
 
 

@@ -317,6 +317,12 @@ class Sumo:
             raise SumoError("the simulation is not running (call start())")
         return self._conn
 
+    @property
+    def connection(self) -> Any:
+        """The libsumo module or traci connection itself, for per-vehicle actuation (speed
+        guidance, ``sim.guidance``); everything else reads through this class."""
+        return self._live()
+
     # ---------------------------------------------------------------- time
 
     @property

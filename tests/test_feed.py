@@ -384,11 +384,13 @@ def test_gateway_stream_resumes_from_last_event_id_or_sends_a_fresh_snapshot(dem
     with serving(Engine(demo_net, EngineConfig(clock="sim", endpoints=ANY))) as server:
         with gateway_for(DEMO_NET, server, buffer=64) as gw, ticking(server, 0.01):
             wait_ready(gw)
-            first = sse_events(gw, 1 + demo_net.n_tls + 1 + 40)
+            n_topics = 1 + 2 * demo_net.n_tls  # conditions, spat.* and advice.* of every signal
+            first = sse_events(gw, n_topics + 1 + 40)
             k = next(i for i, e in enumerate(first) if e["event"] == "snapshot")
             snap, live = first[:k], first[k + 1:]
             marker = first[k]
-            assert {e["event"] for e in snap} >= {"conditions", *(f"spat.{t}" for t in demo_net.tls_ids)}
+            assert {e["event"] for e in snap} >= {"conditions", *(f"spat.{t}" for t in demo_net.tls_ids),
+                                                  *(f"advice.{t}" for t in demo_net.tls_ids)}
             assert all("id" not in e for e in snap) and marker["data"]["count"] == len(snap)
             ids = [int(e["id"]) for e in live]
             assert ids == list(range(int(marker["id"]) + 1, int(marker["id"]) + 1 + len(ids)))
@@ -397,7 +399,7 @@ def test_gateway_stream_resumes_from_last_event_id_or_sends_a_fresh_snapshot(dem
             again = sse_events(gw, 5, headers={"Last-Event-ID": str(resume_at)})
             assert [int(e["id"]) for e in again] == list(range(resume_at + 1, resume_at + 6))
             time.sleep(0.5)  # 50 ticks later the buffer of 64 has moved past id 1
-            old = sse_events(gw, 1 + demo_net.n_tls + 1, headers={"Last-Event-ID": "1"})
+            old = sse_events(gw, n_topics + 1, headers={"Last-Event-ID": "1"})
             assert old[-1]["event"] == "snapshot" and int(old[-1]["id"]) > 64
             spat_only = sse_events(gw, demo_net.n_tls + 3, path="/stream?topics=spat.")
     assert all(e["event"].startswith("spat.") or e["event"] == "snapshot" for e in spat_only)

@@ -1,0 +1,341 @@
+"""Speed guidance proved in SUMO: ``evaluate --guidance-share F``.
+
+A random share ``F`` of the vehicles (drawn at departure with ``--seed``) is *guided*: like an
+in-car app, it reads the engine's ``advice.<junction>`` messages from the public feed (a SUB on
+the engine's real feed socket) and, once within ``range_m`` of a signal's stop line, drives at
+the top of the advised band for its own distance (``engine.spat.band``, the formula of
+``docs/protocol.md``; for an ``earliest`` entry, no faster than reaches the stop line at the
+earliest possible green; with no green within reach, "expect to stop", it coasts towards the
+red at no less than ``min_mps``, unless the queue ahead needs more than ``COAST_MAX_QUEUE_S`` to
+discharge) through ``setSpeed``; SUMO's car-following still keeps it
+safe. Control is released (``setSpeed(-1)``) when the link is green and reachable at the limit
+("free"), on the final ``release_m`` (30 m) before the stop line as soon as its signal shows
+green (SUMO's own driving takes it into the junction: it announces its approach to the
+junction's foes from its own speed plan; at red, SUMO stops it whatever speed it was set), and
+once the vehicle has passed the signal. While it crosses any junction on the way (an internal
+lane) it is not guided either. Nothing of SUMO's state reaches the engine: guidance only
+actuates the guided vehicles.
+
+Measured from SUMO, for every vehicle: its stops (its speed falling below ``STOP_MPS`` after it
+had exceeded ``MOVING_MPS``), and among them those within ``SIGNAL_STOP_M`` of a signal's
+stop line (``signal_stops_per_vehicle_*``); and per signal link the actual change times
+(between green ``G g``, yellow ``y`` and red ``r s``). The engine's SPaT as received on the
+feed is scored against them: for every actual change at ``T`` and every tick ``t`` in
+``[T - 20 s, T)`` within the same state interval, ``|likelyTime(t) - T|`` where the engine gave
+a likely time (the share that did is ``spat_likely_coverage``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import msgspec
+import numpy as np
+import traci.constants as tc
+import zmq
+
+from engine.spat import band
+
+log = logging.getLogger("traffic_engine.guidance")
+
+STOP_MPS = 0.1
+MOVING_MPS = 1.0
+WINDOW_S = 20.0
+SIGNAL_STOP_M = 100.0
+COAST_AFTER_END_S = 5.0  # a green that ends comes back no sooner than yellow + red clearance
+COAST_MAX_QUEUE_S = 10.0  # behind a longer queue a vehicle stops whatever it does: no coasting
+FEED_WAIT_S = 10.0
+_CLASS = {"G": 2, "g": 2, "y": 1, "r": 0, "s": 0, "u": 0, "o": 2, "O": 2}
+
+
+class SpatFeed:
+    """A SUB on ``spat.`` and ``advice.``: the latest advice per signal and every SPaT prediction."""
+
+    _decoder = msgspec.msgpack.Decoder()
+
+    def __init__(self, endpoint: str, net, context: zmq.Context | None = None):
+        self.net = net
+        self.sock = (context or zmq.Context.instance()).socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 1_000_000)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"spat.")
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"advice.")
+        self.sock.connect(endpoint)
+        self.advice: dict[str, dict] = {}  # junction -> latest body
+        self.lookup: dict[tuple[str, int], list[int]] = {}  # (junction, link) -> entry indices of its body
+        self.pred: dict[int, np.ndarray] = {}  # tick ns -> likelyTime per global link (-1 unknown)
+        self.pred_class: dict[int, np.ndarray] = {}
+        self._seen: dict[int, int] = {}  # tick ns -> spat messages received
+        self._seen_advice: dict[int, int] = {}  # tick ns -> advice messages received
+        self.missed_ticks = 0
+        self.messages = 0
+
+    def _take(self, topic: bytes, body: dict) -> None:
+        self.messages += 1
+        ts = body["ts_ns"]
+        tls = body["junction"]
+        if topic.startswith(b"advice."):
+            self.advice[tls] = body
+            self._seen_advice[ts] = self._seen_advice.get(ts, 0) + 1
+            idx: dict[tuple[str, int], list[int]] = {}
+            for k, link in enumerate(body["links"]):
+                idx.setdefault((tls, link), []).append(k)
+            self.lookup.update(idx)
+            return
+        t = self.net.tls_index.get(tls)
+        if t is None:
+            return
+        if ts not in self.pred:
+            self.pred[ts] = np.full(self.net.n_links, -1, dtype=np.int64)
+            self.pred_class[ts] = np.full(self.net.n_links, -1, dtype=np.int8)
+        a = int(self.net.tls_link_ptr[t])
+        likely = body["likelyTime"]
+        self.pred[ts][a:a + len(likely)] = [-1 if x is None else x for x in likely]
+        self.pred_class[ts][a:a + len(likely)] = [_CLASS.get(c, -1) for c in body["state"]]
+        self._seen[ts] = self._seen.get(ts, 0) + 1
+
+    def poll(self) -> None:
+        while True:
+            try:
+                topic, body = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._take(topic, self._decoder.decode(body))
+
+    def wait_tick(self, ts_ns: int, timeout_s: float = FEED_WAIT_S) -> bool:
+        """Take messages until every signal's ``spat`` and ``advice`` of tick ``ts_ns`` are in (so
+        a run is deterministic); False (counted) when they did not come in time."""
+        deadline = time.monotonic() + timeout_s
+        n = self.net.n_tls
+        while self._seen.get(ts_ns, 0) < n or self._seen_advice.get(ts_ns, 0) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
+                self.missed_ticks += 1
+                return False
+            self.poll()
+        self._seen_advice.pop(ts_ns, None)
+        return True
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class Guidance:
+    """Guided vehicles in a running :class:`sim.sumo.Sumo`, and the stops of every vehicle."""
+
+    def __init__(self, sumo, net, feed: SpatFeed, share: float, seed: int, *, epoch_ns: int,
+                 range_m: float = 250.0, min_mps: float = 5.0, release_m: float = 30.0, coast: bool = True):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"guidance share must be within 0..1, not {share}")
+        self.conn = sumo.connection
+        self.net = net
+        self.feed = feed
+        self.share = share
+        self.rng = random.Random(seed)
+        self.epoch_ns = epoch_ns
+        self.range_m = range_m
+        self.min_mps = min_mps
+        self.release_m = release_m
+        self.coast = coast  # with no green within reach, coast (at least min_mps) instead of driving on
+        self.mode: dict[str, str] = {}  # guided vehicle -> what guidance did last (for the stops' causes)
+        self.stops_by_mode: dict[str, int] = {}
+        self.collisions_guided = 0  # collisions with a guided vehicle as collider or victim
+        self.guided: set[str] = set()
+        self.active: set[str] = set()  # guided and still driving
+        self.controlled: dict[str, tuple[str, int]] = {}  # vehicle -> (junction, link) it is guided to
+        self.stops: dict[str, int] = {}
+        self.signal_stops: dict[str, int] = {}  # stops within SIGNAL_STOP_M of a signal's stop line
+        self.moving: dict[str, bool] = {}
+        self.departed = 0
+        self.advised_steps = 0
+        self.released = 0
+        # actual changes: per global link, [(T_s, old class)]
+        self.changes: list[tuple[int, float, int]] = []
+        self._last_class: np.ndarray | None = None
+
+    def step(self, t_s: float) -> None:
+        """At simulated second ``t_s`` (the engine ticked at it): new vehicles, stops, advice."""
+        c = self.conn
+        for vid in c.simulation.getDepartedIDList():
+            self.departed += 1
+            c.vehicle.subscribe(vid, (tc.VAR_SPEED,))
+            self.stops[vid] = 0
+            self.moving[vid] = False
+            if self.rng.random() < self.share:
+                self.guided.add(vid)
+                self.active.add(vid)
+        for vid in c.simulation.getArrivedIDList():
+            self.controlled.pop(vid, None)
+            self.active.discard(vid)
+        for col in c.simulation.getCollisions():
+            if col.collider in self.guided or col.victim in self.guided:
+                self.collisions_guided += 1
+        speeds = c.vehicle.getAllSubscriptionResults()
+        for vid, r in speeds.items():
+            v = r[tc.VAR_SPEED]
+            if v > MOVING_MPS:
+                self.moving[vid] = True
+            elif v < STOP_MPS and self.moving.get(vid):
+                self.moving[vid] = False
+                self.stops[vid] += 1
+                nxt = c.vehicle.getNextTLS(vid)
+                if nxt and nxt[0][2] <= SIGNAL_STOP_M:
+                    self.signal_stops[vid] = self.signal_stops.get(vid, 0) + 1
+                    if vid in self.guided:
+                        m = self.mode.get(vid, "none")
+                        self.stops_by_mode[m] = self.stops_by_mode.get(m, 0) + 1
+        now_ns = self.epoch_ns + int(round(t_s * 1e9))
+        self.feed.wait_tick(now_ns)
+        for vid in sorted(self.active):
+            if vid in speeds:
+                self._guide(vid, now_ns)
+
+    def _guide(self, vid: str, now_ns: int) -> None:
+        c = self.conn
+        nxt = c.vehicle.getNextTLS(vid)
+        held = self.controlled.get(vid)
+        if not nxt or nxt[0][2] > self.range_m:
+            if held is not None:
+                self._release(vid)
+            self.mode[vid] = "out_of_range"
+            return
+        tls, link, dist, state = nxt[0]
+        if held == (tls, link) and dist <= self.release_m and state in "rsyu":
+            return  # final approach to a red: keep the speed it was advised (SUMO still stops it at red)
+        if held is not None and (held != (tls, link) or dist <= self.release_m):
+            self._release(vid)  # passed the signal it was guided to, or on its final approach at green
+        if dist <= self.release_m:
+            last = self.mode.get(vid, "")
+            if not last.startswith("final"):
+                self.mode[vid] = "final_after_" + last
+            return  # (SUMO's own driving enters the junction: it announces its approach to foes)
+        lane = c.vehicle.getLaneID(vid)
+        if lane.startswith(":"):  # crossing some junction on the way: SUMO's own driving
+            if held is not None:
+                self._release(vid)
+            return
+        body = self.feed.advice.get(tls)
+        entries = self.feed.lookup.get((tls, link)) if body is not None else None
+        if not entries:
+            self.mode[vid] = "no_advice"
+            return
+        e = next((k for k in entries if body["lanes"][k] == lane), entries[0])
+        target = got = None
+        margin = body.get("margin_s", 1.0)
+        for start, end in body["windows"][e]:
+            a = (start - now_ns) / 1e9
+            b = None if end is None else (end - now_ns) / 1e9
+            got = band(dist, body["speed_limit_mps"][e], a, b, queue_s=body["queue_s"][e], margin_s=margin,
+                       min_mps=self.min_mps)
+            if got is not None:
+                if a <= 0 and got[1] >= body["speed_limit_mps"][e]:
+                    target = None  # green now and reachable at the limit: drive normally
+                else:
+                    target = got[1]
+                break
+        if target is None and body["kind"][e] == "earliest":
+            # a red whose next green is not foreseen: do not arrive before its earliest start
+            a = (body["earliest_ns"][e] - now_ns) / 1e9 + body["queue_s"][e] + margin
+            v = body["speed_limit_mps"][e] if a <= 0 else min(body["speed_limit_mps"][e], dist / a)
+            if v >= self.min_mps:
+                target = v
+        mode = "band_earliest" if got is None else "band_window"
+        if target is None and got is None and self.coast and body["queue_s"][e] <= COAST_MAX_QUEUE_S:
+            # no green within reach: coast towards the red, no slower than the minimum and no
+            # faster than reaches the stop line once a green that ends before it can arrive has
+            # gone through yellow and red clearance (COAST_AFTER_END_S)
+            ends = [w[1] for w in body["windows"][e] if w[1] is not None]
+            v = self.min_mps
+            if ends:
+                a = (max(ends) - now_ns) / 1e9 + COAST_AFTER_END_S + body["queue_s"][e] + margin
+                v = max(v, min(body["speed_limit_mps"][e], dist / a))
+            target, mode = v, "coast"
+        if target is None:
+            if vid in self.controlled:
+                self._release(vid)
+            self.mode[vid] = "free" if body["kind"][e] == "free" else "stop"
+            return
+        self.mode[vid] = mode
+        c.vehicle.setSpeed(vid, target)
+        self.controlled[vid] = (tls, link)
+        self.advised_steps += 1
+
+    def _release(self, vid: str) -> None:
+        self.controlled.pop(vid, None)
+        try:
+            self.conn.vehicle.setSpeed(vid, -1)
+        except Exception:  # arrived or teleported meanwhile (libsumo and traci raise their own)
+            return
+        self.released += 1
+
+    def observe_signals(self, t_s: float, states: list[str]) -> None:
+        """The states SUMO showed from ``t_s`` on (per signal, the network's order)."""
+        cls = np.fromiter((_CLASS.get(ch, -1) for s in states for ch in s), dtype=np.int8)
+        if self._last_class is not None and cls.size == self._last_class.size:
+            for link in np.flatnonzero(cls != self._last_class).tolist():
+                self.changes.append((link, t_s, int(self._last_class[link])))
+        self._last_class = cls
+
+    def results(self) -> dict:
+        """The guidance block of the evaluation's JSON (see the module docstring)."""
+        g = [self.stops[v] for v in self.stops if v in self.guided]
+        u = [self.stops[v] for v in self.stops if v not in self.guided]
+        errors, covered, pairs = spat_errors(self.feed, self.changes, self.epoch_ns)
+        sg = [self.signal_stops.get(v, 0) for v in self.stops if v in self.guided]
+        su = [self.signal_stops.get(v, 0) for v in self.stops if v not in self.guided]
+        spg = float(np.mean(g)) if g else None
+        spu = float(np.mean(u)) if u else None
+        return {
+            "guidance_share": self.share,
+            "vehicles_guided": len(g),
+            "vehicles_unguided": len(u),
+            "stops_per_vehicle_guided": _r(spg, 3),
+            "stops_per_vehicle_unguided": _r(spu, 3),
+            "guided_stop_reduction": _r(1.0 - spg / spu, 3) if spg is not None and spu else None,
+            "signal_stops_per_vehicle_guided": _r(float(np.mean(sg)), 3) if sg else None,
+            "signal_stops_per_vehicle_unguided": _r(float(np.mean(su)), 3) if su else None,
+            "guidance_advised_vehicle_steps": self.advised_steps,
+            "collisions_guided": self.collisions_guided,
+            "guided_signal_stops_by_last_advice": dict(sorted(self.stops_by_mode.items())),
+            "spat_changes": len(self.changes),
+            "spat_pairs": pairs,
+            "spat_likely_coverage": _r(covered / pairs, 3) if pairs else None,
+            "spat_likely_error_p50_s": _r(float(np.percentile(errors, 50)), 2) if errors.size else None,
+            "spat_likely_error_p90_s": _r(float(np.percentile(errors, 90)), 2) if errors.size else None,
+            "spat_likely_error_mean_s": _r(float(errors.mean()), 2) if errors.size else None,
+            "spat_feed_missed_ticks": self.feed.missed_ticks,
+        }
+
+
+def spat_errors(feed: SpatFeed, changes: list[tuple[int, float, int]], epoch_ns: int,
+                window_s: float = WINDOW_S) -> tuple[np.ndarray, int, int]:
+    """``(errors_s, predicted, pairs)``: per actual change and tick up to ``window_s`` before it in
+    the same state interval, the error of the published likely time (where one was published)."""
+    ticks = np.array(sorted(feed.pred), dtype=np.int64)
+    if ticks.size == 0:
+        return np.zeros(0), 0, 0
+    pred = np.stack([feed.pred[t] for t in ticks.tolist()])
+    pcls = np.stack([feed.pred_class[t] for t in ticks.tolist()])
+    last_change: dict[int, int] = {}
+    errors: list[np.ndarray] = []
+    covered = pairs = 0
+    for link, t_s, old in changes:
+        T = epoch_ns + int(round(t_s * 1e9))
+        lo = max(T - int(window_s * 1e9), last_change.get(link, -1))
+        last_change[link] = T
+        a, b = np.searchsorted(ticks, lo, "left"), np.searchsorted(ticks, T, "left")
+        if b <= a:
+            continue
+        sel = pcls[a:b, link] == old
+        p = pred[a:b, link][sel]
+        pairs += int(sel.sum())
+        known = p >= 0
+        covered += int(known.sum())
+        errors.append(np.abs(p[known] - T) / 1e9)
+    return (np.concatenate(errors) if errors else np.zeros(0)), covered, pairs
+
+
+def _r(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(float(x), nd)
