@@ -143,6 +143,20 @@ class HealthParams(_Conf):
             raise ValueError("health.chatter_tau_s must be > 0")
 
 
+class AdapterParams(_Conf):
+    """Signal-controller adapters (``engine.adapter``, docs/protocol.md). The engine marks a
+    junction ``offline`` (alarm ``adapter_offline``) when its adapter has said nothing for
+    ``offline_after_s``; ``fallback_after_s`` is what the reference adapters (the SUMO bridge)
+    wait without a word from the engine before they run their local plans."""
+
+    offline_after_s: float = 5.0
+    fallback_after_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not (self.offline_after_s > 0 and self.fallback_after_s > 0):
+            raise ValueError("adapters.offline_after_s and adapters.fallback_after_s must be > 0")
+
+
 class EngineConfig(_Conf):
     """Everything ``traffic-engine serve`` can be told. All fields have working defaults."""
 
@@ -162,6 +176,7 @@ class EngineConfig(_Conf):
     ingest: IngestParams = IngestParams()
     recording: RecordingParams = RecordingParams()
     health: HealthParams = HealthParams()
+    adapters: AdapterParams = AdapterParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):
