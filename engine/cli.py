@@ -87,7 +87,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             json_path=args.json, tls_states=args.tls_states, config=args.config, progress=not args.quiet,
             inject_faults=args.inject_fault or (),
             detector_coverage=args.detector_coverage, seed=args.seed,
-            fail_detectors=args.fail_detectors,
+            fail_detectors=args.fail_detectors, kill_engine=args.kill_engine,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -253,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "stuck for the whole run (engine controllers only)")
     e.add_argument("--seed", type=int, default=0,
                    help="random seed of --detector-coverage and --fail-detectors (default %(default)s)")
+    e.add_argument("--kill-engine", metavar="S[:RESTART_S]",
+                   help="kill -9 the engine at simulated second S: the signals' adapters keep SUMO running, "
+                        "holding the last command and then (after adapters.fallback_after_s, 3 s) on their "
+                        "local plans (SUMO's programs); with RESTART_S, start the engine again then on the "
+                        "same endpoints: the adapters register again with what they show and the engine "
+                        "takes over. The JSON gains a kill_engine block (fallback_s, handbacks, commands "
+                        "applied after the restart); safety_violations covers the whole run "
+                        "(engine controllers only)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 
