@@ -310,7 +310,7 @@ class SignalAdapter:
         for i in range(n):
             if cls[i] != RED or want[i] != GREEN or now_ns - since[i] + _EPS_NS < self.clear_ns[i]:
                 continue
-            if all(cls[b] == RED and since[b] != now_ns and now_ns - since[b] + _EPS_NS >= self.clear_ns[b]
+            if all(cls[b] == RED and now_ns - since[b] + _EPS_NS >= self.clear_ns[b]
                    for b in self.foes[i]):
                 cls[i], since[i], letters[i] = GREEN, now_ns, state[i]
         return self.shown
@@ -468,9 +468,11 @@ class SignalAdapter:
                        age_ms=self.ages_ms(now_ns))
 
     def hello(self, now_ns: int) -> bool:
-        self._hello_ns = now_ns
         self.registered = False
-        return self._send(self.hello_message(now_ns))
+        sent = self._send(self.hello_message(now_ns))
+        if sent:
+            self._hello_ns = now_ns
+        return sent
 
     def feedback(self, now_ns: int) -> bool:
         """Report the display (and the fate of the last command)."""
@@ -521,13 +523,14 @@ class SignalAdapter:
                 if isinstance(msg, P.Command) and self.registered:
                     latest = msg
         shown = self.step(now_ns, latest)
-        if latest is not None:
+        silent = now_ns - self.heard_ns >= self.heartbeat_ns * 2
+        if not self.registered or silent:
+            if now_ns - self._hello_ns >= self.heartbeat_ns:
+                self.hello(now_ns)  # (a restarted engine knows nothing of this junction)
+        elif latest is not None:
             self.feedback(now_ns)
         elif now_ns - self._sent_ns >= self.heartbeat_ns:
             self.heartbeat(now_ns)
-        silent = now_ns - self.heard_ns >= self.heartbeat_ns * 2
-        if (not self.registered or silent) and now_ns - self._hello_ns >= self.heartbeat_ns:
-            self.hello(now_ns)
         return shown
 
     def close(self) -> None:
