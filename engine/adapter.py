@@ -635,10 +635,13 @@ def adopt(safety, lo: int, state: str, ts_ns: int, age_ms: list[int]) -> None:
         safety._long_clear[lo + i] = False
 
 
-def engine_command(engine, t: int, chars: str, now_ns: int, seq: int) -> P.Command:
+def engine_command(engine, t: int, chars: str, now_ns: int, seq: int, mode: str = "run",
+                   plan: str = "") -> P.Command:
     """The command the engine sends signal ``t`` at a tick: the state to show, the phase it moves
     to, that phase's letters as ``next_state``, and the earliest end of the greens shown now
-    that the next phase ends (their min green; 0 when none ends)."""
+    that the next phase ends (their min green; 0 when none ends). ``mode``/``plan``: an
+    operator's override (``hold``, ``force_off``, ``plan`` with the plan's name, ``flash``),
+    which the adapter carries out itself under its own interlocks."""
     net, safety = engine.net, engine.safety
     lo, hi = int(net.tls_link_ptr[t]), int(net.tls_link_ptr[t + 1])
     state = chars[lo:hi]
@@ -656,4 +659,5 @@ def engine_command(engine, t: int, chars: str, now_ns: int, seq: int) -> P.Comma
             if safety.link_state[k] == 2 and k not in on:
                 min_end = max(min_end, int(safety.link_since_ns[k]) + min_green_ns, now_ns)
     return P.Command(junction=net.tls_ids[t], ts_ns=now_ns, seq=seq, state=state,
-                     phase=engine.local_phase(t), next_state=next_state, min_end_ns=min_end)
+                     phase=engine.local_phase(t), mode=mode, next_state=next_state, min_end_ns=min_end,
+                     plan=plan)

@@ -188,6 +188,12 @@ def _print_status(st: dict) -> None:
           + "  ".join(f"{k} {v}" for k, v in sorted(st["detectors"]["by_health"].items())))
     print(f"alarms       {st['alarms']['active']} active, {st['alarms']['raised_total']} raised since start")
     print(f"junctions    {st['junctions']['signals']} signals, {st['junctions']['with_adapter']} with an adapter")
+    j, ad = st["junctions"], st.get("adapters", {})
+    if "online" in j:
+        print(f"adapters     online {j['online']}  offline {j['offline']}"
+              + (f" ({', '.join(j['offline_ids'][:10])})" if j.get("offline_ids") else "")
+              + f"  refused commands {ad.get('refused_commands', 0)}  refused hellos "
+              f"{ad.get('registrations_refused', 0)}  protocol errors {ad.get('protocol_errors', 0)}")
     rec = st.get("recording") or {}
     if rec.get("enabled"):
         print(f"recording    {rec['dir']}  segment {rec['segment']}  {rec['bytes_written'] / 1e6:.1f} MB written"
