@@ -254,9 +254,11 @@ class SignalAdapter:
             if cur == GREEN and w == RED:
                 return "no_yellow", f"link {i} goes from green to red without yellow"
             if cur == GREEN and w == YELLOW and age + _EPS_NS < self.min_green_ns[i]:
-                return "short_green", f"link {i} ends its green after {age / 1e9:g} s, min green {self.min_green_ns[i] / 1e9:g} s"
+                return "short_green", (f"link {i} ends its green after {age / 1e9:g} s, "
+                                       f"min green {self.min_green_ns[i] / 1e9:g} s")
             if cur == YELLOW and w == RED and age + _EPS_NS < self.yellow_ns[i]:
-                return "short_yellow", f"link {i} ends its yellow after {age / 1e9:g} s, yellow {self.yellow_ns[i] / 1e9:g} s"
+                return "short_yellow", (f"link {i} ends its yellow after {age / 1e9:g} s, "
+                                        f"yellow {self.yellow_ns[i] / 1e9:g} s")
             if cur == YELLOW and w == GREEN:
                 return "yellow_to_green", f"link {i} goes from yellow back to green"
             if cur in (RED, OFF) and w == YELLOW:
@@ -384,7 +386,8 @@ class SignalAdapter:
             return  # keep doing what was being done
         self.command = cmd
         new_mode = "engine" if cmd.mode == "run" else cmd.mode
-        if new_mode == "plan" and (self.mode != "plan" or self._plan_run is None or self._plan_run.plan.name != cmd.plan):
+        run = self._plan_run
+        if new_mode == "plan" and (self.mode != "plan" or run is None or run.plan.name != cmd.plan):
             self._start_plan(cmd.plan)
         self.mode = new_mode
 

@@ -154,7 +154,7 @@ def replay(log: str | Path, *, net_path: str | Path | None = None, until: str | 
         raise ReplayError(str(exc)) from exc
     engine = load_engine(reader, net_path)
     loop0 = time.perf_counter()
-    cfg, net, bank = engine.config, engine.net, engine.bank
+    cfg, bank = engine.config, engine.bank
     sim = cfg.clock == "sim"
     clock = ManualClock()
     signal_adapter: dict[int, bytes] = {}  # as Server.signal_adapter: signal -> adapter, in hello order

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import protocol as P
-from engine.adapter import GREEN, RED, JunctionSpec, LocalPlan, SignalAdapter, sumo_programs
+from engine.adapter import JunctionSpec, LocalPlan, SignalAdapter, sumo_programs
 from engine.client import OperatorClient
 from engine.config import AdapterParams, EngineConfig, Endpoints
 from engine.core import Engine
@@ -69,11 +69,11 @@ def test_registration_refusals_name_their_reason(demo):
     net, programs = demo
     good = SignalAdapter(spec_for(net, programs)).hello_message(T0)
     groups = good.groups
+    known = set(map(tuple, good.conflicts))
+    extra = next((a, b) for a in range(good.n_links) for b in range(a + 1, good.n_links) if (a, b) not in known)
     cases = {
         "is missing from the adapter's conflict table": msgspec.structs.replace(good, conflicts=good.conflicts[1:]),
-        "is not in the network": msgspec.structs.replace(
-            good, conflicts=good.conflicts + [next((a, b) for a in range(good.n_links) for b in range(a + 1, good.n_links)
-                                                   if (a, b) not in set(map(tuple, good.conflicts)))]),
+        "is not in the network": msgspec.structs.replace(good, conflicts=good.conflicts + [extra]),
         "longer than the engine's 5 s": msgspec.structs.replace(
             good, groups=[msgspec.structs.replace(groups[0], min_green_s=7.0), *groups[1:]]),
         "yellow 2 s is below the engine's safety timing 3 s": msgspec.structs.replace(
