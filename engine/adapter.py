@@ -536,12 +536,17 @@ class SignalAdapter:
             self.heartbeat(now_ns)
         return shown
 
+    def fallback_time_ns(self) -> int:
+        """Time spent on the local plan because the engine was silent, the current stretch included."""
+        ongoing = self.now_ns - self._fallback_since if self._fallback_since is not None else 0
+        return self.stats.fallback_ns + ongoing
+
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None
+        self.stats.fallback_ns = self.fallback_time_ns()
         if self._fallback_since is not None:
-            self.stats.fallback_ns += self.now_ns - self._fallback_since
             self._fallback_since = self.now_ns
 
 

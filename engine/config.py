@@ -183,6 +183,9 @@ class EngineConfig(_Conf):
             raise ValueError(f"clock must be 'wall' or 'sim', not {self.clock!r}")
         if not 0.05 <= self.tick_s <= 60:
             raise ValueError(f"tick_s must be between 0.05 and 60 s, not {self.tick_s}")
+        if not 0 < self.heartbeat_s < self.adapters.fallback_after_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be > 0 and shorter than "
+                             f"adapters.fallback_after_s ({self.adapters.fallback_after_s})")
 
 
 def load_config(path: str | Path | None, **overrides) -> EngineConfig:

@@ -258,7 +258,7 @@ class Bridge:
             "refused_by_kind": refused,
             "fallbacks": sum(a.stats.fallbacks for a in self.signals),
             "handbacks": sum(a.stats.handbacks for a in self.signals),
-            "fallback_s": round(max((a.stats.fallback_ns for a in self.signals), default=0) / 1e9, 3),
+            "fallback_s": round(max((a.fallback_time_ns() for a in self.signals), default=0) / 1e9, 3),
             "silent_s": self.silent_steps,
         }
 

@@ -336,3 +336,14 @@ def test_kill_engine_mid_evaluation_falls_back_and_resumes(small_scenario, tmp_p
     assert 100 <= k["fallback_s"] <= 120  # the local plans ran from 120 + 3 s until the engine was back
     assert k["commands_applied_after_restart"] > 0 and k["commands_refused_after_restart"] == 0
     assert k["engine_after"]["online"] == n_tls
+
+
+def test_kill_engine_option_is_checked():
+    """``--kill-engine`` takes S or S:RESTART_S with RESTART_S after S; anything else is refused."""
+    from sim.evaluate import EvaluationError, parse_kill
+
+    assert parse_kill("120") == (120.0, None)
+    assert parse_kill("120:240") == (120.0, 240.0)
+    for bad in ("abc", "120:60", "-5", "10:10", "1:x"):
+        with pytest.raises(EvaluationError):
+            parse_kill(bad)
