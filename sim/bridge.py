@@ -15,13 +15,14 @@ deterministic. Nothing here reads SUMO's vehicles for deciding: only detectors r
 The bridge is the reference adapter: every signal is an :class:`engine.adapter.SignalAdapter`
 (its own DEALER, the network's conflicts, the engine's safety timings as its cabinet's, SUMO's
 program from the ``.net.xml`` as its local plan), so every command passes the adapter's
-conflict monitor before SUMO shows it. When the engine goes silent (its process died, or with
-``strict=False`` no command came within ``command_timeout_s``) the bridge stops sending readings
+conflict monitor before SUMO shows it. With ``strict=False``, when the engine goes silent (its
+process died, or no command came within ``command_timeout_s``) the bridge stops sending readings
 and stops waiting: SUMO keeps stepping, one simulated second per step, the adapters hold the
 last command and after ``fallback_after_s`` simulated seconds run their local plans.
 :meth:`Bridge.resume` (after the engine is back on the same endpoints) says hello again with
 every signal's display, and lockstep continues; a run with a planned kill and restart is as
-deterministic as one without.
+deterministic as one without. With ``strict=True`` (a plain evaluation) silence is a
+``BridgeError``: an outcome measured without the engine would not be the controller's.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class Bridge:
         ``min_green_s``, ``yellow_s``, ``red_clearance_s``: the engine config's ``safety``);
         ``programs``: local plans per signal (``engine.adapter.sumo_programs``);
         ``engine_alive``: a callable, False once the engine process is gone (the wait for its
-        commands then ends at once); ``strict``: a missing command is an error (else silence)."""
+        commands then ends at once); ``strict``: a missing command or a dead engine is a
+        ``BridgeError`` (else the signals go on without the engine)."""
         self.sumo = sumo
         self.net = net
         self.faults = faults  # a sim.detector_faults.FaultInjector: devices that lie (SUMO is untouched)
@@ -187,6 +189,8 @@ class Bridge:
         return len(readings)
 
     def _go_silent(self, t_s: float, why: str) -> None:
+        if self.strict:
+            raise BridgeError(f"t={t_s:g} s: {why}")
         log.warning("t=%g s: %s: signals continue on their own (local plans after %g s)", t_s, why,
                     self.signals[0].fallback_ns / 1e9 if self.signals else 0)
         self.silent = True
@@ -208,10 +212,8 @@ class Bridge:
                 if time.perf_counter() < deadline:
                     continue
                 missing = ", ".join(self.net.tls_ids[t] for t in sorted(pending)[:5])
-                if self.strict:
-                    raise BridgeError(f"no command from the engine for t={t_s:g} s within "
-                                      f"{self.timeout_ms / 1000:g} s (signals {missing} ...)")
-                self._go_silent(t_s, f"no command within {self.timeout_ms / 1000:g} s")
+                self._go_silent(t_s, f"no command from the engine within {self.timeout_ms / 1000:g} s "
+                                     f"(signals {missing} ...)")
                 break
             for sock, _ in events:
                 self._receive(sock, ts, commands, pending)

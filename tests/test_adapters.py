@@ -318,6 +318,8 @@ def test_offline_alarm_fallback_and_resume_over_sockets(demo):
 
 # -- kill -9 the engine in the middle of an evaluation (real SUMO) ------------------------------
 
+@pytest.mark.sumo
+@pytest.mark.slow
 def test_kill_engine_mid_evaluation_falls_back_and_resumes(small_scenario, tmp_path):
     """kill -9 at 120 s, restart at 240 s: SUMO keeps stepping with every signal on its own
     program, no safety violation, no teleport, every vehicle arrives; after the restart the
@@ -347,3 +349,19 @@ def test_kill_engine_option_is_checked():
     for bad in ("abc", "120:60", "-5", "10:10", "1:x"):
         with pytest.raises(EvaluationError):
             parse_kill(bad)
+
+
+def test_adapter_benchmark_engine_commands_all_pass(tmp_path):
+    """``benchmarks.adapter``: every command the engine's safety stage makes on the demo passes
+    the adapters' monitors (same timings), and silence then starts every local plan."""
+    import json
+
+    from benchmarks.adapter import main
+
+    out = tmp_path / "adapter.json"
+    assert main(["--ticks", "60", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["commands"] == 60 * r["junctions"] > 0
+    assert r["refused"] == 0
+    assert r["fallbacks"] == r["junctions"]
+    assert r["command_step_us"] > 0 and r["plan_step_us"] > 0
