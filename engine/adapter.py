@@ -148,8 +148,10 @@ def sumo_programs(net_path: str | Path) -> dict[str, list[tuple[str, float]]]:
 @dataclass
 class _PlanRun:
     plan: LocalPlan
+    states: list[str]  # the plan's phases as this cabinet may show them (``SignalAdapter.consistent``)
     k: int = 0
     reached_ns: int | None = None
+    asked_ns: int | None = None  # when the current phase was first asked for
 
 
 @dataclass
@@ -416,22 +418,49 @@ class SignalAdapter:
             self._plan_run = None
             return
         green = {i for i, c in enumerate(self.cls) if c == GREEN}
+        states = [self.consistent(state) for state, _ in plan.phases]
         best, best_score = 0, None
-        for k, (state, _) in enumerate(plan.phases):
+        for k, state in enumerate(states):
             want = _classes(state)
             greens = {i for i, w in enumerate(want) if w == GREEN}
             score = (green <= greens, YELLOW not in want, len(green & greens), -k)
             if best_score is None or score > best_score:
                 best, best_score = k, score
-        self._plan_run = _PlanRun(plan, best)
+        self._plan_run = _PlanRun(plan, states, best)
+
+    def consistent(self, state: str) -> str:
+        """``state`` without what this cabinet's conflict table forbids: of two conflicting links
+        green together (or green beside yellow), the one that gives way (``g``; else the later
+        one; beside a yellow: the green) is shown red instead. A plan written for a looser table
+        then still runs (its phases can all be reached)."""
+        letters = list(state)
+        want = _classes(state)
+        for a in range(len(letters)):
+            for b in self.foes[a]:
+                if want[a] == GREEN and want[b] == YELLOW:
+                    drop = a
+                elif want[a] == GREEN and want[b] == GREEN and a < b:
+                    drop = a if letters[a] == "g" and letters[b] == "G" else b
+                else:
+                    continue
+                letters[drop], want[drop] = self.red_letters[drop], RED
+        return "".join(letters)
 
     def _run_plan(self, now_ns: int) -> str:
         run = self._plan_run
         phases = run.plan.phases
-        while run.reached_ns is not None and now_ns - run.reached_ns + _EPS_NS >= int(round(phases[run.k][1] * 1e9)):
-            run.reached_ns = None  # (a phase counts its duration from when it is shown)
+        while True:
+            dur_ns = int(round(phases[run.k][1] * 1e9))
+            shown_long = run.reached_ns is not None and now_ns - run.reached_ns + _EPS_NS >= dur_ns
+            # (a watchdog: a phase the interlocks keep from being reached gives way after a while)
+            stuck = run.reached_ns is None and run.asked_ns is not None and now_ns - run.asked_ns >= dur_ns + 60 * 10**9
+            if not (shown_long or stuck):
+                break
+            run.reached_ns = run.asked_ns = None  # (a phase counts its duration from when it is shown)
             run.k = (run.k + 1) % len(phases)
-        state = phases[run.k][0]
+        state = run.states[run.k]
+        if run.asked_ns is None:
+            run.asked_ns = now_ns
         shown = self.guard(state, now_ns)
         if run.reached_ns is None:
             want = _classes(state)

@@ -244,13 +244,31 @@ def test_local_plan_runs_after_silence_and_hands_back(demo):
         monitor.observe(k, [shown[-1]])
     assert adapter.mode == "fallback" and adapter.stats.fallbacks == 1
     seen = set(shown[43:])
-    assert {p for p, _ in phases} <= seen  # the program's phases are all shown
+    assert {adapter.consistent(p) for p, _ in phases} <= seen  # the program's phases are all shown
     for k in range(240, 300):  # the engine is back and asks for its green again
         now += S
         shown.append(adapter.step(now, P.Command(spec.junction, now, k, green0)))
         monitor.observe(k, [shown[-1]])
     assert adapter.mode == "engine" and adapter.stats.handbacks == 1
     assert shown[-1] == green0
+    assert monitor.total == 0, monitor.events[:3]
+
+
+def test_a_plan_the_conflict_table_forbids_still_cycles_safely():
+    """A local plan written for a looser conflict table (two conflicting links green together)
+    runs with the link that gives way held red: every phase is reached, nothing unsafe shown."""
+    groups = tuple(P.SignalGroup(str(i), [i], 5.0, 3.0, 2.0) for i in range(3))
+    plan = LocalPlan("0", (("Ggr", 20.0), ("yyr", 3.0), ("rrG", 20.0), ("rry", 3.0)))
+    spec = JunctionSpec("j", 3, groups, ((0, 1), (0, 2), (1, 2)), (plan,))
+    adapter = SignalAdapter(spec, start_ns=T0)
+    assert adapter.consistent("Ggr") == "Grr" and adapter.consistent("yyr") == "yyr"
+    monitor = ConflictMonitor.from_conflicts({"j": (3, spec.conflicts)}, min_green_s=5.0, min_yellow_s=3.0)
+    shown = []
+    for k in range(1, 200):
+        shown.append(adapter.step(T0 + k * S))
+        monitor.observe(k, [shown[-1]])
+    assert adapter.mode == "fallback"
+    assert {"Grr", "yrr", "rrG", "rry"} <= set(shown)
     assert monitor.total == 0, monitor.events[:3]
 
 
