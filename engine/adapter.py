@@ -359,12 +359,6 @@ class SignalAdapter:
         self.heard(now_ns)
         self.stats.commands += 1
         self._answered = cmd.seq
-        if self.mode == "fallback":
-            self.stats.handbacks += 1
-            log.info("junction %s: the engine is back: it has control again", self.spec.junction)
-            if self._fallback_since is not None:
-                self.stats.fallback_ns += now_ns - self._fallback_since
-            self._fallback_since = None
         refusal = None
         if cmd.mode not in P.COMMAND_MODES:
             refusal = ("bad_command", f"unknown mode {cmd.mode!r}")
@@ -386,6 +380,11 @@ class SignalAdapter:
             self.stats.applied += 1
         if refusal is not None and refusal[0] == "bad_command":
             return  # keep doing what was being done
+        if self.mode == "fallback":
+            self.stats.handbacks += 1
+            log.info("junction %s: the engine is back: it has control again", self.spec.junction)
+            self.stats.fallback_ns += now_ns - self._fallback_since
+            self._fallback_since = None
         self.command = cmd
         new_mode = "engine" if cmd.mode == "run" else cmd.mode
         run = self._plan_run
