@@ -91,6 +91,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             inject_faults=args.inject_fault or (),
             detector_coverage=args.detector_coverage, seed=args.seed,
             fail_detectors=args.fail_detectors, guidance_share=args.guidance_share,
+            kill_engine=args.kill_engine,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -261,6 +262,12 @@ def _print_status(st: dict) -> None:
         print(f"feed         seq {feed['seq']}  {feed['topics']} topics  {feed['snapshots_served']} snapshots served"
               + (f"  ({feed['snapshots_cut']} cut, {feed['bad_requests']} bad requests)"
                  if feed["snapshots_cut"] or feed["bad_requests"] else ""))
+    j, ad = st["junctions"], st.get("adapters", {})
+    if "online" in j:
+        print(f"adapters     online {j['online']}  offline {j['offline']}"
+              + (f" ({', '.join(j['offline_ids'][:10])})" if j.get("offline_ids") else "")
+              + f"  refused commands {ad.get('refused_commands', 0)}  refused hellos "
+              f"{ad.get('registrations_refused', 0)}  protocol errors {ad.get('protocol_errors', 0)}")
     rec = st.get("recording") or {}
     if rec.get("enabled"):
         print(f"recording    {rec['dir']}  segment {rec['segment']}  {rec['bytes_written'] / 1e6:.1f} MB written"
@@ -331,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0,
                    help="random seed of --detector-coverage, --fail-detectors and --guidance-share "
                         "(default %(default)s)")
+    e.add_argument("--kill-engine", metavar="S[:RESTART_S]",
+                   help="kill -9 the engine at simulated second S: the signals' adapters keep SUMO running, "
+                        "holding the last command and then (after adapters.fallback_after_s, 3 s) on their "
+                        "local plans (SUMO's programs); with RESTART_S, start the engine again then on the "
+                        "same endpoints: the adapters register again with what they show and the engine "
+                        "takes over. The JSON gains a kill_engine block (fallback_s, handbacks, commands "
+                        "applied after the restart); safety_violations covers the whole run "
+                        "(engine controllers only)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

@@ -181,6 +181,20 @@ class SpatParams(_Conf):
                 raise ValueError(f"spat.{name} must be a finite number >= 0, not {v}")
 
 
+class AdapterParams(_Conf):
+    """Signal-controller adapters (``engine.adapter``, docs/protocol.md). The engine marks a
+    junction ``offline`` (alarm ``adapter_offline``) when its adapter has said nothing for
+    ``offline_after_s``; ``fallback_after_s`` is what the reference adapters (the SUMO bridge)
+    wait without a word from the engine before they run their local plans."""
+
+    offline_after_s: float = 5.0
+    fallback_after_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not (self.offline_after_s > 0 and self.fallback_after_s > 0):
+            raise ValueError("adapters.offline_after_s and adapters.fallback_after_s must be > 0")
+
+
 class EngineConfig(_Conf):
     """Everything ``traffic-engine serve`` can be told. All fields have working defaults."""
 
@@ -202,12 +216,16 @@ class EngineConfig(_Conf):
     health: HealthParams = HealthParams()
     feed: FeedParams = FeedParams()
     spat: SpatParams = SpatParams()
+    adapters: AdapterParams = AdapterParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):
             raise ValueError(f"clock must be 'wall' or 'sim', not {self.clock!r}")
         if not 0.05 <= self.tick_s <= 60:
             raise ValueError(f"tick_s must be between 0.05 and 60 s, not {self.tick_s}")
+        if not 0 < self.heartbeat_s < self.adapters.fallback_after_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be > 0 and shorter than "
+                             f"adapters.fallback_after_s ({self.adapters.fallback_after_s})")
 
 
 def load_config(path: str | Path | None, **overrides) -> EngineConfig:

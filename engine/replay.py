@@ -31,6 +31,7 @@ from typing import TextIO
 import msgspec
 
 from engine import protocol as P
+from engine.adapter import engine_command, register
 from engine.clock import ManualClock
 from engine.config import EngineConfig, RecordingParams
 from engine.recorder import (ADAPTER_IN, ADAPTER_OUT, END, INGEST, KIND_NAMES, OPERATOR_IN, TICK, LogError,
@@ -153,7 +154,7 @@ def replay(log: str | Path, *, net_path: str | Path | None = None, until: str | 
         raise ReplayError(str(exc)) from exc
     engine = load_engine(reader, net_path)
     loop0 = time.perf_counter()
-    cfg, net, bank = engine.config, engine.net, engine.bank
+    cfg, bank = engine.config, engine.bank
     sim = cfg.clock == "sim"
     clock = ManualClock()
     signal_adapter: dict[int, bytes] = {}  # as Server.signal_adapter: signal -> adapter, in hello order
@@ -203,15 +204,13 @@ def replay(log: str | Path, *, net_path: str | Path | None = None, until: str | 
                 last_tick = rec.t_ns
                 chars = engine.tick(rec.t_ns).decode()
                 command_seq += 1
-                ptr = net.tls_link_ptr
                 for t, ident in signal_adapter.items():
-                    cmd = P.Command(junction=net.tls_ids[t], ts_ns=rec.t_ns, seq=command_seq,
-                                    state=chars[ptr[t]:ptr[t + 1]], phase=engine.local_phase(t))
+                    cmd = engine_command(engine, t, chars, rec.t_ns, command_seq)
                     expected.append((ident, P.encoder.encode(cmd), True))
             elif kind == ADAPTER_IN:
                 settle()
                 ident, frame = rec.peer()
-                reply = _adapter_in(net, signal_adapter, ident, frame)
+                reply = _adapter_in(engine, signal_adapter, ident, frame)
                 if reply is not None:
                     expected.append((ident, P.encoder.encode(reply), False))
             elif kind == ADAPTER_OUT:
@@ -277,7 +276,7 @@ def replay(log: str | Path, *, net_path: str | Path | None = None, until: str | 
     }
 
 
-def _adapter_in(net, signal_adapter: dict[int, bytes], ident: bytes, frame: bytes) -> P.Welcome | None:
+def _adapter_in(engine, signal_adapter: dict[int, bytes], ident: bytes, frame: bytes) -> P.Welcome | None:
     """What ``Server._drain_adapters`` does with one adapter message, minus the sockets."""
     try:
         msg = P.adapter_decoder.decode(frame)
@@ -285,14 +284,7 @@ def _adapter_in(net, signal_adapter: dict[int, bytes], ident: bytes, frame: byte
         return None
     if not isinstance(msg, P.Hello):
         return None
-    t = net.tls_index.get(msg.junction)
-    if t is None:
-        return P.Welcome(msg.junction, False, "unknown junction")
-    if msg.n_links != net.tls_n_links(t):
-        return P.Welcome(msg.junction, False,
-                         f"link count {msg.n_links} differs from the network's {net.tls_n_links(t)}")
-    signal_adapter[t] = ident
-    return P.Welcome(msg.junction, True)
+    return register(engine, signal_adapter, ident, msg)
 
 
 def print_summary(r: dict, stream: TextIO | None = None) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 import zmq
 
 from engine import protocol as P
+from engine.adapter import engine_command, register
 from engine.clock import ManualClock, WallClock
 from engine.core import Engine
 from engine.feed import FeedPublisher, snapshot_endpoint
@@ -49,6 +50,7 @@ class AdapterLink:
     junctions: list[int] = field(default_factory=list)
     last_seen_ns: int = 0
     feedback: dict[int, str] = field(default_factory=dict)
+    refused_seq: dict[int, int] = field(default_factory=dict)  # per signal, the last refused command's seq
 
 
 class Server:
@@ -82,6 +84,11 @@ class Server:
         self.command_seq = 0
         self.stopping = threading.Event()
         self.protocol_errors = 0
+        self.registrations_refused = 0  # hellos refused (unknown junction, contradicting timings ...)
+        self.refused_commands = 0  # commands adapters reported refusing (their conflict monitors)
+        self.refused_by_kind: dict[str, int] = {}
+        self.offline: set[int] = set()  # signals whose adapter has been silent for adapters.offline_after_s
+        self._last_out_ns = 0  # when the adapters last heard from the engine (for heartbeats)
         self._drain_cap = self.config.ingest.max_queue  # frames per turn, lowered while frames are large
         self._inflight = None  # (batch, job): an ingest batch the kernel is taking in the background
         self._worker = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ingest")
@@ -145,6 +152,7 @@ class Server:
                     if missed:
                         log.warning("tick overran: skipped %d tick(s)", missed)
                     next_tick += (missed + 1) * tick_ns
+                self._heartbeat(now)
 
     def _drain_ingest(self) -> int:
         """Take waiting frames (a bounded number, see ``_watch_ingest``) and absorb them in order."""
@@ -214,6 +222,7 @@ class Server:
         self._watch_ingest(now_ns)
         chars = self.engine.tick(now_ns).decode()
         self._send_commands(chars, now_ns)
+        self._watch_adapters(now_ns)
         self._publish(chars, now_ns)
         self._publish_alarms()
 
@@ -260,13 +269,10 @@ class Server:
             self.publisher.publish(b"alarms", msgspec.structs.asdict(alarm))
 
     def _send_commands(self, chars: str, now_ns: int) -> None:
-        net = self.engine.net
-        ptr = net.tls_link_ptr
         self.command_seq += 1
+        self._last_out_ns = now_ns
         for t, ident in self.signal_adapter.items():
-            cmd = P.Command(junction=net.tls_ids[t], ts_ns=now_ns, seq=self.command_seq,
-                            state=chars[ptr[t]:ptr[t + 1]], phase=self.engine.local_phase(t))
-            frame = P.encoder.encode(cmd)
+            frame = P.encoder.encode(engine_command(self.engine, t, chars, now_ns, self.command_seq))
             self.recorder.adapter_out(ident, frame, now_ns)
             self.adapters.send_multipart([ident, frame])
 
@@ -310,24 +316,21 @@ class Server:
                 log.warning("bad adapter message from %r: %s", ident, exc)
                 continue
             link = self.links.setdefault(ident, AdapterLink(ident))
-            link.last_seen_ns = self.clock.now_ns()
+            link.last_seen_ns = self.clock.now_ns() if self.engine.ticks else -1  # (-1: before the first tick)
             if isinstance(msg, P.Hello):
                 t = net.tls_index.get(msg.junction)
-                if t is None:
-                    reply = P.Welcome(msg.junction, False, "unknown junction")
-                elif msg.n_links != net.tls_n_links(t):
-                    reply = P.Welcome(msg.junction, False,
-                                      f"link count {msg.n_links} differs from the network's {net.tls_n_links(t)}")
-                else:
-                    old = self.signal_adapter.get(t)
+                old = self.signal_adapter.get(t) if t is not None else None
+                reply = register(self.engine, self.signal_adapter, ident, msg)
+                if reply.accepted:
                     if old is not None and old != ident:
                         log.warning("junction %s moves to a new adapter %r", msg.junction, ident)
                         self.links[old].junctions.remove(t)
-                    self.signal_adapter[t] = ident
                     if t not in link.junctions:
                         link.junctions.append(t)
-                    reply = P.Welcome(msg.junction, True)
                     log.info("adapter %r registered junction %s", ident, msg.junction)
+                else:
+                    self.registrations_refused += 1
+                    log.warning("adapter %r refused for junction %s: %s", ident, msg.junction, reply.reason)
                 out = P.encoder.encode(reply)
                 self.recorder.adapter_out(ident, out, self.clock.now_ns())
                 self.adapters.send_multipart([ident, out])
@@ -335,6 +338,40 @@ class Server:
                 t = net.tls_index.get(msg.junction)
                 if t is not None:
                     link.feedback[t] = msg.state
+                    if msg.refused and link.refused_seq.get(t) != msg.seq:
+                        link.refused_seq[t] = msg.seq
+                        self.refused_commands += 1
+                        kind = msg.refused.split(":", 1)[0]
+                        self.refused_by_kind[kind] = self.refused_by_kind.get(kind, 0) + 1
+                        log.warning("junction %s refused command %d: %s", msg.junction, msg.seq, msg.refused)
+
+    def _watch_adapters(self, now_ns: int) -> None:
+        """Once per tick: a signal whose adapter has said nothing for ``adapters.offline_after_s``
+        is offline (alarm ``adapter_offline``, cleared when the adapter speaks again)."""
+        limit_ns = int(self.config.adapters.offline_after_s * 1e9)
+        net, alarms = self.engine.net, self.engine.alarms
+        for t, ident in self.signal_adapter.items():
+            link = self.links.get(ident)
+            if link is not None and link.last_seen_ns < 0:
+                link.last_seen_ns = now_ns  # heard before the first tick: counts as heard at it
+            silent_ns = now_ns - link.last_seen_ns if link is not None else limit_ns
+            if silent_ns >= limit_ns and t not in self.offline:
+                self.offline.add(t)
+                alarms.raise_("adapter_offline", net.tls_ids[t], now_ns,
+                              f"no message from adapter {ident.decode(errors='replace')} for {silent_ns / 1e9:.1f} s",
+                              "critical")
+            elif silent_ns < limit_ns and t in self.offline:
+                self.offline.discard(t)
+                alarms.clear("adapter_offline", net.tls_ids[t], now_ns, "adapter back")
+
+    def _heartbeat(self, now_ns: int) -> None:
+        """On the wall clock: a ``Heartbeat`` to every adapter when nothing went out for ``heartbeat_s``."""
+        if now_ns - self._last_out_ns < self.config.heartbeat_s * 1e9 or not self.signal_adapter:
+            return
+        self._last_out_ns = now_ns
+        frame = P.encoder.encode(P.Heartbeat(ts_ns=now_ns))
+        for ident in dict.fromkeys(self.signal_adapter.values()):
+            self.adapters.send_multipart([ident, frame])  # (not recorded: it carries no decision)
 
     # -- operators ------------------------------------------------------------------------
 
@@ -414,8 +451,12 @@ class Server:
                        "backlog_ticks_total": self.backlog_ticks_total},
             "detectors": {"loops": eng.bank.n_loops, "cameras": eng.bank.n_cameras, "by_health": eng.detector_health()},
             "alarms": {"active": len(eng.alarms.active()), "raised_total": eng.alarms.raised_total},
-            "junctions": {"signals": eng.net.n_tls, "with_adapter": len(self.signal_adapter)},
-            "adapters": {"protocol_errors": self.protocol_errors, "connected": len(self.links)},
+            "junctions": {"signals": eng.net.n_tls, "with_adapter": len(self.signal_adapter),
+                          "online": len(self.signal_adapter) - len(self.offline), "offline": len(self.offline),
+                          "offline_ids": sorted(eng.net.tls_ids[t] for t in self.offline)},
+            "adapters": {"protocol_errors": self.protocol_errors, "connected": len(self.links),
+                         "registrations_refused": self.registrations_refused,
+                         "refused_commands": self.refused_commands, "refused_by_kind": dict(self.refused_by_kind)},
             "recording": self.recorder.status(),
             "feed": self.publisher.status(),
         }

@@ -5,12 +5,24 @@ Each simulated second the bridge
 1. reads every placed detector by subscription (``sim.sumo``) and PUSHes the readings to the
    engine's ingest socket as one ``Batch``, stamped with simulated time, then a ``Clock``
    watermark for that second (with injected faults, ``sim.detector_faults``, some devices lie);
-2. waits until every signal's adapter (one DEALER per signal) has the engine's ``Command`` for
-   that second, and applies the commanded states to SUMO;
+2. waits until every signal's adapter has the engine's ``Command`` for that second, and shows
+   in SUMO what the adapter decides;
 3. steps SUMO and lets the conflict monitor look at what SUMO actually showed.
 
 The engine ticks on the watermark, so engine and simulation advance in lockstep and a run is
 deterministic. Nothing here reads SUMO's vehicles for deciding: only detectors reach the engine.
+
+The bridge is the reference adapter: every signal is an :class:`engine.adapter.SignalAdapter`
+(its own DEALER, the network's conflicts, the engine's safety timings as its cabinet's, SUMO's
+program from the ``.net.xml`` as its local plan), so every command passes the adapter's
+conflict monitor before SUMO shows it. With ``strict=False``, when the engine goes silent (its
+process died, or no command came within ``command_timeout_s``) the bridge stops sending readings
+and stops waiting: SUMO keeps stepping, one simulated second per step, the adapters hold the
+last command and after ``fallback_after_s`` simulated seconds run their local plans.
+:meth:`Bridge.resume` (after the engine is back on the same endpoints) says hello again with
+every signal's display, and lockstep continues; a run with a planned kill and restart is as
+deterministic as one without. With ``strict=True`` (a plain evaluation) silence is a
+``BridgeError``: an outcome measured without the engine would not be the controller's.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import zmq
 
 from detectors.messages import Batch, CameraReading, Clock, LoopReading, encode
 from engine import protocol as P
+from engine.adapter import JunctionSpec, SignalAdapter
 from network.compiled import CompiledNetwork
 from network.layout import DetectorSpec
 
@@ -46,7 +59,14 @@ class Bridge:
 
     def __init__(self, sumo, net: CompiledNetwork, specs: list[DetectorSpec], endpoints: dict[str, str],
                  context: zmq.Context | None = None, command_timeout_s: float = 30.0, faults=None,
-                 failures=None):
+                 failures=None, *, timings=None, programs: dict | None = None, fallback_after_s: float = 3.0,
+                 heartbeat_s: float = 1.0, engine_alive=None, strict: bool = True, start_s: float = 0.0):
+        """``timings``: the cabinets' min green, yellow and red clearance (an object with
+        ``min_green_s``, ``yellow_s``, ``red_clearance_s``: the engine config's ``safety``);
+        ``programs``: local plans per signal (``engine.adapter.sumo_programs``);
+        ``engine_alive``: a callable, False once the engine process is gone (the wait for its
+        commands then ends at once); ``strict``: a missing command or a dead engine is a
+        ``BridgeError`` (else the signals go on without the engine)."""
         self.sumo = sumo
         self.net = net
         self.faults = faults  # a sim.detector_faults.FaultInjector: devices that lie (SUMO is untouched)
@@ -65,44 +85,70 @@ class Bridge:
         self.push.setsockopt(zmq.LINGER, 2000)
         self.push.connect(endpoints["ingest"])
         self.adapters: list[zmq.Socket] = []
+        self.signals: list[SignalAdapter] = []
         self._index: dict[zmq.Socket, int] = {}
         self.poller = zmq.Poller()
-        for tls in net.tls_ids:
-            sock = self.ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.IDENTITY, f"sim:{tls}".encode())
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(endpoints["adapters"])
+        if timings is None:
+            from engine.config import SafetyTimings
+            timings = SafetyTimings()
+        self.engine_alive = engine_alive
+        self.strict = strict
+        self.silent = False  # the engine is gone: no readings sent, no command awaited
+        self.silent_steps = 0  # simulated seconds without the engine
+        self.endpoints = endpoints
+        for t, tls in enumerate(net.tls_ids):
+            spec = JunctionSpec.from_network(net, t, min_green_s=timings.min_green_s, yellow_s=timings.yellow_s,
+                                             red_clearance_s=timings.red_clearance_s, programs=programs)
+            adapter = SignalAdapter(spec, heartbeat_s=heartbeat_s, fallback_after_s=fallback_after_s,
+                                    start_ns=sim_ts_ns(start_s), identity=f"sim:{tls}".encode(), context=self.ctx)
+            sock = adapter.connect(endpoints["adapters"])
             self._index[sock] = len(self.adapters)
             self.adapters.append(sock)
+            self.signals.append(adapter)
             self.poller.register(sock, zmq.POLLIN)
         self.failures = failures  # sim.faults.DetectorFaults: a random share of broken detectors, or None
         self.seq = 0
         self.shown = [""] * net.n_tls
         self.wait_s = 0.0
 
-    def register(self, timeout_s: float = 30.0) -> None:
-        """Say hello for every signal and wait for the engine to welcome each."""
-        for t, sock in enumerate(self.adapters):
-            sock.send(P.encoder.encode(P.Hello(junction=self.net.tls_ids[t], n_links=self.net.tls_n_links(t))))
-        pending = set(range(len(self.adapters)))
+    def register(self, timeout_s: float = 30.0, t_s: float | None = None) -> None:
+        """Say hello (protocol v2: groups, conflicts, the display at ``t_s``) for every signal and
+        wait for the engine to welcome each. Each hello is sent once, when its DEALER is
+        connected, so a welcome answers exactly one hello."""
+        now = sim_ts_ns(self.sumo.time if t_s is None else t_s)
+        unsent = set(range(len(self.adapters)))
+        pending = set(unsent)
         deadline = time.monotonic() + timeout_s
         while pending:
+            for t in sorted(unsent):
+                if self.signals[t].hello(now):
+                    unsent.discard(t)
             left = deadline - time.monotonic()
             if left <= 0:
                 missing = ", ".join(self.net.tls_ids[t] for t in sorted(pending))
                 raise BridgeError(f"engine did not welcome signals within {timeout_s:g} s: {missing}")
-            for sock, _ in self.poller.poll(left * 1000):
+            for sock, _ in self.poller.poll(min(left, 0.05) * 1000):
                 t = self._index[sock]
-                msg = P.engine_to_adapter_decoder.decode(sock.recv())
-                if isinstance(msg, P.Welcome):
+                msg = self.signals[t].handle(sock.recv(), now)
+                if isinstance(msg, P.Welcome) and msg.junction == self.net.tls_ids[t]:
                     if not msg.accepted:
                         raise BridgeError(f"engine refused signal {msg.junction}: {msg.reason}")
                     pending.discard(t)
+        self.silent = False
+
+    def resume(self, t_s: float, timeout_s: float = 60.0) -> None:
+        """The engine is back (on the same endpoints): register every signal again with what it
+        shows now; the next ``send_readings`` / ``apply_commands`` run in lockstep again."""
+        self.register(timeout_s, t_s)
 
     def send_readings(self, t_s: float, first: bool) -> int:
         """PUSH what every detector saw in the last second, then the watermark for ``t_s``."""
         ts = sim_ts_ns(t_s)
         readings: list[LoopReading | CameraReading] = []
+        if not self.silent and self.engine_alive is not None and not self.engine_alive():
+            self._go_silent(t_s, "the engine process is gone")
+        if self.silent:
+            return 0  # (nothing queues for an engine that is not there)
         if not first:
             count, occ, speed = self.sumo.read_loops()
             send = None
@@ -142,37 +188,83 @@ class Bridge:
         self.push.send(encode(Clock(ts)))
         return len(readings)
 
+    def _go_silent(self, t_s: float, why: str) -> None:
+        if self.strict:
+            raise BridgeError(f"t={t_s:g} s: {why}")
+        log.warning("t=%g s: %s: signals continue on their own (local plans after %g s)", t_s, why,
+                    self.signals[0].fallback_ns / 1e9 if self.signals else 0)
+        self.silent = True
+
     def apply_commands(self, t_s: float) -> None:
-        """Wait for every signal's command for ``t_s`` and show it in SUMO."""
+        """Wait for every signal's command for ``t_s``, pass each through its adapter (conflict
+        monitor, fallback) and show what the adapter decides in SUMO."""
         ts = sim_ts_ns(t_s)
-        pending = set(range(len(self.adapters)))
+        pending = set(range(len(self.adapters))) if not self.silent else set()
+        commands: list[P.Command | None] = [None] * len(self.adapters)
         t0 = time.perf_counter()
+        deadline = t0 + self.timeout_ms / 1000
         while pending:
-            events = self.poller.poll(self.timeout_ms)
+            events = self.poller.poll(100)
             if not events:
+                if self.engine_alive is not None and not self.engine_alive():
+                    self._go_silent(t_s, "the engine process is gone")
+                    break
+                if time.perf_counter() < deadline:
+                    continue
                 missing = ", ".join(self.net.tls_ids[t] for t in sorted(pending)[:5])
-                raise BridgeError(f"no command from the engine for t={t_s:g} s within "
-                                  f"{self.timeout_ms / 1000:g} s (signals {missing} ...)")
+                self._go_silent(t_s, f"no command from the engine within {self.timeout_ms / 1000:g} s "
+                                     f"(signals {missing} ...)")
+                break
             for sock, _ in events:
-                t = self._index[sock]
-                while True:
-                    try:
-                        frame = sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    msg = P.engine_to_adapter_decoder.decode(frame)
-                    if not isinstance(msg, P.Command):
-                        continue
-                    if msg.ts_ns != ts:
-                        log.debug("stale command for %s at %d (want %d)", msg.junction, msg.ts_ns, ts)
-                        continue
-                    if msg.state != self.shown[t]:
-                        self.sumo.set_tls_state(self.net.tls_ids[t], msg.state)
-                        self.shown[t] = msg.state
-                    pending.discard(t)
+                self._receive(sock, ts, commands, pending)
+        if self.silent:
+            self.silent_steps += 1
+            for sock in self.adapters:  # whatever is still there (heartbeats, a late command)
+                self._receive(sock, ts, commands, pending)
+        for t, adapter in enumerate(self.signals):
+            state = adapter.step(ts, commands[t])
+            if state != self.shown[t]:
+                self.sumo.set_tls_state(self.net.tls_ids[t], state)
+                self.shown[t] = state
+            if commands[t] is not None:
+                adapter.feedback(ts)
         self.wait_s += time.perf_counter() - t0
+
+    def _receive(self, sock, ts: int, commands: list, pending: set) -> None:
+        t = self._index[sock]
+        adapter = self.signals[t]
+        while True:
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            msg = adapter.handle(frame, ts)
+            if not isinstance(msg, P.Command):
+                continue
+            if msg.ts_ns != ts:
+                log.debug("stale command for %s at %d (want %d)", msg.junction, msg.ts_ns, ts)
+                continue
+            commands[t] = msg
+            pending.discard(t)
+
+    def adapter_summary(self) -> dict:
+        """What the adapters did: refused commands by kind, fallbacks, time on local plans."""
+        refused: dict[str, int] = {}
+        for a in self.signals:
+            for k, v in a.stats.refused.items():
+                refused[k] = refused.get(k, 0) + v
+        return {
+            "commands": sum(a.stats.commands for a in self.signals),
+            "commands_applied": sum(a.stats.applied for a in self.signals),
+            "commands_refused": sum(refused.values()),
+            "refused_by_kind": refused,
+            "fallbacks": sum(a.stats.fallbacks for a in self.signals),
+            "handbacks": sum(a.stats.handbacks for a in self.signals),
+            "fallback_s": round(max((a.fallback_time_ns() for a in self.signals), default=0) / 1e9, 3),
+            "silent_s": self.silent_steps,
+        }
 
     def close(self) -> None:
         self.push.close()
-        for sock in self.adapters:
-            sock.close(0)
+        for adapter in self.signals:
+            adapter.close()

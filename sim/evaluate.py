@@ -29,6 +29,7 @@ from network.layout import coverage_layout, default_layout, instrumented_edges, 
 from network.sumo_net import NetworkError
 from sim.additional import write_additional
 from sim.baselines import SUMO_CONTROLLERS, normalize_net
+from engine.adapter import sumo_programs
 from sim.bridge import SIM_EPOCH_NS, Bridge, BridgeError
 from sim.detector_faults import AlarmWatch, DetectorFault, FaultError, FaultInjector, parse_fault
 from sim.estimation import FeedRecorder, score, write_edgedata
@@ -52,8 +53,14 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
              end: float | None = None, json_path: str | Path | None = None, tls_states: str | Path | None = None,
              config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
              inject_faults: Sequence[str | DetectorFault] = (), detector_coverage: float | None = None,
-             fail_detectors: float | None = None, seed: int = 0, guidance_share: float | None = None) -> dict:
+             fail_detectors: float | None = None, seed: int = 0, guidance_share: float | None = None,
+             kill_engine: str | None = None) -> dict:
     """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
+
+    ``kill_engine``: ``S`` or ``S:R``: kill -9 the engine at simulated second ``S`` (the signals'
+    adapters go on alone, on their local plans after ``adapters.fallback_after_s``) and, with
+    ``R``, start it again at second ``R`` on the same endpoints (the adapters register again and
+    the engine takes over); the JSON gains a ``kill_engine`` block. Engine controllers only.
 
     ``inject_faults``: detector faults (``ID=KIND[@T]``, see ``sim.detector_faults``) the bridge
     injects into what the devices send; engine controllers only. ``detector_coverage``: instrument
@@ -88,6 +95,9 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         raise EvaluationError(f"--guidance-share must be a fraction within 0..1, not {guidance_share}")
     if fail_detectors is not None and not 0.0 <= fail_detectors <= 1.0:
         raise EvaluationError(f"--fail-detectors must be a fraction within 0..1, not {fail_detectors}")
+    kill = parse_kill(kill_engine) if kill_engine else None
+    if kill is not None and controller in BUILTIN:
+        raise EvaluationError("--kill-engine needs an engine controller")
     tls_path = Path(tls_states).resolve() if tls_states else None
     with tempfile.TemporaryDirectory(prefix="te-eval-") as tmp:
         outdir = Path(workdir) if workdir else Path(tmp)
@@ -99,11 +109,25 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         else:
             result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
                                 faults=faults, detector_coverage=detector_coverage,
-                                fail_detectors=fail_detectors, seed=seed, guidance_share=guidance_share)
+                                fail_detectors=fail_detectors, seed=seed, guidance_share=guidance_share,
+                               kill=kill)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def parse_kill(text: str) -> tuple[float, float | None]:
+    """``S`` or ``S:R`` (simulated seconds, R > S) for ``--kill-engine``."""
+    head, _, tail = str(text).partition(":")
+    try:
+        at = float(head)
+        back = float(tail) if tail else None
+    except ValueError:
+        raise EvaluationError(f"--kill-engine wants S or S:RESTART_S in simulated seconds, not {text!r}") from None
+    if at < 0 or (back is not None and not back > at):
+        raise EvaluationError(f"--kill-engine {text!r}: need 0 <= S < RESTART_S")
+    return at, back
 
 
 class EngineProcess:
@@ -151,6 +175,15 @@ class EngineProcess:
         except OSError:
             return "(no log)"
 
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> int:
+        """kill -9, as a crash would."""
+        self.proc.kill()
+        self.proc.wait()
+        return self.proc.returncode
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -166,7 +199,8 @@ class EngineProcess:
 def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path | None,
                config: str | Path | None, progress: bool, faults: Sequence[DetectorFault] = (),
                detector_coverage: float | None = None, fail_detectors: float | None = None,
-               seed: int = 0, guidance_share: float | None = None) -> dict:
+               seed: int = 0, guidance_share: float | None = None,
+               kill: tuple[float, float | None] | None = None) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict, with the
     ``estimation`` block comparing the engine's published conditions with SUMO's edge data."""
     wall0 = time.perf_counter()
@@ -204,6 +238,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     truth_add = write_edgedata(outdir / "edgedata.add.xml", truth, begin=sc.begin)
 
     engine = EngineProcess(net_path, cfg_path, outdir / "engine.log")
+    first_engine = engine
+    killed = {"kill_at_s": kill[0], "restart_at_s": kill[1]} if kill else None
     feed = FeedRecorder(engine.endpoints["feed"], SIM_EPOCH_NS)
     monitor = ConflictMonitor(net, min_green_s=cfg.safety.min_green_s)
     bar = Progress(f"{sc.name} {controller}", begin=sc.begin, end=sc.end, enabled=progress)
@@ -220,7 +256,10 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
             if fail_detectors is not None:
                 failures = DetectorFaults.draw(sum(x.kind == "loop" for x in specs),
                                                sum(x.kind == "camera" for x in specs), fail_detectors, seed)
-            bridge = Bridge(sumo, net, specs, engine.endpoints, faults=injector, failures=failures)
+            bridge = Bridge(sumo, net, specs, engine.endpoints, faults=injector, failures=failures,
+                            timings=cfg.safety, programs=sumo_programs(net_path),
+                            fallback_after_s=cfg.adapters.fallback_after_s, heartbeat_s=cfg.heartbeat_s,
+                            engine_alive=lambda: engine.alive(), strict=kill is None, start_s=sc.begin)
             try:
                 sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
                 perm = sumo.signal_order(net.tls_ids)  # SUMO's signal order -> the network's
@@ -231,6 +270,17 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                 first = True
                 while True:
                     t = sumo.time
+                    if kill and "killed_sim_s" not in killed and t >= kill[0]:
+                        killed["engine_exit"] = engine.kill()
+                        killed["killed_sim_s"] = t
+                        killed["violations_before_kill"] = monitor.total
+                    if (kill and kill[1] is not None and "killed_sim_s" in killed
+                            and "restarted_sim_s" not in killed and t >= kill[1]):
+                        engine = _restart(engine, cfg, net_path, outdir)
+                        bridge.resume(t)
+                        killed["restarted_sim_s"] = t
+                        killed["before_restart"] = bridge.adapter_summary()
+                        killed["violations_before_restart"] = monitor.total
                     bridge.send_readings(t, first)
                     first = False
                     bridge.apply_commands(t)
@@ -248,10 +298,12 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                 sim_end = sumo.time
                 feed.poll(wait_ms=200)
             finally:
+                adapters = bridge.adapter_summary()
                 bridge.close()
-        with OperatorClient(engine.endpoints["operators"], timeout_s=10) as client:
-            status = client.request("status")
-            health = client.request("detectors")
+        if engine.alive():
+            with OperatorClient(engine.endpoints["operators"], timeout_s=10) as client:
+                status = client.request("status")
+                health = client.request("detectors")
         fault_alarms = watch.collect("detector_fault", health.get("alarm_changes", 0))
     except (BridgeError, OperatorError) as exc:
         raise EvaluationError(f"{exc}\nengine log ({engine.log_path}):\n{engine.log_tail()}") from exc
@@ -261,6 +313,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         if spat_feed is not None:
             spat_feed.close()
         engine.stop()
+        if first_engine is not engine:
+            first_engine.stop()
         bar.close()
     out = read_statistics(outdir / "stats.xml")
     estimation = score(feed, truth, list(net.edge_ids), instrumented_edges(net, specs))
@@ -289,7 +343,38 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "estimation": estimation,
         **({"failed_detectors": failures.summary()} if failures is not None else {}),
         **(guidance.results() if guidance is not None else {}),
+        "adapters": adapters,
+        **({"kill_engine": _kill_report(killed, adapters, status)} if killed else {}),
     }
+
+
+def _restart(old: EngineProcess, cfg, net_path: Path, outdir: Path) -> EngineProcess:
+    """A new engine process on the endpoints the killed one had."""
+    ep = old.endpoints
+    cfg2 = msgspec.structs.replace(cfg, endpoints=Endpoints(ingest=ep["ingest"], adapters=ep["adapters"],
+                                                            feed=ep["feed"], operators=ep["operators"]))
+    path = outdir / "engine-restarted.json"
+    path.write_bytes(dump_config(cfg2))
+    old._log.close()
+    return EngineProcess(net_path, path, outdir / "engine-restarted.log")
+
+
+def _kill_report(killed: dict, adapters: dict, status: dict) -> dict:
+    """The ``kill_engine`` block: when, what the adapters did, and whether the engine is back."""
+    before = killed.pop("before_restart", None)
+    out = dict(killed)
+    out["fallback_s"] = adapters["fallback_s"]
+    out["silent_s"] = adapters["silent_s"]
+    out["fallbacks"] = adapters["fallbacks"]
+    out["handbacks"] = adapters["handbacks"]
+    if before is not None:
+        out["commands_applied_after_restart"] = adapters["commands_applied"] - before["commands_applied"]
+        out["commands_refused_after_restart"] = adapters["commands_refused"] - before["commands_refused"]
+    if status:
+        out["engine_after"] = {"online": status.get("junctions", {}).get("online"),
+                               "refused_commands": status.get("adapters", {}).get("refused_commands"),
+                               "ticks": status.get("tick", {}).get("count")}
+    return out
 
 
 __all__ = ["EvaluationError", "evaluate", "run_engine"]
