@@ -143,6 +143,55 @@ class HealthParams(_Conf):
             raise ValueError("health.chatter_tau_s must be > 0")
 
 
+class PlanParams(_Conf):
+    """A named signal plan an operator can switch a junction to (``ctl override ID --plan NAME``).
+
+    ``splits_s`` has one entry per phase of the junction, in its phase order (``ctl junction``
+    lists them): the seconds of the cycle given to that phase, including the change interval
+    (yellow and red clearance) before its green; 0 skips the phase. They add up to ``cycle_s``.
+    ``offset_s``: when set, cycles start where (engine time in s - offset_s) is a multiple of
+    ``cycle_s`` (so junctions on the same cycle stay coordinated); unset, the first cycle starts
+    when the override does. ``junctions``: the junctions it may be used on (empty: any junction
+    with as many phases as ``splits_s`` has entries)."""
+
+    cycle_s: float
+    splits_s: list[float]
+    offset_s: float | None = None
+    junctions: list[str] = []
+
+    def __post_init__(self) -> None:
+        if not self.splits_s or any(not (0 <= x < 3600) for x in self.splits_s) or not any(self.splits_s):
+            raise ValueError(f"plan splits_s must be seconds in [0, 3600), at least one > 0: {self.splits_s}")
+        if abs(sum(self.splits_s) - self.cycle_s) > 0.01:
+            raise ValueError(f"plan splits_s add up to {sum(self.splits_s):g} s, not cycle_s = {self.cycle_s:g} s")
+
+
+class OverrideParams(_Conf):
+    """Operator overrides (``engine.overrides``): how long one lasts unless told
+    (``ctl override --for``), the longest allowed, and the audit trail: how many entries are kept
+    in memory and, if ``audit_file`` is set, the JSON-lines file every entry is appended to."""
+
+    default_for_s: float = 900.0
+    max_for_s: float = 86_400.0
+    audit_history: int = 10_000
+    audit_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.default_for_s <= self.max_for_s:
+            raise ValueError("overrides: need 0 < default_for_s <= max_for_s")
+        if self.audit_history < 1:
+            raise ValueError("overrides.audit_history must be at least 1")
+
+
+class SecurityParams(_Conf):
+    """CurveZMQ on the adapter and operator sockets (``engine.security``): ``keys_dir`` holds the
+    engine's key pair and the allow-lists of client keys (``serve --keys DIR`` sets it). Unset:
+    no authentication (loopback or a trusted network only)."""
+
+    keys_dir: str | None = None
+    reload_s: float = 1.0  # how often the allow-lists are checked for added or revoked keys
+
+
 class EngineConfig(_Conf):
     """Everything ``traffic-engine serve`` can be told. All fields have working defaults."""
 
@@ -162,12 +211,17 @@ class EngineConfig(_Conf):
     ingest: IngestParams = IngestParams()
     recording: RecordingParams = RecordingParams()
     health: HealthParams = HealthParams()
+    plans: dict[str, PlanParams] = {}
+    overrides: OverrideParams = OverrideParams()
+    security: SecurityParams = SecurityParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):
             raise ValueError(f"clock must be 'wall' or 'sim', not {self.clock!r}")
         if not 0.05 <= self.tick_s <= 60:
             raise ValueError(f"tick_s must be between 0.05 and 60 s, not {self.tick_s}")
+        if "fixed" in self.plans:
+            raise ValueError("plans: the name 'fixed' is reserved (the Webster fixed-time plan)")
 
 
 def load_config(path: str | Path | None, **overrides) -> EngineConfig:

@@ -6,7 +6,10 @@
   ``Command`` (which is also the engine's heartbeat).
 - feed (PUB): every tick ``conditions`` (per edge) and ``spat.<signal>`` (per signal); ``alarms``
   when one is raised or cleared.
-- operators (ROUTER): ``Request`` -> ``Reply``; ``status``, ``alarms`` and ``detectors``.
+- operators (ROUTER): ``Request`` -> ``Reply``; ``status``, ``alarms``, ``detectors``, ``route``,
+  and the ops of ``engine.overrides`` (``junction``, ``override``, ``release``, ``audit``).
+- with ``security.keys_dir`` the adapter and operator sockets are CurveZMQ servers with
+  allow-lists (``engine.security``); a message whose key is not allowed (any more) is dropped.
 
 With ``clock = "wall"`` the loop ticks every ``tick_s`` of the system clock. With ``clock =
 "sim"`` it ticks when a ``Clock`` watermark arrives on the ingest socket, at the watermark's
@@ -54,14 +57,23 @@ class Server:
         self.recorder = recorder or NullRecorder()  # engine.recorder: every message in and out, on disk
         self.config = engine.config
         self.clock = ManualClock() if self.config.clock == "sim" else WallClock()
-        self.ctx = context or zmq.Context.instance()
+        keys_dir = self.config.security.keys_dir
+        # with keys, a context of its own: one ZAP authenticator per context (engine.security)
+        self._own_ctx = context is None and keys_dir is not None
+        self.ctx = context or (zmq.Context() if keys_dir else zmq.Context.instance())
+        self.security = None
+        if keys_dir:
+            from engine.security import Security
+
+            self.security = Security(self.ctx, keys_dir, self.config.security.reload_s)
+        curve = self.security.server_options if self.security else (lambda domain: {})
         ep = self.config.endpoints
         # (options before bind: a listener copies them when it is made)
         self.ingest = self._bind(zmq.PULL, ep.ingest, {zmq.RCVHWM: self.config.ingest.receive_hwm})
-        self.adapters = self._bind(zmq.ROUTER, ep.adapters)
+        self.adapters = self._bind(zmq.ROUTER, ep.adapters, curve("adapters"))
         self.adapters.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.feed = self._bind(zmq.PUB, ep.feed)
-        self.operators = self._bind(zmq.ROUTER, ep.operators)
+        self.operators = self._bind(zmq.ROUTER, ep.operators, curve("operators"))
         self.endpoints = {
             name: sock.getsockopt_string(zmq.LAST_ENDPOINT)
             for name, sock in (("ingest", self.ingest), ("adapters", self.adapters), ("feed", self.feed),
@@ -125,6 +137,8 @@ class Server:
                 self._drain_adapters()
             if self.operators in events:
                 self._drain_operators()
+            if self.security is not None:
+                self.security.maybe_reload()  # keys added or revoked
             self.recorder.flush()
             if wall:
                 now = self.clock.now_ns()
@@ -283,10 +297,16 @@ class Server:
         net = self.engine.net
         while True:
             try:
-                ident, frame = self.adapters.recv_multipart(zmq.NOBLOCK)[:2]
+                if self.security is None:
+                    ident, frame = self.adapters.recv_multipart(zmq.NOBLOCK)[:2]
+                else:  # each message's key must be on the adapters' allow-list now (revocation)
+                    frames = self.adapters.recv_multipart(zmq.NOBLOCK, copy=False)
+                    if self.security.who("adapters", frames[-1]) is None:
+                        continue
+                    ident, frame = frames[0].bytes, frames[1].bytes
             except zmq.Again:
                 return
-            except ValueError:
+            except (ValueError, IndexError):
                 self.protocol_errors += 1
                 continue
             self.recorder.adapter_in(ident, frame, self.clock.now_ns())
@@ -329,22 +349,40 @@ class Server:
         self._settle()
         while True:
             try:
-                frames = self.operators.recv_multipart(zmq.NOBLOCK)
+                frames = self.operators.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            key_name = None
+            if self.security is not None:  # each message's key must be on the operators' allow-list now
+                key_name = self.security.who("operators", frames[-1])
+                if key_name is None:
+                    continue
+            frames = [f.bytes for f in frames]
             ident, body = frames[0], frames[-1]
             envelope = frames[1:-1]  # REQ peers add an empty delimiter
-            self.recorder.operator_in(ident, body, self.clock.now_ns())
+            now_ns = self.clock.now_ns()
+            self.recorder.operator_in(ident, body, now_ns)
             try:
                 req = P.request_decoder.decode(body)
-                reply = self.handle_request(req)
+                reply = self.handle_request(req, ident, key_name, now_ns)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 reply = P.Reply(ok=False, error=f"bad request: {exc}")
             out = P.encoder.encode(reply)
             self.recorder.operator_out(ident, out, self.clock.now_ns())
             self.operators.send_multipart([ident, *envelope, out])
 
-    def handle_request(self, req: P.Request) -> P.Reply:
+    def handle_request(self, req: P.Request, ident: bytes = b"", key_name: str | None = None,
+                       now_ns: int | None = None) -> P.Reply:
+        from engine import overrides
+
+        if req.op in overrides.OPS:
+            # who: the key's name when keys are on; else the name the operator gave (unverified)
+            claimed = req.args.get("as")
+            who = key_name or (claimed if isinstance(claimed, str) and claimed else f"anonymous:{ident.hex()}")
+            ok, result, error = overrides.handle(self, req.op, req.args,
+                                                 self.clock.now_ns() if now_ns is None else now_ns,
+                                                 who, key_name is not None)
+            return P.Reply(ok=ok, result=result, error=error)
         if req.op == "status":
             return P.Reply(ok=True, result=self.status())
         if req.op == "route":
@@ -357,7 +395,8 @@ class Server:
                 "raised_total": board.raised_total})
         if req.op == "detectors":
             return P.Reply(ok=True, result=self.detectors())
-        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms, detectors, route")
+        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms, detectors, route, "
+                                       "junction, override, release, audit")
 
     def detectors(self) -> dict:
         """Health of the detectors: counts by state, every faulty one, alarm changes so far."""
@@ -404,6 +443,8 @@ class Server:
             "junctions": {"signals": eng.net.n_tls, "with_adapter": len(self.signal_adapter)},
             "adapters": {"protocol_errors": self.protocol_errors, "connected": len(self.links)},
             "recording": self.recorder.status(),
+            "overrides": eng.overrides.status(),
+            "security": self.security.status() if self.security else {"enabled": False},
         }
 
     def close(self) -> None:
@@ -413,6 +454,10 @@ class Server:
         self.recorder.close(self.engine)
         for sock in (self.ingest, self.adapters, self.feed, self.operators):
             sock.close(0)
+        if self.security is not None:
+            self.security.close()
+        if self._own_ctx:
+            self.ctx.term()
 
 
 def refuse_watermark(bank, clock, sim: bool, ticks: int, now_ns: int) -> bool:
