@@ -350,6 +350,9 @@ def handle(server, op: str, args: dict, now_ns: int, who: str, verified: bool) -
         if op == "junction":
             return True, junction_info(server, _junction_arg(args)), ""
         if op == "override":
+            if server.config.clock == "sim" and server.engine.ticks == 0:
+                raise OverrideError("the engine has no time yet (simulated clock, no tick so far): try again "
+                                    "after its first tick")
             mode = args.get("mode")
             ov = ovs.override(_junction_arg(args), mode, now_ns, who, verified, phase=args.get("phase"),
                               plan=args.get("plan"), for_s=args.get("for_s"), reason=args.get("reason", ""))
