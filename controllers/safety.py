@@ -18,6 +18,12 @@ tick at a time, link by link, under four interlocks:
 - a permissive turn that ends takes the greens it gives way to with it (through yellow, once
   their minimum green is over), so vehicles waiting inside the junction can get out.
 
+A signal an operator flashes (``Safety.set_flash``) wants no phase: its greens end through
+yellow as above, and once none of its links is green or yellow they all flash (``FLASH``, SUMO
+``o``) together; when the flash ends they all turn red together and wait the clearance before
+any green (``_flash``, run after the main kernel). A FLASH link is never red, so nothing
+conflicting with it can start.
+
 Links green in both the old and the new phase simply stay green. A target the signal cannot
 reach yet (a conflicting green still in its minimum) is approached as far as is safe and
 reached on a later tick. The kernel works on the links of every signal in one pass; the state
