@@ -231,6 +231,8 @@ class Overrides:
         if not isinstance(reason, str) or len(reason) > 500:
             raise OverrideError("reason must be text of at most 500 characters")
         n_phases = int(net.tls_phase_ptr[t + 1] - net.tls_phase_ptr[t])
+        if n_phases == 0 and mode != "flash":
+            raise OverrideError(f"junction {junction!r} has no phases to hold or plan (only --flash)")
         ov = Override(self._next_id, junction, mode, who, verified, now_ns, now_ns + int(round(for_s * 1e9)), reason)
         if mode == "hold":
             if not isinstance(phase, int) or isinstance(phase, bool) or not 0 <= phase < n_phases:
