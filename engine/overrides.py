@@ -117,7 +117,7 @@ class AuditTrail:
         if self.path:
             try:
                 with open(self.path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+                    f.write(json.dumps(entry, separators=(",", ":"), default=repr) + "\n")
             except OSError as exc:
                 self.file_errors += 1
                 if self.file_errors & (self.file_errors - 1) == 0:  # 1st, 2nd, 4th, ... failure
@@ -183,8 +183,9 @@ class Overrides:
                  phase: int | None = None, plan: str | None = None, for_s: float | None = None,
                  reason: str = "") -> Override:
         """Apply an override (audited either way); raises :class:`OverrideError` when refused."""
-        what = {"mode": mode, "phase": phase, "plan": plan, "for_s": for_s, "reason": reason}
-        entry = {"ts_ns": now_ns, "who": who, "verified": verified, "action": "override", "junction": junction,
+        what = {k: _plain(v) for k, v in
+                (("mode", mode), ("phase", phase), ("plan", plan), ("for_s", for_s), ("reason", reason))}
+        entry = {"ts_ns": now_ns, "who": who, "verified": verified, "action": "override", "junction": _plain(junction),
                  "what": what}
         try:
             ov = self._make(junction, mode, now_ns, who, verified, phase, plan, for_s, reason)
@@ -204,10 +205,13 @@ class Overrides:
 
     def release(self, junction: str, now_ns: int, who: str, verified: bool, reason: str = "") -> Override:
         """End the junction's override (audited either way); raises :class:`OverrideError`."""
-        entry = {"ts_ns": now_ns, "who": who, "verified": verified, "action": "release", "junction": junction,
-                 "what": {"reason": reason}}
-        t = self.net.tls_index.get(junction)
+        entry = {"ts_ns": now_ns, "who": who, "verified": verified, "action": "release", "junction": _plain(junction),
+                 "what": {"reason": _plain(reason)}}
+        t = self.net.tls_index.get(junction) if isinstance(junction, str) else None
         ov = None if t is None else self.active.get(t)
+        if not isinstance(reason, str) or len(reason) > 500:
+            self.audit.add({**entry, "result": "refused", "error": "bad reason"})
+            raise OverrideError("reason must be text of at most 500 characters")
         if ov is None:
             error = (f"unknown junction {junction!r}" if t is None else f"junction {junction!r} has no override")
             self.audit.add({**entry, "result": "refused", "error": error})
@@ -222,7 +226,7 @@ class Overrides:
         if t is None:
             raise OverrideError(f"unknown junction {junction!r} (a signal id of the network; `ctl status` "
                                 f"counts them, `ctl junction ID` shows one)")
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             raise OverrideError(f"unknown override mode {mode!r}; choose hold, plan or flash")
         if for_s is None:
             for_s = self.params.default_for_s
@@ -334,6 +338,15 @@ class Overrides:
                 "audit_file": self.audit.path, "audit_file_errors": self.audit.file_errors}
 
 
+def _plain(v):
+    """A request value as the audit trail keeps it: plain JSON scalars, anything else as text."""
+    if v is None or isinstance(v, (bool, float)) or isinstance(v, int) and -2**63 <= v < 2**63:
+        return v
+    if isinstance(v, str):
+        return v[:500]
+    return repr(v)[:100]
+
+
 def _describe(ov: Override) -> str:
     if ov.mode == "hold":
         return f"hold phase {ov.phase}"
@@ -348,6 +361,7 @@ def _describe(ov: Override) -> str:
 def handle(server, op: str, args: dict, now_ns: int, who: str, verified: bool) -> tuple[bool, dict, str]:
     """One operator request of ``OPS``: ``(ok, result, error)``."""
     ovs: Overrides = server.engine.overrides
+    who = who[:100]
     try:
         if op == "junction":
             return True, junction_info(server, _junction_arg(args)), ""
@@ -373,6 +387,9 @@ def handle(server, op: str, args: dict, now_ns: int, who: str, verified: bool) -
                           "active": [o.as_dict() for _, o in sorted(ovs.active.items())]}, ""
     except OverrideError as exc:
         return False, {}, str(exc)
+    except (TypeError, ValueError) as exc:  # args of unexpected types: refused, never fatal
+        log.warning("operator %s %s refused: %s", who, op, exc)
+        return False, {}, f"bad args for {op}: {exc}"
     return False, {}, f"unknown op {op!r}"
 
 
@@ -468,5 +485,5 @@ def apply_recorded(engine, body: bytes, now_ns: int) -> None:
                          plan=args.get("plan"), for_s=args.get("for_s"), reason=args.get("reason", ""))
         elif req.op == "release":
             ovs.release(args.get("junction"), now_ns, "replay", False)
-    except OverrideError:
+    except (OverrideError, TypeError):
         pass

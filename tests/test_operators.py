@@ -448,3 +448,44 @@ def test_replay_applies_recorded_overrides(tmp_path):
     assert cmds
     result = replay(tmp_path / "rec", progress=False)
     assert result["commands_compared"] >= 37 and result["mismatches"] == 0, result["mismatch_examples"]
+
+
+_ARG = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                 st.text(max_size=600), st.binary(max_size=8), st.lists(st.integers(), max_size=2),
+                 st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=300)
+@given(op=st.sampled_from(["junction", "override", "release", "audit"]),
+       args=st.dictionaries(st.sampled_from(["junction", "mode", "phase", "plan", "for_s", "reason", "limit", "as"]),
+                            _ARG, max_size=6),
+       real_junction=st.booleans(), mode=st.sampled_from([None, "hold", "plan", "flash"]))
+def test_operator_ops_refuse_any_bad_args_with_a_reason(op, args, real_junction, mode, tmp_path_factory):
+    """Whatever types and values an operator sends, an op is answered (ok, or refused with a
+    reason), the audit entry it leaves can be written as JSON, and ticks go on."""
+    from engine.clock import ManualClock
+    from engine.overrides import handle
+
+    eng = _OPS_ENGINE.get("e")
+    if eng is None:
+        net = _net("cologne1")
+        path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+        eng = _OPS_ENGINE["e"] = Engine(net, EngineConfig(plans=PLANS, overrides=OverrideParams(audit_file=str(path))))
+        eng.warm_up()
+    if real_junction:
+        args["junction"] = eng.net.tls_ids[0]
+    if mode is not None:
+        args["mode"] = mode
+    clock = ManualClock()
+    clock.set(T0 + (eng.ticks + 1) * NS)
+    server = SimpleNamespace(engine=eng, config=eng.config, clock=clock, signal_adapter={}, links={})
+    ok, result, error = handle(server, op, args, clock.now_ns(), "fuzz", False)
+    assert ok or error
+    msgspec.msgpack.encode(P.Reply(ok=ok, result=result, error=error))
+    ok, result, error = handle(server, "audit", {}, clock.now_ns(), "fuzz", False)
+    msgspec.msgpack.encode(P.Reply(ok=ok, result=result, error=error))  # the trail can be sent
+    eng.tick(clock.now_ns())
+    assert eng.overrides.audit.file_errors == 0
+
+
+_OPS_ENGINE: dict = {}
