@@ -22,7 +22,8 @@ ZeroMQ certificate format of ``zmq.auth.create_certificates``.
 ``DIR/<role>s/NAME.key``). The engine checks the allow-lists every ``security.reload_s``
 (1 s): a revoked key can no longer connect, and every message that still arrives on a
 connection made with it is dropped (each message carries its sender's public key, which is
-checked against the allow-list of the moment). An added key works after the same delay.
+checked against the allow-list of the moment); an adapter whose key is revoked gets no more
+commands (its signals are unregistered). An added key works after the same delay.
 
 **Who**: the name of an operator's key (its file name) is who it is in the audit trail.
 """
@@ -204,12 +205,14 @@ class Security:
         log.info("allow-lists loaded: %s", ", ".join(f"{d} {len(k)}" for d, k in names.items()))
         return True
 
-    def maybe_reload(self) -> None:
-        """``reload`` at most every ``reload_s`` seconds (called from the server loop)."""
+    def maybe_reload(self) -> bool:
+        """``reload`` at most every ``reload_s`` seconds (called from the server loop); True if
+        the allow-lists changed."""
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + self.reload_s
-            self.reload()
+            return self.reload()
+        return False
 
     def who(self, domain: str, frame: zmq.Frame) -> str | None:
         """The key name of the sender of ``frame`` (received with ``copy=False``) if its key is on

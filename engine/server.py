@@ -80,6 +80,7 @@ class Server:
                                ("operators", self.operators))
         }
         self.links: dict[bytes, AdapterLink] = {}
+        self.adapter_keys: dict[bytes, str] = {}  # with keys: adapter identity -> its key's name
         self.signal_adapter: dict[int, bytes] = {}
         self.feed_seq = 0
         self.command_seq = 0
@@ -137,8 +138,8 @@ class Server:
                 self._drain_adapters()
             if self.operators in events:
                 self._drain_operators()
-            if self.security is not None:
-                self.security.maybe_reload()  # keys added or revoked
+            if self.security is not None and self.security.maybe_reload():  # keys added or revoked
+                self._forget_revoked_adapters()
             self.recorder.flush()
             if wall:
                 now = self.clock.now_ns()
@@ -301,9 +302,11 @@ class Server:
                     ident, frame = self.adapters.recv_multipart(zmq.NOBLOCK)[:2]
                 else:  # each message's key must be on the adapters' allow-list now (revocation)
                     frames = self.adapters.recv_multipart(zmq.NOBLOCK, copy=False)
-                    if self.security.who("adapters", frames[-1]) is None:
+                    key = self.security.who("adapters", frames[-1])
+                    if key is None:
                         continue
                     ident, frame = frames[0].bytes, frames[1].bytes
+                    self.adapter_keys[ident] = key
             except zmq.Again:
                 return
             except (ValueError, IndexError):
@@ -342,6 +345,17 @@ class Server:
                 t = net.tls_index.get(msg.junction)
                 if t is not None:
                     link.feedback[t] = msg.state
+
+    def _forget_revoked_adapters(self) -> None:
+        """An adapter whose key was revoked gets no more commands: its signals are unregistered."""
+        allowed = set(self.security.names["adapters"].values())
+        for ident, key in list(self.adapter_keys.items()):
+            if key not in allowed:
+                del self.adapter_keys[ident]
+                for t in [t for t, i in self.signal_adapter.items() if i == ident]:
+                    del self.signal_adapter[t]
+                self.links.pop(ident, None)
+                log.warning("adapter %r: key %s revoked, its signals unregistered", ident, key)
 
     # -- operators ------------------------------------------------------------------------
 

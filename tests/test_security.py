@@ -157,6 +157,37 @@ def test_revoked_key_stops_working_even_on_an_open_connection(secured, keys):
         assert st["allowed"]["operators"] == 1 and st["dropped"] >= 1
 
 
+def test_revoked_adapter_gets_no_more_commands(secured, keys):
+    """An adapter welcomed with its key gets a command every tick; once its key is revoked its
+    signal is unregistered: no more commands, and its hello is not answered."""
+    net = secured.engine.net
+    box = _dealer(secured.endpoints["adapters"], keys, "box1")
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(secured.endpoints["ingest"])
+    hello = P.encoder.encode(P.Hello(junction=net.tls_ids[0], n_links=net.tls_n_links(0)))
+    try:
+        box.send(hello)
+        assert box.poll(5000) and P.engine_to_adapter_decoder.decode(box.recv()).accepted
+        push.send(encode(Clock(T0 + NS)))
+        assert box.poll(5000) and isinstance(P.engine_to_adapter_decoder.decode(box.recv()), P.Command)
+        revoke_key(keys, "box1")
+        for _ in range(200):
+            if not secured.signal_adapter:
+                break
+            time.sleep(0.02)
+        assert secured.signal_adapter == {}
+        while box.poll(100):  # (a command of a tick before the reload)
+            box.recv()
+        for s in range(2, 5):
+            push.send(encode(Clock(T0 + s * NS)))
+        box.send(hello)
+        assert not box.poll(SILENCE_MS)
+        assert secured.engine.ticks >= 2
+    finally:
+        box.close(0)
+        push.close(0)
+
+
 def test_feed_stays_public(secured):
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -178,15 +209,18 @@ def test_feed_stays_public(secured):
         push.close(0)
 
 
-def test_cli_keys_serve_and_ctl(net, tmp_path, resco_dir):
+def test_cli_keys_serve_and_ctl(net, tmp_path, resco_dir, capsys):
     """`keys new`, `serve --keys` (ready line as before), `ctl --keys --as`, and a plain `ctl` refused."""
     from engine.cli import build_parser
 
     assert "--keys" in build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    from engine.cli import main
+
     d = tmp_path / "keys"
-    r = subprocess.run([sys.executable, "-m", "engine", "keys", "new", "ann", "--dir", str(d), "--json"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and json.loads(r.stdout)["name"] == "ann"
+    assert main(["keys", "new", "ann", "--dir", str(d), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "ann"
+    assert main(["keys", "new", "ann", "--dir", str(d)]) == 2
+    assert "exists already" in capsys.readouterr().err
     cfg = tmp_path / "engine.toml"
     cfg.write_text('tick_s = 0.2\n[endpoints]\ningest = "tcp://127.0.0.1:*"\nadapters = "tcp://127.0.0.1:*"\n'
                    'feed = "tcp://127.0.0.1:*"\noperators = "tcp://127.0.0.1:*"\n')
@@ -196,14 +230,12 @@ def test_cli_keys_serve_and_ctl(net, tmp_path, resco_dir):
     try:
         ready = json.loads(proc.stdout.readline())
         ep = ready["endpoints"]["operators"]
-        ok = subprocess.run([sys.executable, "-m", "engine", "ctl", "status", "--json", "--endpoint", ep,
-                             "--keys", str(d), "--as", "ann", "--timeout", "10"], capture_output=True, text=True,
-                            timeout=60)
-        assert ok.returncode == 0, ok.stderr
-        assert json.loads(ok.stdout)["security"]["enabled"]
-        plain = subprocess.run([sys.executable, "-m", "engine", "ctl", "status", "--endpoint", ep, "--timeout", "1"],
-                               capture_output=True, text=True, timeout=60)
-        assert plain.returncode == 1 and "no reply" in plain.stderr
+        assert main(["ctl", "status", "--json", "--endpoint", ep, "--keys", str(d), "--as", "ann",
+                     "--timeout", "20"]) == 0
+        assert json.loads(capsys.readouterr().out)["security"]["enabled"]
+        assert main(["ctl", "status", "--endpoint", ep, "--timeout", "1"]) == 1
+        assert "no reply" in capsys.readouterr().err
+        assert main(["ctl", "status", "--endpoint", ep, "--keys", str(d)]) == 2  # which key?
     finally:
         proc.terminate()
         proc.wait(10)
