@@ -195,11 +195,9 @@ def _print_alarms(res: dict) -> None:
 
 
 def _ts(ns: int | None) -> str:
-    if ns is None:
-        return "-"
-    from datetime import datetime, timezone
+    from engine.overrides import iso
 
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-5] + "Z"
+    return iso(ns)
 
 
 def _describe(ov: dict) -> str:

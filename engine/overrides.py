@@ -314,7 +314,7 @@ class Overrides:
                 self.plan_start_ns[t] = ov.started_ns
         self._reindex()
         self.engine.alarms.raise_("override", ov.junction, ov.started_ns,
-                                  f"#{ov.id} {_describe(ov)} until {ov.expires_ns}", "warning")
+                                  f"#{ov.id} {_describe(ov)} until {iso(ov.expires_ns)}", "warning")
 
     def _end(self, t: int, now_ns: int, how: str) -> Override:
         ov = self.active.pop(t)
@@ -336,6 +336,15 @@ class Overrides:
             by_mode[ov.mode] += 1
         return {"active": len(self.active), "by_mode": by_mode, "audit_total": self.audit.total,
                 "audit_file": self.audit.path, "audit_file_errors": self.audit.file_errors}
+
+
+def iso(ns: int | None) -> str:
+    """Engine time as ISO-8601 UTC to the tenth of a second ("-" for none)."""
+    if ns is None or ns <= 0:
+        return "-"
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-5] + "Z"
 
 
 def _plain(v):
@@ -449,7 +458,9 @@ def junction_info(server, junction: str) -> dict:
     adapter = None
     if ident is not None:
         link_obj = server.links.get(ident)
-        adapter = {"identity": ident.decode(errors="replace"), "registered": True,
+        text = ident.decode(errors="replace")
+        adapter = {"identity": text if text.isprintable() and "\ufffd" not in text else ident.hex(),
+                   "registered": True,
                    "online": getattr(link_obj, "online", None),
                    "last_seen_ns": getattr(link_obj, "last_seen_ns", None),
                    "feedback": (getattr(link_obj, "feedback", {}) or {}).get(t)}
