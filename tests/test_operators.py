@@ -168,6 +168,7 @@ def test_random_overrides_and_releases_reach_the_signals_only_safely(seed, actio
     assert sum(e["action"] != "expire" for e in eng.overrides.audit.entries) == requests
 
 
+@settings(max_examples=100)
 @given(command_streams(), st.lists(st.tuples(st.integers(0, 79), st.integers(0, 2), st.booleans()), max_size=10))
 def test_flash_interlock_on_any_signal_table(stream, toggles):
     """The flash kernel on random signal tables and command streams, flash switched on and off
