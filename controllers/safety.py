@@ -22,6 +22,12 @@ tick at a time, link by link, under four interlocks:
   stay takes them with it (through yellow, once their minimum green is over), so vehicles
   waiting inside the junction can get out.
 
+A signal an operator flashes (``Safety.set_flash``) wants no phase: its greens end through
+yellow as above, and once none of its links is green or yellow they all flash (``FLASH``, SUMO
+``o``) together; when the flash ends they all turn red together and wait the clearance before
+any green (``_flash``, run after the main kernel). A FLASH link is never red, so nothing
+conflicting with it can start.
+
 Links green in both the old and the new phase simply stay green. A target the signal cannot
 reach yet (a conflicting green still in its minimum) is approached as far as is safe and
 reached on a later tick. The kernel works on the links of every signal in one pass; the state
@@ -38,6 +44,7 @@ from numba import njit
 from network.compiled import CompiledNetwork, csr
 
 RED, YELLOW, GREEN = np.int8(0), np.int8(1), np.int8(2)
+FLASH = np.int8(3)  # flashing (SUMO ``o``): an operator's flash override, see ``_flash``
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,45 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
 
 
 @njit(cache=True)
+def _flash(now_ns, flash, tls_link_ptr, link_state, link_since_ns, link_long_clear):
+    """The flash interlock, run after ``_enforce`` (which treats a flashing signal as wanting no
+    phase, so its greens end through yellow after their minimum green, and which never touches
+    a FLASH link nor starts a green beside one).
+
+    - ``flash[t]`` set: once no link of signal ``t`` is green or yellow (every yellow has run its
+      full time), all its links flash together;
+    - ``flash[t]`` clear while its links flash: all turn red together, marked for the long
+      clearance, so every green afterwards waits for a full all-red clearance.
+
+    Returns the number of signals still asking for, or showing, flash."""
+    busy = 0
+    for t in range(flash.size):
+        lo = tls_link_ptr[t]
+        hi = tls_link_ptr[t + 1]
+        if hi == lo:
+            continue
+        if flash[t]:
+            busy += 1
+            if link_state[lo] == FLASH:
+                continue
+            quiet = True
+            for link in range(lo, hi):
+                if link_state[link] == GREEN or link_state[link] == YELLOW:
+                    quiet = False
+                    break
+            if quiet:
+                for link in range(lo, hi):
+                    link_state[link] = FLASH
+                    link_since_ns[link] = now_ns
+        elif link_state[lo] == FLASH:
+            for link in range(lo, hi):
+                link_state[link] = RED
+                link_since_ns[link] = now_ns
+                link_long_clear[link] = True
+    return busy
+
+
+@njit(cache=True)
 def _red_cleared(now_ns, link, link_state, link_since_ns, link_long_clear, clear_ns, red_ns):
     """Whether ``link`` has been red for its clearance: the long one if it ended giving way."""
     need = clear_ns[link] if link_long_clear[link] else red_ns
@@ -235,12 +281,22 @@ class Safety:
         self._exit_ns = np.round(np.maximum(self.config.red_clearance_s, net.link_exit_s) * 1e9).astype(np.int64)
         self._now_ns = start_ns
         self._chars = np.zeros(n_links, dtype=np.uint8)
+        # per signal, whether an operator asked it to flash (``engine.overrides`` sets it)
+        self.flash = np.zeros(n_tls, dtype=np.bool_)
+        self._flash_busy = False
+
+    def set_flash(self, t: int, on: bool) -> None:
+        """Ask signal ``t`` to go to flash (through yellow) or to come back (through all-red)."""
+        self.flash[t] = on
+        self._flash_busy = True
 
     def enforce(self, target_phase: np.ndarray, now_ns: int) -> int:
         """Move every signal towards ``target_phase`` (int32[n_tls], -1 = none); returns changes."""
         c, net = self.config, self.net
         self._now_ns = now_ns
-        return _enforce(
+        if self._flash_busy:  # a flashing signal (or one going to flash) wants no phase
+            target_phase = np.where(self.flash, np.int32(-1), target_phase).astype(np.int32)
+        changes = _enforce(
             np.int64(now_ns), target_phase, net.tls_link_ptr, net.tls_phase_ptr, net.phase_link_ptr,
             net.phase_link_idx, net.link_conflict_ptr, net.link_conflict_idx, net.link_yield_ptr,
             net.link_yield_idx, self._yielder_ptr, self._yielder_idx,
@@ -249,6 +305,10 @@ class Safety:
             self._long_clear, self._want,
             self.active_phase, self.active_since_ns,
         )
+        if self._flash_busy:
+            self._flash_busy = _flash(np.int64(now_ns), self.flash, net.tls_link_ptr, self.link_state,
+                                      self.link_since_ns, self._long_clear) > 0
+        return changes
 
     def state_chars(self) -> bytes:
         """SUMO state characters of every link: y, r, s (stop), G, or g for a green that gives
@@ -283,6 +343,8 @@ def _link_chars(now_ns, clear_ns, link_state, link_since_ns, yield_ptr, yield_id
                         break
         elif s == YELLOW:
             c = 121  # y
+        elif s == FLASH:
+            c = 111  # o
         elif stop_on_red[link]:
             c = 115  # s
         else:

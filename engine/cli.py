@@ -20,7 +20,9 @@ traffic-engine: real-time traffic signal control and analytics.
              and report delay, throughput and safety
   demo       the bundled town, every controller, one table
   ctl        ask a running engine (status, alarms, detectors; route FROM TO: fastest route
-             on live travel times)
+             on live travel times; junction ID; override ID --hold/--plan/--flash; release ID;
+             audit)
+  keys       CurveZMQ keys for the adapter and operator sockets (new, list, revoke)
   replay     run the engine over a recording (serve --record) and check it sends the same commands
   feed       print the public feed: a snapshot of every topic, then the live updates
   gateway    serve the feed over HTTP: GeoJSON of the network with its conditions, SPaT, a live
@@ -37,6 +39,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, controller=args.controller, clock=args.clock)
+        if args.keys:
+            cfg = msgspec.structs.replace(cfg, security=msgspec.structs.replace(cfg.security, keys_dir=args.keys))
         if args.record:
             cfg = msgspec.structs.replace(cfg, recording=msgspec.structs.replace(
                 cfg.recording, enabled=True, dir=args.record))
@@ -48,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     engine.warm_up()
     try:
         server = Server(engine)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"traffic-engine serve: {exc}", file=sys.stderr)
         return 2
     if cfg.recording.enabled:
@@ -106,28 +110,76 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(report=args.report, controllers=args.controllers, progress=not args.quiet)
 
 
+def _ctl_override_args(args: argparse.Namespace) -> dict | str:
+    """The request args of ``ctl override`` (or an error message)."""
+    modes = [m for m, v in (("hold", args.hold), ("plan", args.plan), ("flash", args.flash or None))
+             if v is not None]
+    if len(modes) != 1:
+        return "override needs exactly one of --hold PHASE, --plan NAME, --flash"
+    req = {"junction": args.args[0], "mode": modes[0]}
+    if args.hold is not None:
+        req["phase"] = args.hold
+    if args.plan is not None:
+        req["plan"] = args.plan
+    if args.for_s is not None:
+        req["for_s"] = args.for_s
+    if args.reason:
+        req["reason"] = args.reason
+    return req
+
+
 def _ctl(args: argparse.Namespace) -> int:
     from engine.client import OperatorClient, OperatorError
 
+    one_id = ("junction", "override", "release")
+    if args.op != "override" and (args.hold is not None or args.plan is not None or args.flash or args.for_s):
+        print("traffic-engine ctl: --hold, --plan, --flash and --for go with `override`", file=sys.stderr)
+        return 2
     if args.op == "route":
         if len(args.args) != 2:
             print("traffic-engine ctl: route needs FROM and TO (edge or junction ids), e.g. "
                   "`traffic-engine ctl route J1 J7`", file=sys.stderr)
             return 2
         req = {"from": args.args[0], "to": args.args[1], "minute": args.minute}
+    elif args.op in one_id:
+        if len(args.args) != 1:
+            print(f"traffic-engine ctl: {args.op} needs one junction id, e.g. `traffic-engine ctl {args.op} J1"
+                  + (" --hold 0`" if args.op == "override" else "`"), file=sys.stderr)
+            return 2
+        req = {"junction": args.args[0]}
+        if args.op == "override":
+            req = _ctl_override_args(args)
+            if isinstance(req, str):
+                print(f"traffic-engine ctl: {req}", file=sys.stderr)
+                return 2
+        elif args.op == "release" and args.reason:
+            req["reason"] = args.reason
     elif args.args:
         print(f"traffic-engine ctl: {args.op} takes no arguments", file=sys.stderr)
         return 2
+    elif args.op == "audit":
+        req = {"limit": args.limit}
     else:
         req = {}
+    if args.keys and not args.as_name:
+        print("traffic-engine ctl: --keys needs --as NAME (the key to connect with)", file=sys.stderr)
+        return 2
     try:
-        with OperatorClient(args.endpoint, timeout_s=args.timeout) as client:
+        with OperatorClient(args.endpoint, timeout_s=args.timeout, keys_dir=args.keys, name=args.as_name) as client:
             result = client.request(args.op, **req)
     except OperatorError as exc:
         print(f"traffic-engine ctl: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result, indent=2))
+    elif args.op == "junction":
+        _print_junction(result)
+    elif args.op in ("override", "release"):
+        ov = result.get("override") or result.get("released")
+        print(f"{'override' if args.op == 'override' else 'released'} #{ov['id']} {ov['junction']}: {_describe(ov)}"
+              + (f", until {_ts(ov['expires_ns'])}" if args.op == "override" else f" (by {ov['ended_by']})"))
+    elif args.op == "audit":
+        _print_audit(result)
     elif args.op == "alarms":
         _print_alarms(result)
     elif args.op == "detectors":
@@ -144,6 +196,88 @@ def _print_alarms(res: dict) -> None:
     print(f"{len(active)} active alarm(s), {res['raised_total']} raised since start")
     for a in active:
         print(f"  #{a['id']:<5} {a['severity']:8} {a['kind']:18} {a['subject']}  {a['detail']}")
+
+
+def _ts(ns: int | None) -> str:
+    from engine.overrides import iso
+
+    return iso(ns)
+
+
+def _describe(ov: dict) -> str:
+    if ov["mode"] == "hold":
+        return f"hold phase {ov['phase']}"
+    if ov["mode"] == "plan":
+        return f"plan {ov['plan']} (cycle {ov['cycle_s']:g} s, splits {', '.join(f'{x:g}' for x in ov['splits_s'])})"
+    return "flash"
+
+
+def _print_junction(r: dict) -> None:
+    print(f"junction     {r['junction']}  controller {r['controller']}  state {r['state']}"
+          + ("  FLASHING" if r["flashing"] else ""))
+    act = r["active_phase"]
+    print(f"phase        showing {act if act >= 0 else '- (changing)'} since {_ts(r['active_since_ns'])}, "
+          f"target {r['target_phase']}")
+    ov = r["override"]
+    print("override     " + ("none" if ov is None else
+                             f"#{ov['id']} {_describe(ov)} by {ov['who']} until {_ts(ov['expires_ns'])}"
+                             + (f" ({ov['reason']})" if ov["reason"] else "")))
+    ad = r["adapter"]
+    print("adapter      " + ("none registered" if ad is None else
+                             f"{ad['identity']}  online {ad['online'] if ad['online'] is not None else '?'}  "
+                             f"last seen {_ts(ad['last_seen_ns'])}"))
+    for p in r["phases"]:
+        print(f"  phase {p['index']:<3} {p['pattern']}")
+    for link in r["links"]:
+        moves = ", ".join(f"{a} -> {b}" for a, b in link["movements"])
+        print(f"  link {link['index']:<3}  {link['state']}  since {_ts(link['since_ns'])}  {moves}")
+    print(f"detectors    {len(r['detectors'])}: "
+          + ", ".join(f"{k} {v}" for k, v in r["detectors_by_health"].items()))
+    for d in r["detectors"]:
+        if d["health"] != "ok":
+            print(f"  {d['health']:22} {d['kind']:6} {d['id']}")
+
+
+def _print_audit(r: dict) -> None:
+    print(f"{len(r['active'])} active override(s); audit: {r['total']} entries since start"
+          + (f", file {r['file']}" if r["file"] else ""))
+    for ov in r["active"]:
+        print(f"  #{ov['id']:<4} {ov['junction']:16} {_describe(ov)} by {ov['who']} until {_ts(ov['expires_ns'])}")
+    for e in r["entries"]:
+        what = e.get("what") or {}
+        desc = " ".join(f"{k}={v}" for k, v in what.items() if v not in (None, ""))
+        who = e["who"] + ("" if e["verified"] else " (unverified)")
+        print(f"  {e['seq']:>5} {_ts(e['ts_ns'])}  {who:24} {e['action']:8} {e['junction']:16} {desc}  -> "
+              f"{e['result']}" + (f": {e['error']}" if e.get("error") else "")
+              + (f" #{e['override']}" if e.get("override") else ""))
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from engine.security import KeysError, list_keys, new_key, revoke_key
+
+    try:
+        if args.keys_op == "new":
+            result = new_key(args.dir, args.name, args.role)
+        elif args.keys_op == "revoke":
+            result = revoke_key(args.dir, args.name)
+        else:
+            result = list_keys(args.dir)
+    except (KeysError, OSError) as exc:
+        print(f"traffic-engine keys: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.keys_op == "new":
+        print(f"key {result['name']} ({result['role']}): public {result['public_key']}\n"
+              f"  allow-list entry  {result['allow_list']}\n  key pair          {result['key_pair']} "
+              f"(give it, with {result['server_key']}, to {result['name']} only)")
+    elif args.keys_op == "revoke":
+        print(f"revoked {result['name']} ({result['role']}): moved to {result['moved_to']}; a running engine "
+              "drops it within security.reload_s")
+    else:
+        for k in result:
+            print(f"  {k['role']:9} {k['name']:24} {k['public_key']}")
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -268,6 +402,14 @@ def _print_status(st: dict) -> None:
               + (f" ({', '.join(j['offline_ids'][:10])})" if j.get("offline_ids") else "")
               + f"  refused commands {ad.get('refused_commands', 0)}  refused hellos "
               f"{ad.get('registrations_refused', 0)}  protocol errors {ad.get('protocol_errors', 0)}")
+    ov = st.get("overrides")
+    if ov:
+        print(f"overrides    {ov['active']} active ("
+              + ", ".join(f"{k} {v}" for k, v in ov["by_mode"].items()) + f"), {ov['audit_total']} audit entries")
+    sec = st.get("security") or {}
+    if sec.get("enabled"):
+        print(f"security     CurveZMQ, keys {sec['dir']}: " + ", ".join(f"{d} {n}" for d, n in sec["allowed"].items())
+              + f" allowed, {sec['dropped']} message(s) dropped")
     rec = st.get("recording") or {}
     if rec.get("enabled"):
         print(f"recording    {rec['dir']}  segment {rec['segment']}  {rec['bytes_written'] / 1e6:.1f} MB written"
@@ -302,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--controller", choices=engine_ctls, help="override the config's controller")
     s.add_argument("--clock", choices=["wall", "sim"],
                    help="wall: tick on the system clock (default); sim: tick on Clock watermarks from a simulator")
+    s.add_argument("--keys", metavar="DIR",
+                   help="CurveZMQ on the adapter and operator sockets: only clients whose public key is in "
+                        "DIR/adapters/ or DIR/operators/ get through (the engine's key pair is made in "
+                        "DIR/server/ on first use; see `traffic-engine keys --help`). The feed stays public")
     s.add_argument("--record", metavar="DIR",
                    help="record every message in and out (and every tick) into DIR, a new or empty "
                         "directory, for `traffic-engine replay DIR` (segment size: recording.segment_bytes)")
@@ -358,18 +504,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("ctl", help="ask a running engine", description=(
         "Ask a running engine over its operator socket. Examples: `traffic-engine ctl status`, "
-        "`traffic-engine ctl detectors --json`, `traffic-engine ctl route J1 J7`."))
-    c.add_argument("op", choices=["status", "alarms", "detectors", "route"],
-                   help="status: ingest, detectors, ticks, junctions; alarms: the active alarms; "
+        "`traffic-engine ctl detectors --json`, `traffic-engine ctl route J1 J7`, "
+        "`traffic-engine ctl junction J1`, `traffic-engine ctl override J1 --hold 2 --for 600 --reason "
+        "'crash on the north approach'`, `traffic-engine ctl release J1`, `traffic-engine ctl audit`. "
+        "Overrides go through the engine's safety stage (min green, yellow, red clearance), expire after "
+        "--for seconds and are recorded in the audit trail with who asked."),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("op", choices=["status", "alarms", "detectors", "route", "junction", "override", "release",
+                                  "audit"],
+                   help="status: ingest, detectors, ticks, junctions, overrides; alarms: the active alarms; "
                    "detectors: detectors by health state and every faulty one; route FROM TO: the fastest "
-                   "route between two junctions or edges (ids of the network) on the live travel times")
-    c.add_argument("args", nargs="*", metavar="ID", help="for route: FROM and TO")
+                   "route between two junctions or edges (ids of the network) on the live travel times; "
+                   "junction ID: links, phases, state, target, override, detectors, adapter of one signal; "
+                   "override ID (--hold PHASE | --plan NAME | --flash): take over a signal; release ID: end "
+                   "its override; audit: the override trail (who, when, what, result)")
+    c.add_argument("args", nargs="*", metavar="ID", help="for route: FROM and TO; for junction, override, "
+                                                         "release: the junction (signal) id")
+    c.add_argument("--hold", type=int, metavar="PHASE",
+                   help="override: hold this phase (the junction's own phase number, see `ctl junction ID`)")
+    c.add_argument("--plan", metavar="NAME",
+                   help="override: run this plan: `fixed` (Webster fixed-time from the flows measured now) or a "
+                        "plan of the engine config's `plans` section")
+    c.add_argument("--flash", action="store_true", help="override: flash every link (through yellow; back through "
+                                                        "all-red when released)")
+    c.add_argument("--for", dest="for_s", type=float, metavar="SECONDS",
+                   help="override: expire after this long (default: the engine's overrides.default_for_s, 900 s)")
+    c.add_argument("--reason", help="override, release: why (kept in the audit trail)")
+    c.add_argument("--limit", type=int, default=50, help="audit: show the last N entries (default %(default)s)")
+    c.add_argument("--keys", metavar="DIR", help="connect with CurveZMQ, key pair DIR/private/NAME.key_secret and "
+                                                 "engine key DIR/server/engine.key (an engine run with --keys)")
+    c.add_argument("--as", dest="as_name", metavar="NAME",
+                   help="who you are: the key to use with --keys; without keys, a name recorded (unverified) "
+                        "in the audit trail")
     c.add_argument("--minute", action="store_true",
                    help="route on the last completed minute's travel times instead of the latest tick's")
     c.add_argument("--endpoint", default="tcp://127.0.0.1:7704", help="operator socket (default %(default)s)")
     c.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for a reply (default %(default)s)")
     c.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     c.set_defaults(func=_ctl)
+
+    k = sub.add_parser("keys", help="CurveZMQ keys for adapters and operators", description=(
+        "Key pairs for the engine's authenticated sockets (serve --keys DIR). Layout of DIR: "
+        "server/engine.key(_secret) the engine's pair (made on first use); operators/NAME.key and "
+        "adapters/NAME.key the allow-lists; private/NAME.key_secret each client's pair (give it, with "
+        "server/engine.key, to that client only); revoked/ keys taken off. A running engine rereads the "
+        "allow-lists every second: `keys revoke` shuts a key out, even on connections it has open."))
+    ksub = k.add_subparsers(dest="keys_op", required=True, metavar="ACTION")
+    kn = ksub.add_parser("new", help="make a key pair and put its public key on an allow-list")
+    kn.add_argument("name", help="who the key belongs to (letters, digits, _ . -); the audit trail shows it")
+    kn.add_argument("--role", choices=["operator", "adapter"], default="operator",
+                    help="which socket accepts it (default %(default)s)")
+    kr = ksub.add_parser("revoke", help="take a key off its allow-list (moved to DIR/revoked/)")
+    kr.add_argument("name")
+    kl = ksub.add_parser("list", help="the keys on the allow-lists, and the revoked ones")
+    for kp in (kn, kr, kl):
+        kp.add_argument("--dir", required=True, help="the key directory (as given to serve --keys)")
+        kp.add_argument("--json", action="store_true", help="print the result as JSON")
+    k.set_defaults(func=_keys)
 
     r = sub.add_parser("replay", help="run the engine over a recording and compare its commands", description=(
         "Rebuild the engine a recording was made with (config from the recording, the network it names, "

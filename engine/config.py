@@ -195,6 +195,55 @@ class AdapterParams(_Conf):
             raise ValueError("adapters.offline_after_s and adapters.fallback_after_s must be > 0")
 
 
+class PlanParams(_Conf):
+    """A named signal plan an operator can switch a junction to (``ctl override ID --plan NAME``).
+
+    ``splits_s`` has one entry per phase of the junction, in its phase order (``ctl junction``
+    lists them): the seconds of the cycle given to that phase, including the change interval
+    (yellow and red clearance) before its green; 0 skips the phase. They add up to ``cycle_s``.
+    ``offset_s``: when set, cycles start where (engine time in s - offset_s) is a multiple of
+    ``cycle_s`` (so junctions on the same cycle stay coordinated); unset, the first cycle starts
+    when the override does. ``junctions``: the junctions it may be used on (empty: any junction
+    with as many phases as ``splits_s`` has entries)."""
+
+    cycle_s: float
+    splits_s: list[float]
+    offset_s: float | None = None
+    junctions: list[str] = []
+
+    def __post_init__(self) -> None:
+        if not self.splits_s or any(not (0 <= x < 3600) for x in self.splits_s) or not any(self.splits_s):
+            raise ValueError(f"plan splits_s must be seconds in [0, 3600), at least one > 0: {self.splits_s}")
+        if abs(sum(self.splits_s) - self.cycle_s) > 0.01:
+            raise ValueError(f"plan splits_s add up to {sum(self.splits_s):g} s, not cycle_s = {self.cycle_s:g} s")
+
+
+class OverrideParams(_Conf):
+    """Operator overrides (``engine.overrides``): how long one lasts unless told
+    (``ctl override --for``), the longest allowed, and the audit trail: how many entries are kept
+    in memory and, if ``audit_file`` is set, the JSON-lines file every entry is appended to."""
+
+    default_for_s: float = 900.0
+    max_for_s: float = 86_400.0
+    audit_history: int = 10_000
+    audit_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.default_for_s <= self.max_for_s:
+            raise ValueError("overrides: need 0 < default_for_s <= max_for_s")
+        if self.audit_history < 1:
+            raise ValueError("overrides.audit_history must be at least 1")
+
+
+class SecurityParams(_Conf):
+    """CurveZMQ on the adapter and operator sockets (``engine.security``): ``keys_dir`` holds the
+    engine's key pair and the allow-lists of client keys (``serve --keys DIR`` sets it). Unset:
+    no authentication (loopback or a trusted network only)."""
+
+    keys_dir: str | None = None
+    reload_s: float = 1.0  # how often the allow-lists are checked for added or revoked keys
+
+
 class EngineConfig(_Conf):
     """Everything ``traffic-engine serve`` can be told. All fields have working defaults."""
 
@@ -217,6 +266,9 @@ class EngineConfig(_Conf):
     feed: FeedParams = FeedParams()
     spat: SpatParams = SpatParams()
     adapters: AdapterParams = AdapterParams()
+    plans: dict[str, PlanParams] = {}
+    overrides: OverrideParams = OverrideParams()
+    security: SecurityParams = SecurityParams()
 
     def __post_init__(self) -> None:
         if self.clock not in ("wall", "sim"):
@@ -226,6 +278,8 @@ class EngineConfig(_Conf):
         if not 0 < self.heartbeat_s < self.adapters.fallback_after_s:
             raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be > 0 and shorter than "
                              f"adapters.fallback_after_s ({self.adapters.fallback_after_s})")
+        if "fixed" in self.plans:
+            raise ValueError("plans: the name 'fixed' is reserved (the Webster fixed-time plan)")
 
 
 def load_config(path: str | Path | None, **overrides) -> EngineConfig:

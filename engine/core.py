@@ -91,6 +91,9 @@ class Engine:
         s = config.safety
         self.safety = Safety(net, SafetyConfig(s.min_green_s, s.yellow_s, s.red_clearance_s), start_ns)
         self.alarms = AlarmBoard()
+        from engine.overrides import Overrides
+
+        self.overrides = Overrides(self)  # operator overrides, applied between controller and safety
         self.detector_alarm_changes = 0  # detector_fault raises and clears, as the feed sent them
         self.target_phase = np.full(net.n_tls, -1, dtype=np.int32)
         # per lane, whether its detectors are trusted; all healthy until detector health fills it
@@ -114,6 +117,7 @@ class Engine:
             observe(obs, self.lane_healthy, now_ns)
         self.controller.decide(state, self.safety.active_phase, self.safety.active_since_ns, now_ns,
                                self.target_phase)
+        self.overrides.apply(self.target_phase, now_ns)
         self.safety.enforce(self.target_phase, now_ns)
         chars = self.safety.state_chars()
         self.last_tick_ns = now_ns
@@ -150,6 +154,10 @@ class Engine:
             ingest_log.setLevel(level)
         scratch.tick(1_000_000_000)
         scratch.tick(2_000_000_000)
+        scratch.overrides.warm_up()
+        if scratch.net.n_tls:  # the flash interlock's kernel
+            scratch.safety.set_flash(0, True)
+            scratch.tick(3_000_000_000)
         self.health.warm_up()  # the scratch engine has no detector to check
 
     def detector_health(self) -> dict[str, int]:

@@ -7,7 +7,8 @@ by the recorded inputs, in their recorded order:
 - ``INGEST`` frames go to the detector bank with the engine time they were checked against;
 - ``ADAPTER_IN`` hellos register signals as the server does (which signals get commands);
 - ``TICK`` records tick the engine at the recorded ``now_ns``;
-- ``OPERATOR_IN`` requests are counted (the only operator op, ``status``, changes nothing).
+- ``OPERATOR_IN`` requests: ``override`` and ``release`` are applied at their recorded engine
+  time (``engine.overrides.apply_recorded``); the other ops change nothing.
 
 Every message the engine sent to adapters (welcomes and, each tick, one command per registered
 signal) is rebuilt and compared byte for byte with the recorded ``ADAPTER_OUT`` record, in
@@ -36,6 +37,7 @@ from engine.clock import ManualClock
 from engine.config import EngineConfig, RecordingParams
 from engine.recorder import (ADAPTER_IN, ADAPTER_OUT, END, INGEST, KIND_NAMES, OPERATOR_IN, TICK, LogError,
                              LogReader, file_sha256)
+from engine.overrides import apply_recorded
 from engine.server import refuse_watermark
 
 MAX_EXAMPLES = 10
@@ -225,6 +227,8 @@ def replay(log: str | Path, *, net_path: str | Path | None = None, until: str | 
                     mismatch("differs", frame, want, ident)
             elif kind == OPERATOR_IN:
                 settle()
+                ident, frame = rec.peer()
+                apply_recorded(engine, frame, rec.t_ns)  # overrides and releases change the signals
             elif kind == END:
                 settle()
                 end_counters = msgspec.msgpack.decode(rec.payload)

@@ -9,7 +9,10 @@
   ``engine.feed.FeedPublisher`` (one ``seq`` across the feed, the latest body per topic kept),
   which also answers snapshot requests on the snapshot socket (ROUTER) so late joiners miss
   nothing (the clone pattern).
-- operators (ROUTER): ``Request`` -> ``Reply``; ``status``, ``alarms`` and ``detectors``.
+- operators (ROUTER): ``Request`` -> ``Reply``; ``status``, ``alarms``, ``detectors``, ``route``,
+  and the ops of ``engine.overrides`` (``junction``, ``override``, ``release``, ``audit``).
+- with ``security.keys_dir`` the adapter and operator sockets are CurveZMQ servers with
+  allow-lists (``engine.security``); a message whose key is not allowed (any more) is dropped.
 
 With ``clock = "wall"`` the loop ticks every ``tick_s`` of the system clock. With ``clock =
 "sim"`` it ticks when a ``Clock`` watermark arrives on the ingest socket, at the watermark's
@@ -61,14 +64,23 @@ class Server:
         self.recorder = recorder or NullRecorder()  # engine.recorder: every message in and out, on disk
         self.config = engine.config
         self.clock = ManualClock() if self.config.clock == "sim" else WallClock()
-        self.ctx = context or zmq.Context.instance()
+        keys_dir = self.config.security.keys_dir
+        # with keys, a context of its own: one ZAP authenticator per context (engine.security)
+        self._own_ctx = context is None and keys_dir is not None
+        self.ctx = context or (zmq.Context() if keys_dir else zmq.Context.instance())
+        self.security = None
+        if keys_dir:
+            from engine.security import Security
+
+            self.security = Security(self.ctx, keys_dir, self.config.security.reload_s)
+        curve = self.security.server_options if self.security else (lambda domain: {})
         ep = self.config.endpoints
         # (options before bind: a listener copies them when it is made)
         self.ingest = self._bind(zmq.PULL, ep.ingest, {zmq.RCVHWM: self.config.ingest.receive_hwm})
-        self.adapters = self._bind(zmq.ROUTER, ep.adapters)
+        self.adapters = self._bind(zmq.ROUTER, ep.adapters, curve("adapters"))
         self.adapters.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.feed = self._bind(zmq.PUB, ep.feed, {zmq.SNDHWM: self.config.feed.send_hwm})
-        self.operators = self._bind(zmq.ROUTER, ep.operators)
+        self.operators = self._bind(zmq.ROUTER, ep.operators, curve("operators"))
         self.snapshot = self._bind(zmq.ROUTER, snapshot_endpoint(ep.feed, ep.snapshot),
                                    {zmq.SNDHWM: self.config.feed.snapshot_hwm})
         self.publisher = FeedPublisher(self.feed, self.snapshot)
@@ -80,6 +92,7 @@ class Server:
         self.spat = SpatStage(engine.net, engine.safety, self.config.spat, self.config.tick_s)
         self.spat.update(0, engine.estimator.state.lane_queue_veh)  # (loads its kernels before the first tick)
         self.links: dict[bytes, AdapterLink] = {}
+        self.adapter_keys: dict[bytes, str] = {}  # with keys: adapter identity -> its key's name
         self.signal_adapter: dict[int, bytes] = {}
         self.command_seq = 0
         self.stopping = threading.Event()
@@ -143,6 +156,8 @@ class Server:
                 self._drain_operators()
             if self.snapshot in events:
                 self.publisher.serve_snapshots()
+            if self.security is not None and self.security.maybe_reload():  # keys added or revoked
+                self._forget_revoked_adapters()
             self.recorder.flush()
             if wall:
                 now = self.clock.now_ns()
@@ -302,10 +317,18 @@ class Server:
         net = self.engine.net
         while True:
             try:
-                ident, frame = self.adapters.recv_multipart(zmq.NOBLOCK)[:2]
+                if self.security is None:
+                    ident, frame = self.adapters.recv_multipart(zmq.NOBLOCK)[:2]
+                else:  # each message's key must be on the adapters' allow-list now (revocation)
+                    frames = self.adapters.recv_multipart(zmq.NOBLOCK, copy=False)
+                    key = self.security.who("adapters", frames[-1])
+                    if key is None:
+                        continue
+                    ident, frame = frames[0].bytes, frames[1].bytes
+                    self.adapter_keys[ident] = key
             except zmq.Again:
                 return
-            except ValueError:
+            except (ValueError, IndexError):
                 self.protocol_errors += 1
                 continue
             self.recorder.adapter_in(ident, frame, self.clock.now_ns())
@@ -373,28 +396,57 @@ class Server:
         for ident in dict.fromkeys(self.signal_adapter.values()):
             self.adapters.send_multipart([ident, frame])  # (not recorded: it carries no decision)
 
+    def _forget_revoked_adapters(self) -> None:
+        """An adapter whose key was revoked gets no more commands: its signals are unregistered."""
+        allowed = set(self.security.names["adapters"].values())
+        for ident, key in list(self.adapter_keys.items()):
+            if key not in allowed:
+                del self.adapter_keys[ident]
+                for t in [t for t, i in self.signal_adapter.items() if i == ident]:
+                    del self.signal_adapter[t]
+                self.links.pop(ident, None)
+                log.warning("adapter %r: key %s revoked, its signals unregistered", ident, key)
+
     # -- operators ------------------------------------------------------------------------
 
     def _drain_operators(self) -> None:
         self._settle()
         while True:
             try:
-                frames = self.operators.recv_multipart(zmq.NOBLOCK)
+                frames = self.operators.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            key_name = None
+            if self.security is not None:  # each message's key must be on the operators' allow-list now
+                key_name = self.security.who("operators", frames[-1])
+                if key_name is None:
+                    continue
+            frames = [f.bytes for f in frames]
             ident, body = frames[0], frames[-1]
             envelope = frames[1:-1]  # REQ peers add an empty delimiter
-            self.recorder.operator_in(ident, body, self.clock.now_ns())
+            now_ns = self.clock.now_ns()
+            self.recorder.operator_in(ident, body, now_ns)
             try:
                 req = P.request_decoder.decode(body)
-                reply = self.handle_request(req)
+                reply = self.handle_request(req, ident, key_name, now_ns)
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                 reply = P.Reply(ok=False, error=f"bad request: {exc}")
             out = P.encoder.encode(reply)
             self.recorder.operator_out(ident, out, self.clock.now_ns())
             self.operators.send_multipart([ident, *envelope, out])
 
-    def handle_request(self, req: P.Request) -> P.Reply:
+    def handle_request(self, req: P.Request, ident: bytes = b"", key_name: str | None = None,
+                       now_ns: int | None = None) -> P.Reply:
+        from engine import overrides
+
+        if req.op in overrides.OPS:
+            # who: the key's name when keys are on; else the name the operator gave (unverified)
+            claimed = req.args.get("as")
+            who = key_name or (claimed if isinstance(claimed, str) and claimed else f"anonymous:{ident.hex()}")
+            ok, result, error = overrides.handle(self, req.op, req.args,
+                                                 self.clock.now_ns() if now_ns is None else now_ns,
+                                                 who, key_name is not None)
+            return P.Reply(ok=ok, result=result, error=error)
         if req.op == "status":
             return P.Reply(ok=True, result=self.status())
         if req.op == "route":
@@ -407,7 +459,8 @@ class Server:
                 "raised_total": board.raised_total})
         if req.op == "detectors":
             return P.Reply(ok=True, result=self.detectors())
-        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms, detectors, route")
+        return P.Reply(ok=False, error=f"unknown op {req.op!r}; known: status, alarms, detectors, route, "
+                                       "junction, override, release, audit")
 
     def detectors(self) -> dict:
         """Health of the detectors: counts by state, every faulty one, alarm changes so far."""
@@ -459,6 +512,8 @@ class Server:
                          "refused_commands": self.refused_commands, "refused_by_kind": dict(self.refused_by_kind)},
             "recording": self.recorder.status(),
             "feed": self.publisher.status(),
+            "overrides": eng.overrides.status(),
+            "security": self.security.status() if self.security else {"enabled": False},
         }
 
     def close(self) -> None:
@@ -468,6 +523,10 @@ class Server:
         self.recorder.close(self.engine)
         for sock in (self.ingest, self.adapters, self.feed, self.operators, self.snapshot):
             sock.close(0)
+        if self.security is not None:
+            self.security.close()
+        if self._own_ctx:
+            self.ctx.term()
 
 
 def refuse_watermark(bank, clock, sim: bool, ticks: int, now_ns: int) -> bool:
