@@ -379,7 +379,8 @@ def test_operator_ops_over_the_socket(rig, tmp_path):
     assert all(set(s) == {"o"} for s in states[first_o:])
     assert rig.ops.request("junction", junction=j)["flashing"]
     alarms = rig.ops.request("alarms")["active"]
-    assert [(a["kind"], a["subject"]) for a in alarms] == [("override", j)]
+    # (the rig's adapter only listens, so it may also be marked offline: adapters' business)
+    assert [(a["kind"], a["subject"]) for a in alarms if a["kind"] != "adapter_offline"] == [("override", j)]
     rel = rig.ops.request("release", junction=j, **{"as": "bob"})
     assert rel["released"]["ended_by"] == "released by bob"
     states = [c.state for c in rig.tick(8)]
