@@ -5,7 +5,10 @@ simulated second, and counts violations by kind:
 
 - ``conflicting_green``: two links that must never move together (a conflict pair of the
   :class:`~network.CompiledNetwork`) are both green (``G``/``g``), or one is green while the
-  other is still yellow (``y``/``Y``). Counted once per pair per observation.
+  other is still yellow (``y``/``Y``). Counted once per pair per observation. Pairs the engine
+  keeps apart only out of caution (a permissive turn whose waiting point stands in the other's
+  path, which the network's own program shows together) are not the network's rule and are not
+  counted: SUMO's own programs are judged by the network's rules.
 - ``no_yellow``: a link goes from green straight to red (``r``, ``s`` or ``u``) without yellow.
 - ``short_yellow``: a yellow interval shorter than ``min_yellow_s`` that ends in red.
 - ``short_green``: a green interval shorter than ``min_green_s`` that ends in yellow or red.
@@ -71,6 +74,9 @@ class ConflictMonitor:
         idx = np.asarray(net.link_conflict_idx, dtype=np.int64)
         rows = np.repeat(np.arange(ptr.size - 1, dtype=np.int64), np.diff(ptr))
         keep = idx > rows
+        exempt = _caution_pairs(net)
+        if exempt:
+            keep &= np.array([(int(a), int(b)) not in exempt for a, b in zip(rows, idx)], dtype=bool)
         self._setup(net.tls_ids, np.diff(np.asarray(net.tls_link_ptr)), rows[keep], idx[keep],
                     min_green_s, min_yellow_s, max_events)
 
@@ -208,3 +214,21 @@ class ConflictMonitor:
     def by_kind(self) -> dict[str, int]:
         """A copy of the counts by kind."""
         return dict(self.counts)
+
+
+def _caution_pairs(net) -> set[tuple[int, int]]:
+    """Global link pairs (low, high) that conflict in ``net`` only because a turn would wait in
+    the other's path (``network.sumo_net._waiting_intrusions``) while the network's own program
+    shows them green together."""
+    graph = getattr(net, "graph", None)
+    if graph is None:
+        return set()
+    out = set()
+    ptr = np.asarray(net.tls_link_ptr)
+    for t, tls in enumerate(net.tls_ids):
+        sig = graph.graph["signals"].get(tls, {})
+        states = [s for p in sig.get("programs", []) for s in p]
+        for a, b in sig.get("intrusions", ()):
+            if any(len(s) > max(a, b) and s[a] in "Gg" and s[b] in "Gg" for s in states):
+                out.add((int(ptr[t]) + min(a, b), int(ptr[t]) + max(a, b)))
+    return out
