@@ -60,8 +60,14 @@ def ticking(server, period_s: float = 0.004):
 
 
 def settle(server, *clients, timeout_s=10.0):
-    """Poll the clients until each has applied everything the engine published."""
+    """Poll the clients until each has applied everything the engine published (after the
+    engine has gone quiet: watermarks still queued on its ingest make more ticks)."""
     deadline = time.monotonic() + timeout_s
+    last = -1
+    while server.feed_seq != last and time.monotonic() < deadline:
+        last = server.feed_seq
+        for c in clients:
+            c.poll(300)
     while any(c.seq < server.feed_seq for c in clients) and time.monotonic() < deadline:
         for c in clients:
             c.poll(50)
