@@ -8,14 +8,24 @@ the top of the advised band for its own distance (``engine.spat.band``, the form
 green window within reach ("stop", or "earliest": a red whose next green is not published yet)
 it coasts towards the red at ``min_mps`` (or, behind a green that ends before it can arrive, no
 faster than reaches the stop line once that green has gone through yellow and red clearance),
-whatever queue stands ahead: the later it arrives, the likelier the green (and the moving queue)
-it finds; as soon as a green is published within reach it takes that band instead. (Measured on
-cologne8, seed 0, a fifth guided: heading for an ``earliest`` entry's earliest possible green
-instead, and not coasting behind a queue of more than 10 s, the guided vehicles stopped 9 % less
-often than the others; coasting in both cases, 27 % less, at the same mean time loss.) It is not
-guided on a lane that ends at another junction with crossing or merging streams (the lane's
-links lead into internal lanes with foes): SUMO's own driving takes it across. (A range of
-400 m brought collisions at a priority junction on cologne8, with this rule too: 250 m had none.)
+whatever queue stands ahead: the later it arrives, the likelier the green it finds; as soon as a
+green is published within reach it takes that band instead. It is not guided on a lane that
+ends at another junction with crossing or merging streams (``foes_ahead``, map data an app has
+too): SUMO's own driving takes it across (a vehicle slowed before an unsignalised junction may
+upset the gaps its foes rely on).
+
+Measured with a fifth guided (``python -m benchmarks.guidance``): on cologne8, seeds 0/1/2, the
+guided vehicles stopped 26.8/21.1/23.0 % less often than the others (mean time loss 33.7/33.5/
+36.5 s; 32.9 s without guidance). Before, heading for an ``earliest`` entry's earliest possible
+green instead of coasting and not coasting behind a queue of more than 10 s: 9.3 % less, seed 0.
+Keeping that queue limit: 23.4/23.8/17.0 %, and on arterial4x4 224.6 s time loss instead of
+236.9 s (227.4 s without guidance). On the oversaturated arterial4x4 guidance saves no stops
+either way (-0.4 %, +1.3 %): about 4.5 stops per vehicle, most of them in queues that a speed
+advice within 250 m cannot avoid. Cologne8 has a junction collision at a priority junction near
+26250 s in some runs, with guidance or without (32.9 s and that collision with nobody guided).
+A range of 400 m: 29.9 % on seed 0, but two collisions at that junction (one a guided
+vehicle's), so 250 m it stays until that is understood.
+
 Control is released (``setSpeed(-1)``) when the link is green and reachable at the limit
 ("free"), on the final ``release_m`` (30 m) before the stop line as soon as its signal shows
 green (SUMO's own driving takes it into the junction: it announces its approach to the
@@ -54,7 +64,6 @@ WINDOW_S = 20.0
 SIGNAL_STOP_M = 100.0
 COAST_AFTER_END_S = 5.0  # a green that ends comes back no sooner than yellow + red clearance
 FEED_WAIT_S = 10.0
-SHORT_LANE_M = 60.0  # no guidance on a shorter lane (the traffic behind would back up into a junction)
 _CLASS = {"G": 2, "g": 2, "y": 1, "r": 0, "s": 0, "u": 0, "o": 2, "O": 2}
 
 
@@ -163,7 +172,6 @@ class Guidance:
         self.changes: list[tuple[int, float, int]] = []
         self._last_class: np.ndarray | None = None
         self._foes: dict[str, bool] = {}  # lane -> the junction at its end has foes
-        self._lengths: dict[str, float] = {}
 
     def step(self, t_s: float) -> None:
         """At simulated second ``t_s`` (the engine ticked at it): new vehicles, stops, advice."""
@@ -231,13 +239,6 @@ class Guidance:
         if not entries:
             self.mode[vid] = "no_advice"
             return
-        if self._lane_length(lane) < SHORT_LANE_M:
-            # a vehicle slowed on a short lane backs the traffic behind it up into the junction
-            # it has just crossed: SUMO's own driving
-            if held is not None:
-                self._release(vid)
-            self.mode[vid] = "short_lane"
-            return
         if lane not in body["lanes"] and self._foes_ahead(lane):
             # a junction with foes (not this signal) comes first: SUMO's own driving crosses it
             if held is not None:
@@ -284,12 +285,6 @@ class Guidance:
         got = self._foes.get(lane)
         if got is None:
             got = self._foes[lane] = foes_ahead(self.conn, lane)
-        return got
-
-    def _lane_length(self, lane: str) -> float:
-        got = self._lengths.get(lane)
-        if got is None:
-            got = self._lengths[lane] = self.conn.lane.getLength(lane)
         return got
 
     def _release(self, vid: str) -> None:
