@@ -260,23 +260,27 @@ VEHICLE_HALF_WIDTH_M = 0.9  # SUMO's default passenger car is 1.8 m wide
 
 def _internal_path(net, conn) -> list[list[tuple[float, float]]]:
     """Shapes of the internal lanes a connection drives through, in order (empty: none)."""
+    return [lane.getShape() for lane in _internal_lanes(net, conn)]
+
+
+def _internal_lanes(net, conn) -> list:
+    """The internal lanes a connection drives through, in order: its via lane, then the pieces
+    after each internal waiting point (at most 8; empty: none)."""
     via = conn.getViaLaneID()
     if not via:
         return []
-    lane = net.getLane(via)
-    shapes = [lane.getShape()]
+    lanes = [net.getLane(via)]
     for _ in range(8):
         nxt = None
-        for c in lane.getOutgoing():
+        for c in lanes[-1].getOutgoing():
             to = c.getViaLaneID() or (c.getToLane().getID() if c.getToLane().getEdge().getFunction() == "internal" else "")
             if to:
                 nxt = net.getLane(to)
                 break
         if nxt is None:
             break
-        shapes.append(nxt.getShape())
-        lane = nxt
-    return shapes
+        lanes.append(nxt)
+    return lanes
 
 
 def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict) -> frozenset:
@@ -353,22 +357,7 @@ def _sneaker_clearance_s(net, conn) -> float:
     its red, 3 s past the bare ``sqrt``). Links without an internal waiting point need no more
     than the default.
     """
-    via = conn.getViaLaneID()
-    if not via:
-        return 0.0
-    rest = 0.0
-    lane = net.getLane(via)
-    for _ in range(8):  # the path's further internal pieces, after the waiting point
-        nxt = None
-        for c in lane.getOutgoing():
-            to = c.getViaLaneID() or (c.getToLane().getID() if c.getToLane().getEdge().getFunction() == "internal" else "")
-            if to:
-                nxt = net.getLane(to)
-                break
-        if nxt is None:
-            break
-        rest += nxt.getLength()
-        lane = nxt
+    rest = sum(lane.getLength() for lane in _internal_lanes(net, conn)[1:])  # after the waiting point
     if rest == 0.0:
         return 0.0
     return SNEAKER_STARTUP_S + (2.0 * (rest + VEHICLE_LENGTH_M) / SNEAKER_ACCEL_MPS2) ** 0.5
