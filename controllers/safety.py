@@ -232,7 +232,7 @@ def _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, l
     just turned red (on cologne3 both collided, where SUMO's own programs did not)."""
     for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
         b = link_yield_idx[k]
-        if (not want[b] and (link_state[b] != RED or now_ns - link_since_ns[b] < exit_ns[k])
+        if (exit_ns[k] > 0 and not want[b] and (link_state[b] != RED or now_ns - link_since_ns[b] < exit_ns[k])
                 and not _yields_to(b, link, link_yield_ptr, link_yield_idx)):
             return True
     return False
@@ -278,7 +278,9 @@ class Safety:
         # or longer where the junction's geometry needs it (vehicles waiting inside it)
         self._clear_ns = np.round(np.maximum(self.config.red_clearance_s, net.link_clearance_s) * 1e9).astype(np.int64)
         # how long a stream's last yellow runner may be in the junction after its red
-        self._exit_ns = np.round(np.maximum(self.config.red_clearance_s, net.link_yield_pass_s) * 1e9).astype(np.int64)
+        # (0: the turn waits at its stop line, not inside the junction: no hold)
+        self._exit_ns = np.where(net.link_yield_pass_s > 0, np.round(np.maximum(
+            self.config.red_clearance_s, net.link_yield_pass_s) * 1e9), 0).astype(np.int64)
         self._now_ns = start_ns
         self._chars = np.zeros(n_links, dtype=np.uint8)
         # per signal, whether an operator asked it to flash (``engine.overrides`` sets it)
