@@ -16,8 +16,8 @@ tick at a time, link by link, under four interlocks:
   start only after the turn has gone through yellow and red clearance (or together with it), so
   no vehicle that entered on a protected green meets oncoming traffic released under it;
 - a permissive turn that ends while the streams it gives way to end too stays green until they
-  have been red for their exit time (``CompiledNetwork.link_exit_s``: the last vehicle that ran
-  their yellow is out), so the turners waiting inside the junction leave on their own green
+  have been red for their pass time (``CompiledNetwork.link_yield_pass_s``: the last vehicle
+  that ran their yellow has passed where the turners wait), so the turners waiting inside the junction leave on their own green
   behind it; one that ends while those streams
   stay takes them with it (through yellow, once their minimum green is over), so vehicles
   waiting inside the junction can get out.
@@ -226,13 +226,13 @@ def _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx, link_state, 
 @njit(cache=True)
 def _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, exit_ns, want):
     """Whether a stream ``link`` gives way to (but not back) is ending too (not wanted, and not
-    yet red for its exit time). The turn then keeps its green until the last vehicle that ran that
-    stream's yellow is out of the junction: turners waiting inside it leave behind that vehicle,
+    yet red for its pass time ``exit_ns[k]``, per yield entry). The turn then keeps its green until
+    the last vehicle that ran that stream's yellow has passed where the turners wait: turners waiting inside it leave behind that vehicle,
     on their own green, instead of both moving on yellow or the turn moving on a stream that has
     just turned red (on cologne3 both collided, where SUMO's own programs did not)."""
     for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
         b = link_yield_idx[k]
-        if (not want[b] and (link_state[b] != RED or now_ns - link_since_ns[b] < exit_ns[b])
+        if (exit_ns[k] > 0 and not want[b] and (link_state[b] != RED or now_ns - link_since_ns[b] < exit_ns[k])
                 and not _yields_to(b, link, link_yield_ptr, link_yield_idx)):
             return True
     return False
@@ -278,7 +278,9 @@ class Safety:
         # or longer where the junction's geometry needs it (vehicles waiting inside it)
         self._clear_ns = np.round(np.maximum(self.config.red_clearance_s, net.link_clearance_s) * 1e9).astype(np.int64)
         # how long a stream's last yellow runner may be in the junction after its red
-        self._exit_ns = np.round(np.maximum(self.config.red_clearance_s, net.link_exit_s) * 1e9).astype(np.int64)
+        # (0: the turn waits at its stop line, not inside the junction: no hold)
+        self._exit_ns = np.where(net.link_yield_pass_s > 0, np.round(np.maximum(
+            self.config.red_clearance_s, net.link_yield_pass_s) * 1e9), 0).astype(np.int64)
         self._now_ns = start_ns
         self._chars = np.zeros(n_links, dtype=np.uint8)
         # per signal, whether an operator asked it to flash (``engine.overrides`` sets it)

@@ -177,7 +177,7 @@ def _ctl(args: argparse.Namespace) -> int:
     elif args.op in ("override", "release"):
         ov = result.get("override") or result.get("released")
         print(f"{'override' if args.op == 'override' else 'released'} #{ov['id']} {ov['junction']}: {_describe(ov)}"
-              + (f", until {_ts(ov['expires_ns'])}" if args.op == "override" else f" (by {ov['ended_by']})"))
+              + (f", until {_ts(ov['expires_ns'])}" if args.op == "override" else f" ({ov['ended_by']})"))
     elif args.op == "audit":
         _print_audit(result)
     elif args.op == "alarms":

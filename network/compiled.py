@@ -59,7 +59,8 @@ class CompiledNetwork:
     link_permissive: np.ndarray  # bool[n_links] never a protected green in the source program
     link_stop_on_red: np.ndarray  # bool[n_links] red is "stop, then go" (right turn on red)
     link_clearance_s: np.ndarray  # float64[n_links] red clearance the geometry needs (0: default)
-    link_exit_s: np.ndarray  # float64[n_links] how long a yellow runner may stay in the junction after red
+    link_yield_pass_s: np.ndarray  # float64, aligned with link_yield_idx: how long after the stream
+    # turns red its last yellow runner may still be coming past where the yielding link waits
     link_move_ptr: np.ndarray  # CSR over links: movements the link controls
     link_move_idx: np.ndarray
 
@@ -141,7 +142,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
     permissive = np.zeros(n_links, dtype=np.bool_)
     stop_on_red = np.zeros(n_links, dtype=np.bool_)
     clearance = np.zeros(n_links, dtype=np.float64)
-    exit_s = np.zeros(n_links, dtype=np.float64)
+    yield_pass: list[dict[int, float]] = [{} for _ in range(n_links)]
     phases: list[list[int]] = []
     phase_tls: list[int] = []
     tls_phase_counts = []
@@ -156,7 +157,8 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
         permissive[[base + i for i in sig["permissive"]]] = True
         stop_on_red[[base + i for i in sig["stop_on_red"]]] = True
         clearance[base:base + sig["n_links"]] = sig["clearance_s"]
-        exit_s[base:base + sig["n_links"]] = sig.get("exit_s", 0.0)
+        for (a, b), s in zip(sig["yields"], sig.get("yield_pass_s", [0.0] * len(sig["yields"]))):
+            yield_pass[base + a][base + b] = s
         for p in sig["phases"]:
             phases.append([base + i for i in p])
             phase_tls.append(t)
@@ -213,7 +215,8 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
         link_permissive=permissive,
         link_stop_on_red=stop_on_red,
         link_clearance_s=clearance,
-        link_exit_s=exit_s,
+        link_yield_pass_s=np.array([yield_pass[i][b] for i, y in enumerate(yields) for b in sorted(y)],
+                                   dtype=np.float64),
         link_move_ptr=lm_ptr,
         link_move_idx=lm_idx,
         tls_phase_ptr=tls_phase_ptr,

@@ -8,7 +8,7 @@ junctions when there are parallel ones). Everything the engine compiles lives on
 - ``G.graph["movements"]``: lane-to-lane connections ``{from_lane, to_lane, junction, tls,
   link_index, direction}`` (``tls`` is None where no signal controls the movement)
 - ``G.graph["signals"]``: signal id -> ``{n_links, junctions, conflicts, yields, permissive, clearance_s,
-  exit_s, stop_on_red, phases, programs}`` (``stop_on_red``: links whose red is SUMO's ``s``, a right
+  yield_pass_s, stop_on_red, phases, programs}`` (``stop_on_red``: links whose red is SUMO's ``s``, a right
   turn on red after stopping)
 
 Conflicts come from the junction's own right-of-way table: two links are *foes* when SUMO's
@@ -134,7 +134,9 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
         intrusions = _waiting_intrusions(tls_id, n_links, link_paths)
         signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns, intrusions)
         signals[tls_id]["clearance_s"] = [round(link_clear.get((tls_id, i), 0.0), 2) for i in range(n_links)]
-        signals[tls_id]["exit_s"] = [round(_exit_time_s(link_paths.get((tls_id, i), [])), 2) for i in range(n_links)]
+        signals[tls_id]["yield_pass_s"] = [
+            round(_pass_time_s(link_paths.get((tls_id, a), []), link_paths.get((tls_id, b), [])), 2)
+            for a, b in signals[tls_id]["yields"]]
         for j in signals[tls_id]["junctions"]:
             g.nodes[j]["tls"] = tls_id
 
@@ -260,23 +262,27 @@ VEHICLE_HALF_WIDTH_M = 0.9  # SUMO's default passenger car is 1.8 m wide
 
 def _internal_path(net, conn) -> list[list[tuple[float, float]]]:
     """Shapes of the internal lanes a connection drives through, in order (empty: none)."""
+    return [lane.getShape() for lane in _internal_lanes(net, conn)]
+
+
+def _internal_lanes(net, conn) -> list:
+    """The internal lanes a connection drives through, in order: its via lane, then the pieces
+    after each internal waiting point (at most 8; empty: none)."""
     via = conn.getViaLaneID()
     if not via:
         return []
-    lane = net.getLane(via)
-    shapes = [lane.getShape()]
+    lanes = [net.getLane(via)]
     for _ in range(8):
         nxt = None
-        for c in lane.getOutgoing():
+        for c in lanes[-1].getOutgoing():
             to = c.getViaLaneID() or (c.getToLane().getID() if c.getToLane().getEdge().getFunction() == "internal" else "")
             if to:
                 nxt = net.getLane(to)
                 break
         if nxt is None:
             break
-        shapes.append(nxt.getShape())
-        lane = nxt
-    return shapes
+        lanes.append(nxt)
+    return lanes
 
 
 def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict) -> frozenset:
@@ -322,17 +328,28 @@ def _polyline_distance(p: tuple[float, float], shape) -> float:
 YELLOW_RUNNER_MPS = 6.0  # a vehicle that entered late on yellow, from a queue: not at full speed
 
 
-def _exit_time_s(paths: list) -> float:
-    """How long the last vehicle that entered a link on yellow may still be inside the junction
-    after the link turns red: its path through the junction and its own length at
-    ``YELLOW_RUNNER_MPS`` (0 for links without internal lanes)."""
+def _pass_time_s(paths_a: list, paths_b: list) -> float:
+    """How long after ``b`` turns red the last vehicle that ran its yellow may still be coming
+    past the point where a vehicle of ``a`` (which gives way to ``b``) waits inside the junction:
+    its path up to that point and its own length at ``YELLOW_RUNNER_MPS`` (0 when ``a`` has no
+    waiting point inside the junction, or ``b`` no path through it)."""
+    waits = [path[0][-1] for path in paths_a if len(path) >= 2 and path[0]]
     longest = 0.0
-    for path in paths:
-        length = 0.0
-        for shape in path:
-            length += sum(math.hypot(bx - ax, by - ay) for (ax, ay), (bx, by) in zip(shape, shape[1:]))
-        longest = max(longest, length)
-    return (longest + VEHICLE_LENGTH_M) / YELLOW_RUNNER_MPS if longest else 0.0
+    for point in waits:
+        for path in paths_b:
+            best, at, run = math.inf, 0.0, 0.0
+            for shape in path:
+                for (ax, ay), (bx, by) in zip(shape, shape[1:]):
+                    seg = math.hypot(bx - ax, by - ay)
+                    d = _polyline_distance(point, [(ax, ay), (bx, by)])
+                    if d < best:
+                        # (along the segment to its point nearest the waiting point)
+                        t = 0.0 if seg == 0 else min(1.0, max(0.0, ((point[0] - ax) * (bx - ax) + (point[1] - ay) * (by - ay)) / seg**2))
+                        best, at = d, run + t * seg
+                    run += seg
+            if best < math.inf:
+                longest = max(longest, (at + VEHICLE_LENGTH_M) / YELLOW_RUNNER_MPS)
+    return longest
 
 
 SNEAKER_ACCEL_MPS2 = 2.6  # SUMO's default passenger car acceleration
@@ -353,22 +370,7 @@ def _sneaker_clearance_s(net, conn) -> float:
     its red, 3 s past the bare ``sqrt``). Links without an internal waiting point need no more
     than the default.
     """
-    via = conn.getViaLaneID()
-    if not via:
-        return 0.0
-    rest = 0.0
-    lane = net.getLane(via)
-    for _ in range(8):  # the path's further internal pieces, after the waiting point
-        nxt = None
-        for c in lane.getOutgoing():
-            to = c.getViaLaneID() or (c.getToLane().getID() if c.getToLane().getEdge().getFunction() == "internal" else "")
-            if to:
-                nxt = net.getLane(to)
-                break
-        if nxt is None:
-            break
-        rest += nxt.getLength()
-        lane = nxt
+    rest = sum(lane.getLength() for lane in _internal_lanes(net, conn)[1:])  # after the waiting point
     if rest == 0.0:
         return 0.0
     return SNEAKER_STARTUP_S + (2.0 * (rest + VEHICLE_LENGTH_M) / SNEAKER_ACCEL_MPS2) ** 0.5

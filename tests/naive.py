@@ -27,7 +27,9 @@ def enforce(net, target, state, since, active, active_since, now, min_green, yel
     """One safety step, as the module docstring of controllers.safety says it in words."""
     yielders = {b: [a for a in range(net.n_links) if b in yields_of(net, a)] for b in range(net.n_links)}
     clear = [max(red, round(c * 1e9)) if long_clear[i] else red for i, c in enumerate(net.link_clearance_s)]
-    exit_ns = [max(red, round(e * 1e9)) for e in net.link_exit_s]
+    passes = {(i, int(net.link_yield_idx[k])): max(red, round(float(net.link_yield_pass_s[k]) * 1e9))
+              if net.link_yield_pass_s[k] > 0 else 0
+              for i in range(net.n_links) for k in range(net.link_yield_ptr[i], net.link_yield_ptr[i + 1])}
     for t in range(len(target)):
         p = target[t]
         if not (net.tls_phase_ptr[t] <= p < net.tls_phase_ptr[t + 1]):
@@ -39,7 +41,7 @@ def enforce(net, target, state, since, active, active_since, now, min_green, yel
             ):
                 giving_way = any(state[b] != RED or now - since[b] < red for b in yields_of(net, link))
                 priority = [b for b in yields_of(net, link) if state[b] == GREEN and link not in yields_of(net, b)]
-                if any(b not in want and (state[b] != RED or now - since[b] < exit_ns[b])
+                if any(passes[link, b] and b not in want and (state[b] != RED or now - since[b] < passes[link, b])
                        and link not in yields_of(net, b) for b in yields_of(net, link)):
                     continue  # the streams it gives way to end first, their last vehicle gets out
                 if giving_way and any(now - since[b] < min_green for b in priority):

@@ -14,12 +14,12 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
     """A network-like namespace with just the signal arrays the safety stage reads.
 
     ``signals`` holds, per signal, ``(n_links, conflict pairs (a, b), phases as link lists)`` and
-    optionally yield pairs ``(a, b)`` (a gives way to b), per-link clearance seconds and per-link
-    exit seconds;
+    optionally yield pairs ``(a, b)`` (a gives way to b), per-link clearance seconds and, per
+    yield pair, its pass seconds;
     signal-local link numbers.
     """
     link_ptr = np.zeros(len(signals) + 1, dtype=np.int64)
-    conflicts, yields, phases, phase_counts, phase_tls, clearance, exit_s = [], [], [], [], [], [], []
+    conflicts, yields, phases, phase_counts, phase_tls, clearance, passes = [], [], [], [], [], [], []
     for t, (n, pairs, ph, *rest) in enumerate(signals):
         base = int(link_ptr[t])
         link_ptr[t + 1] = base + n
@@ -32,8 +32,9 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
         for a, b in (rest[0] if rest else ()):
             ys[a].append(base + b)
         clearance.extend(rest[1] if len(rest) > 1 else [0.0] * n)
-        exit_s.extend(rest[2] if len(rest) > 2 else [0.0] * n)
+        pass_of = dict(zip(rest[0], rest[2])) if len(rest) > 2 else {}
         yields.extend(sorted(y) for y in ys)
+        passes.extend(pass_of.get((a, b - base), 0.0) for a, y in enumerate(ys) for b in sorted(y))
         phases.extend([base + x for x in p] for p in ph)
         phase_counts.append(len(ph))
         phase_tls.extend([t] * len(ph))
@@ -49,7 +50,7 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
         phase_link_ptr=pl_ptr, phase_link_idx=pl_idx, link_conflict_ptr=lc_ptr, link_conflict_idx=lc_idx,
         link_yield_ptr=ly_ptr, link_yield_idx=ly_idx,
         link_permissive=np.zeros(n_links, dtype=np.bool_), link_stop_on_red=np.zeros(n_links, dtype=np.bool_),
-        link_clearance_s=np.array(clearance, dtype=np.float64), link_exit_s=np.array(exit_s, dtype=np.float64),
+        link_clearance_s=np.array(clearance, dtype=np.float64), link_yield_pass_s=np.array(passes, dtype=np.float64),
     )
 
 
@@ -64,8 +65,9 @@ def signals(draw, max_links: int = 8):
     yields = draw(st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
                           .filter(lambda ab: ab[0] != ab[1] and (min(ab), max(ab)) not in pairs), max_size=n))
     clearance = draw(st.lists(st.sampled_from([0.0, 0.0, 3.4, 5.0]), min_size=n, max_size=n))
-    exit_s = draw(st.lists(st.sampled_from([0.0, 0.0, 2.5, 4.6]), min_size=n, max_size=n))
-    return n, pairs, phases, yields, clearance, exit_s
+    yields = sorted(yields)
+    passes = draw(st.lists(st.sampled_from([0.0, 0.0, 2.5, 4.6]), min_size=len(yields), max_size=len(yields)))
+    return n, pairs, phases, yields, clearance, passes
 
 
 @st.composite
