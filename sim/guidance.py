@@ -14,17 +14,19 @@ ends at another junction with crossing or merging streams (``foes_ahead``, map d
 too): SUMO's own driving takes it across (a vehicle slowed before an unsignalised junction may
 upset the gaps its foes rely on).
 
-Measured with a fifth guided (``python -m benchmarks.guidance``): on cologne8, seeds 0/1/2, the
-guided vehicles stopped 26.8/21.1/23.0 % less often than the others (mean time loss 33.7/33.5/
-36.5 s; 32.9 s without guidance). Before, heading for an ``earliest`` entry's earliest possible
-green instead of coasting and not coasting behind a queue of more than 10 s: 9.3 % less, seed 0.
-Keeping that queue limit: 23.4/23.8/17.0 %, and on arterial4x4 224.6 s time loss instead of
-236.9 s (227.4 s without guidance). On the oversaturated arterial4x4 guidance saves no stops
-either way (-0.4 %, +1.3 %): about 4.5 stops per vehicle, most of them in queues that a speed
+Measured with a fifth guided (``python -m benchmarks.guidance``, main of 27 Nov 00:50 with its
+permissive-turn pass times): on cologne8, seeds 0/1/2, the guided vehicles stopped 23.0/31.9/
+22.4 % less often than the others (mean time loss 34.2/31.9/32.6 s), on arterial4x4 (seed 0)
+5.7 % less (213.9 s); likely-time error p90 0 s at 45 % / 27 % coverage. Before, heading for an
+``earliest`` entry's earliest possible green instead of coasting and not coasting behind a queue
+of more than 10 s: 9.3 % and -1.5 % (seed 0, on the code before those safety changes, where
+the new rules gave 26.8/21.1/23.0 % and -0.4 %; keeping that queue limit 23.4/23.8/17.0 % and
++1.3 %, with 224.6 s instead of 236.9 s time loss on arterial4x4, 227.4 s without guidance).
+The oversaturated arterial4x4 keeps about 4.4 stops per vehicle, most of them in queues that
 advice within 250 m cannot avoid. Cologne8 has a junction collision at a priority junction near
-26250 s in some runs, with guidance or without (32.9 s and that collision with nobody guided).
-A range of 400 m: 29.9 % on seed 0, but two collisions at that junction (one a guided
-vehicle's), so 250 m it stays until that is understood.
+26250 s in some runs, with guidance or without. A range of 400 m: 29.9 % on seed 0 (earlier
+code), but two collisions there (one a guided vehicle's), so 250 m it stays until that is
+understood.
 
 Control is released (``setSpeed(-1)``) when the link is green and reachable at the limit
 ("free"), on the final ``release_m`` (30 m) before the stop line as soon as its signal shows
