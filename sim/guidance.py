@@ -23,8 +23,10 @@ of more than 10 s: 9.3 % and -1.5 % (seed 0, on the code before those safety cha
 the new rules gave 26.8/21.1/23.0 % and -0.4 %; keeping that queue limit 23.4/23.8/17.0 % and
 +1.3 %, with 224.6 s instead of 236.9 s time loss on arterial4x4, 227.4 s without guidance).
 The oversaturated arterial4x4 keeps about 4.4 stops per vehicle, most of them in queues that
-advice within 250 m cannot avoid. Cologne8 has a junction collision at a priority junction near
-26250 s in some runs, with guidance or without. A range of 400 m: 29.9 % on seed 0 (earlier
+advice within 250 m cannot avoid. Without guidance the same main gives 31.7 s (cologne8) and
+229.8 s (arterial4x4). Cologne8 has a junction collision at a priority junction near 26250 s in
+some runs (seed 2 above, no guided vehicle in it; on the earlier code also without guidance,
+32.9 s). A range of 400 m: 29.9 % on seed 0 (earlier
 code), but two collisions there (one a guided vehicle's), so 250 m it stays until that is
 understood.
 
