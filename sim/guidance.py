@@ -4,11 +4,33 @@ A random share ``F`` of the vehicles (drawn at departure with ``--seed``) is *gu
 in-car app, it reads the engine's ``advice.<junction>`` messages from the public feed (a SUB on
 the engine's real feed socket) and, once within ``range_m`` of a signal's stop line, drives at
 the top of the advised band for its own distance (``engine.spat.band``, the formula of
-``docs/protocol.md``; for an ``earliest`` entry, no faster than reaches the stop line at the
-earliest possible green; with no green within reach, "expect to stop", it coasts towards the
-red at no less than ``min_mps``, unless the queue ahead needs more than ``COAST_MAX_QUEUE_S`` to
-discharge) through ``setSpeed``; SUMO's car-following still keeps it
-safe. Control is released (``setSpeed(-1)``) when the link is green and reachable at the limit
+``docs/protocol.md``) through ``setSpeed``; SUMO's car-following still keeps it safe. With no
+green window within reach ("stop", or "earliest": a red whose next green is not published yet)
+it coasts towards the red at ``min_mps`` (or, behind a green that ends before it can arrive, no
+faster than reaches the stop line once that green has gone through yellow and red clearance),
+whatever queue stands ahead: the later it arrives, the likelier the green it finds; as soon as a
+green is published within reach it takes that band instead. It is not guided on a lane that
+ends at another junction with crossing or merging streams (``foes_ahead``, map data an app has
+too): SUMO's own driving takes it across (a vehicle slowed before an unsignalised junction may
+upset the gaps its foes rely on).
+
+Measured with a fifth guided (``python -m benchmarks.guidance``, main of 27 Nov 00:50 with its
+permissive-turn pass times): on cologne8, seeds 0/1/2, the guided vehicles stopped 23.0/31.9/
+22.4 % less often than the others (mean time loss 34.2/31.9/32.6 s), on arterial4x4 (seed 0)
+5.7 % less (213.9 s); likely-time error p90 0 s at 45 % / 27 % coverage. Before, heading for an
+``earliest`` entry's earliest possible green instead of coasting and not coasting behind a queue
+of more than 10 s: 9.3 % and -1.5 % (seed 0, on the code before those safety changes, where
+the new rules gave 26.8/21.1/23.0 % and -0.4 %; keeping that queue limit 23.4/23.8/17.0 % and
++1.3 %, with 224.6 s instead of 236.9 s time loss on arterial4x4, 227.4 s without guidance).
+The oversaturated arterial4x4 keeps about 4.4 stops per vehicle, most of them in queues that
+advice within 250 m cannot avoid. Without guidance the same main gives 31.7 s (cologne8) and
+229.8 s (arterial4x4). Cologne8 has a junction collision at a priority junction near 26250 s in
+some runs (seed 2 above, no guided vehicle in it; on the earlier code also without guidance,
+32.9 s). A range of 400 m: 29.9 % on seed 0 (earlier
+code), but two collisions there (one a guided vehicle's), so 250 m it stays until that is
+understood.
+
+Control is released (``setSpeed(-1)``) when the link is green and reachable at the limit
 ("free"), on the final ``release_m`` (30 m) before the stop line as soon as its signal shows
 green (SUMO's own driving takes it into the junction: it announces its approach to the
 junction's foes from its own speed plan; at red, SUMO stops it whatever speed it was set), and
@@ -45,7 +67,6 @@ MOVING_MPS = 1.0
 WINDOW_S = 20.0
 SIGNAL_STOP_M = 100.0
 COAST_AFTER_END_S = 5.0  # a green that ends comes back no sooner than yellow + red clearance
-COAST_MAX_QUEUE_S = 10.0  # behind a longer queue a vehicle stops whatever it does: no coasting
 FEED_WAIT_S = 10.0
 _CLASS = {"G": 2, "g": 2, "y": 1, "r": 0, "s": 0, "u": 0, "o": 2, "O": 2}
 
@@ -154,6 +175,7 @@ class Guidance:
         # actual changes: per global link, [(T_s, old class)]
         self.changes: list[tuple[int, float, int]] = []
         self._last_class: np.ndarray | None = None
+        self._foes: dict[str, bool] = {}  # lane -> the junction at its end has foes
 
     def step(self, t_s: float) -> None:
         """At simulated second ``t_s`` (the engine ticked at it): new vehicles, stops, advice."""
@@ -221,6 +243,12 @@ class Guidance:
         if not entries:
             self.mode[vid] = "no_advice"
             return
+        if lane not in body["lanes"] and self._foes_ahead(lane):
+            # a junction with foes (not this signal) comes first: SUMO's own driving crosses it
+            if held is not None:
+                self._release(vid)
+            self.mode[vid] = "junction_ahead"
+            return
         e = next((k for k in entries if body["lanes"][k] == lane), entries[0])
         target = got = None
         margin = body.get("margin_s", 1.0)
@@ -235,14 +263,8 @@ class Guidance:
                 else:
                     target = got[1]
                 break
-        if target is None and body["kind"][e] == "earliest":
-            # a red whose next green is not foreseen: do not arrive before its earliest start
-            a = (body["earliest_ns"][e] - now_ns) / 1e9 + body["queue_s"][e] + margin
-            v = body["speed_limit_mps"][e] if a <= 0 else min(body["speed_limit_mps"][e], dist / a)
-            if v >= self.min_mps:
-                target = v
-        mode = "band_earliest" if got is None else "band_window"
-        if target is None and got is None and self.coast and body["queue_s"][e] <= COAST_MAX_QUEUE_S:
+        mode = "band_window"
+        if target is None and got is None and self.coast:
             # no green within reach: coast towards the red, no slower than the minimum and no
             # faster than reaches the stop line once a green that ends before it can arrive has
             # gone through yellow and red clearance (COAST_AFTER_END_S)
@@ -261,6 +283,13 @@ class Guidance:
         c.vehicle.setSpeed(vid, target)
         self.controlled[vid] = (tls, link)
         self.advised_steps += 1
+
+    def _foes_ahead(self, lane: str) -> bool:
+        """Whether the junction at the end of ``lane`` has foes (crossing or merging streams)."""
+        got = self._foes.get(lane)
+        if got is None:
+            got = self._foes[lane] = foes_ahead(self.conn, lane)
+        return got
 
     def _release(self, vid: str) -> None:
         self.controlled.pop(vid, None)
@@ -307,6 +336,13 @@ class Guidance:
             "spat_likely_error_mean_s": _r(float(errors.mean()), 2) if errors.size else None,
             "spat_feed_missed_ticks": self.feed.missed_ticks,
         }
+
+
+def foes_ahead(conn, lane: str) -> bool:
+    """Whether the junction at the end of ``lane`` has streams that cross or merge with the
+    lane's own (one of its links leads into an internal lane that has foes), through a traci or
+    libsumo connection ``conn``."""
+    return any(link[4] and conn.lane.getInternalFoes(link[4]) for link in conn.lane.getLinks(lane))
 
 
 def spat_errors(feed: SpatFeed, changes: list[tuple[int, float, int]], epoch_ns: int,

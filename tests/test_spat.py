@@ -378,3 +378,27 @@ def test_every_committed_change_happens_when_published(small_scenario, commit_s)
             assert spat.min_end[link] <= spat.likely[link] == spat.max_end[link]
             promised.setdefault(link, int(spat.max_end[link]))
     assert checked > 20
+
+
+def test_foes_ahead_tells_junctions_with_crossing_streams_from_dead_ends(small_scenario):
+    """Guidance leaves a vehicle to SUMO before a junction with crossing or merging streams:
+    on the small city every lane into one of the four signalised junctions has such foes ahead,
+    no lane into a rim dead end has."""
+    import libsumo
+    import sumolib
+
+    from sim.guidance import foes_ahead
+
+    graph = sumolib.net.readNet(str(small_scenario.net))
+    libsumo.start(["sumo", "-n", str(small_scenario.net), "--no-step-log", "true"])
+    try:
+        seen = {True: 0, False: 0}
+        for edge in graph.getEdges():
+            signalised = edge.getToNode().getType() == "traffic_light"
+            for lane in edge.getLanes():
+                got = foes_ahead(libsumo, lane.getID())
+                assert got == signalised, (lane.getID(), edge.getToNode().getType())
+                seen[got] += 1
+        assert seen[True] > 0 and seen[False] > 0
+    finally:
+        libsumo.close()
