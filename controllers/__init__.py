@@ -6,6 +6,11 @@ controller wants into link states that respect minimum green, yellow, red cleara
 conflicts, whatever the controller asked.
 """
 
+from engine import kernel_cache
+
+kernel_cache.check()  # before any kernel loads a cache compiled against older sources
+
+
 from controllers.adaptive import Adaptive, AdaptiveConfig
 from controllers.actuated import Actuated, ActuatedConfig
 from controllers.base import Controller

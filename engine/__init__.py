@@ -8,3 +8,8 @@ simulator in lockstep, on the watermarks it sends. ``client`` holds the peers' s
 joiners on a fifth socket, ROUTER; ``FeedClient`` for subscribers) and ``gateway`` serves it
 over HTTP.
 """
+
+from engine import kernel_cache
+
+kernel_cache.check()  # before any kernel loads a cache compiled against older sources
+

@@ -7,6 +7,11 @@ conflicting link pairs and its phases. ``compile_network`` turns that graph into
 struct-of-arrays (:class:`CompiledNetwork`) with integer indices, which every kernel reads.
 """
 
+from engine import kernel_cache
+
+kernel_cache.check()  # before any kernel loads a cache compiled against older sources
+
+
 from network.compiled import CompiledNetwork, compile_network
 from network.layout import DetectorSpec, default_layout
 from network.sumo_net import read_sumo_net
