@@ -52,7 +52,7 @@ import numpy as np
 from numba import njit
 
 from controllers.actuated import _no_observations
-from controllers.base import movement_shares, phase_pressure
+from controllers.base import movement_shares, phase_pressure, starved_link, strongest_phase_with
 from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
 
@@ -217,25 +217,10 @@ def _adaptive(now_ns, w, w_exit, extend, standing, queue, discharged, tls_phase_
         # (pressures only where a decision is due: a signal in its hold or mid-change costs nothing)
         _pressures(p0, p1, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, move_out,
                    move_in_share, move_out_share, w, w_exit, pressure, demand)
-        starved = -1  # the link with vehicles waiting that has gone longest without green
-        for link in range(tls_link_ptr[t], tls_link_ptr[t + 1]):
-            if now_ns - link_served_ns[link] < max_wait_ns:
-                continue
-            if starved >= 0 and link_served_ns[link] >= link_served_ns[starved]:
-                continue
-            for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
-                if w[move_in[link_move_idx[j]]] > 0.0:
-                    starved = link
-                    break
+        starved = starved_link(now_ns, tls_link_ptr[t], tls_link_ptr[t + 1], w, link_move_ptr, link_move_idx,
+                               move_in, max_wait_ns, link_served_ns)
         if starved >= 0:
-            best = -1
-            for p in range(p0, p1):
-                for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
-                    if phase_link_idx[k] == starved:
-                        if best < 0 or pressure[p] > pressure[best]:
-                            best = p
-                        break
-            target[t] = best
+            target[t] = strongest_phase_with(starved, p0, p1, phase_link_ptr, phase_link_idx, pressure)
             continue
         best = -1
         for p in range(p0, p1):
@@ -271,24 +256,10 @@ def _successor(now_ns, cur, p0, p1, tls_lo, tls_hi, w, phase_link_ptr, phase_lin
                link_move_idx, move_in, max_wait_ns, link_served_ns, pressure, demand):
     """The phase to follow ``cur``: the longest-starved link's (beyond ``max_wait``), else the
     phase of highest pressure among those with vehicles waiting; -1 when none waits."""
-    starved = -1
-    for link in range(tls_lo, tls_hi):
-        if now_ns - link_served_ns[link] < max_wait_ns:
-            continue
-        if starved >= 0 and link_served_ns[link] >= link_served_ns[starved]:
-            continue
-        for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
-            if w[move_in[link_move_idx[j]]] > 0.0:
-                starved = link
-                break
-    best = -1
+    starved = starved_link(now_ns, tls_lo, tls_hi, w, link_move_ptr, link_move_idx, move_in, max_wait_ns,
+                           link_served_ns)
     if starved >= 0:
-        for p in range(p0, p1):
-            for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
-                if phase_link_idx[k] == starved:
-                    if best < 0 or pressure[p] > pressure[best]:
-                        best = p
-                    break
+        best = strongest_phase_with(starved, p0, p1, phase_link_ptr, phase_link_idx, pressure)
         if best >= 0 and best != cur:
             return best
     best = -1

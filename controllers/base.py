@@ -55,3 +55,33 @@ def movement_shares(net: CompiledNetwork) -> tuple[np.ndarray, np.ndarray]:
     n_from = np.bincount(net.move_in_lane[signalised], minlength=net.n_lanes)
     n_into = np.bincount(net.move_out_lane[signalised], minlength=net.n_lanes)
     return (1.0 / np.maximum(n_from[net.move_in_lane], 1), 1.0 / np.maximum(n_into[net.move_out_lane], 1))
+
+
+@njit(cache=True, inline="always")
+def starved_link(now_ns, lo, hi, lane_w, link_move_ptr, link_move_idx, move_in, max_wait_ns, link_served_ns):
+    """Among links ``lo..hi`` (one signal), the one with vehicles waiting (a lane weight > 0)
+    that has gone longest without green, if beyond ``max_wait_ns``; -1 when none."""
+    starved = -1
+    for link in range(lo, hi):
+        if now_ns - link_served_ns[link] < max_wait_ns:
+            continue
+        if starved >= 0 and link_served_ns[link] >= link_served_ns[starved]:
+            continue
+        for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
+            if lane_w[move_in[link_move_idx[j]]] > 0.0:
+                starved = link
+                break
+    return starved
+
+
+@njit(cache=True, inline="always")
+def strongest_phase_with(link, p0, p1, phase_link_ptr, phase_link_idx, pressure):
+    """The phase among ``p0..p1`` that serves ``link`` with the highest pressure; -1 none."""
+    best = -1
+    for p in range(p0, p1):
+        for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
+            if phase_link_idx[k] == link:
+                if best < 0 or pressure[p] > pressure[best]:
+                    best = p
+                break
+    return best

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from controllers.base import movement_shares, phase_pressure
+from controllers.base import movement_shares, phase_pressure, starved_link, strongest_phase_with
 from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
 
@@ -61,25 +61,10 @@ def _max_pressure(now_ns, lane_w, tls_phase_ptr, phase_link_ptr, phase_link_idx,
         age = now_ns - active_since_ns[t]
         if age < hold_ns:
             continue
-        starved = -1  # the link with vehicles waiting that has gone longest without green
-        for link in range(tls_link_ptr[t], tls_link_ptr[t + 1]):
-            if now_ns - link_served_ns[link] < max_wait_ns:
-                continue
-            if starved >= 0 and link_served_ns[link] >= link_served_ns[starved]:
-                continue
-            for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
-                if lane_w[move_in[link_move_idx[j]]] > 0.0:
-                    starved = link
-                    break
+        starved = starved_link(now_ns, tls_link_ptr[t], tls_link_ptr[t + 1], lane_w, link_move_ptr,
+                               link_move_idx, move_in, max_wait_ns, link_served_ns)
         if starved >= 0:
-            best = -1
-            for p in range(p0, p1):
-                for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
-                    if phase_link_idx[k] == starved:
-                        if best < 0 or pressure[p] > pressure[best]:
-                            best = p
-                        break
-            target[t] = best
+            target[t] = strongest_phase_with(starved, p0, p1, phase_link_ptr, phase_link_idx, pressure)
             continue
         best = -1
         for p in range(p0, p1):
