@@ -8,8 +8,9 @@ junctions when there are parallel ones). Everything the engine compiles lives on
 - ``G.graph["movements"]``: lane-to-lane connections ``{from_lane, to_lane, junction, tls,
   link_index, direction}`` (``tls`` is None where no signal controls the movement)
 - ``G.graph["signals"]``: signal id -> ``{n_links, junctions, conflicts, yields, permissive, clearance_s,
-  yield_pass_s, stop_on_red, phases, programs}`` (``stop_on_red``: links whose red is SUMO's ``s``, a right
-  turn on red after stopping)
+  yield_pass_s, stop_on_red, phases, programs, intrusions, caution_conflicts}`` (``stop_on_red``: links
+  whose red is SUMO's ``s``, a right turn on red after stopping; ``caution_conflicts``: the conflicts
+  that are only there because a turn would wait in the other's path)
 
 Conflicts come from the junction's own right-of-way table: two links are *foes* when SUMO's
 request table says they cross or merge. A foe pair that some phase of the network's own signal
@@ -189,14 +190,18 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
     conflicts = []
     yield_pairs = []
     stuck_in_way: set[tuple[int, int]] = set()  # (a, b): a would wait in b's path
+    caution: list[tuple[int, int]] = []  # conflicts only because of that (the program shows them together)
     for a, b in itertools.combinations(range(n_links), 2):
         if not foes(a, b):
             continue
         ab, ba = yields(a, b), yields(b, a)
         blocked = [(x, y) for x, y, gives_way in ((a, b, ab), (b, a, ba)) if gives_way and (x, y) in intrusions]
         stuck_in_way.update(blocked)
-        if (a, b) not in together or (not permissive_turns and crossing(a, b)) or blocked:
+        rule = (a, b) not in together or (not permissive_turns and crossing(a, b))
+        if rule or blocked:
             conflicts.append((a, b))
+        if blocked and not rule:
+            caution.append((a, b))
         if ab:
             yield_pairs.append((a, b))
         if ba:
@@ -237,6 +242,7 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
         "conflicts": conflicts,
         "yields": yield_pairs,
         "intrusions": sorted(intrusions),
+        "caution_conflicts": caution,
         "permissive": sorted(set(range(n_links)) - shown_major),
         "stop_on_red": sorted({i for s in states for i, ch in enumerate(s) if ch == "s"}),
         "phases": phases,

@@ -218,17 +218,11 @@ class ConflictMonitor:
 
 def _caution_pairs(net) -> set[tuple[int, int]]:
     """Global link pairs (low, high) that conflict in ``net`` only because a turn would wait in
-    the other's path (``network.sumo_net._waiting_intrusions``) while the network's own program
-    shows them green together."""
+    the other's path (``caution_conflicts`` of ``network.sumo_net``: the network's own program
+    shows them green together)."""
     graph = getattr(net, "graph", None)
     if graph is None:
         return set()
-    out = set()
     ptr = np.asarray(net.tls_link_ptr)
-    for t, tls in enumerate(net.tls_ids):
-        sig = graph.graph["signals"].get(tls, {})
-        states = [s for p in sig.get("programs", []) for s in p]
-        for a, b in sig.get("intrusions", ()):
-            if any(len(s) > max(a, b) and s[a] in "Gg" and s[b] in "Gg" for s in states):
-                out.add((int(ptr[t]) + min(a, b), int(ptr[t]) + max(a, b)))
-    return out
+    return {(int(ptr[t]) + a, int(ptr[t]) + b) for t, tls in enumerate(net.tls_ids)
+            for a, b in graph.graph["signals"].get(tls, {}).get("caution_conflicts", ())}
