@@ -321,14 +321,16 @@ def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict) -> frozense
 
 
 def _polyline_distance(p: tuple[float, float], shape) -> float:
-    best = math.inf
-    px, py = p
-    for (ax, ay), (bx, by) in zip(shape, shape[1:]):
-        dx, dy = bx - ax, by - ay
-        den = dx * dx + dy * dy
-        t = 0.0 if den == 0 else min(1.0, max(0.0, ((px - ax) * dx + (py - ay) * dy) / den))
-        best = min(best, math.hypot(px - ax - t * dx, py - ay - t * dy))
-    return best
+    return min((_nearest_on_segment(p, a, b)[0] for a, b in zip(shape, shape[1:])), default=math.inf)
+
+
+def _nearest_on_segment(p, a, b) -> tuple[float, float]:
+    """Distance from ``p`` to segment ``ab``, and where on it the nearest point is (0..1)."""
+    (px, py), (ax, ay), (bx, by) = p, a, b
+    dx, dy = bx - ax, by - ay
+    den = dx * dx + dy * dy
+    t = 0.0 if den == 0 else min(1.0, max(0.0, ((px - ax) * dx + (py - ay) * dy) / den))
+    return math.hypot(px - ax - t * dx, py - ay - t * dy), t
 
 
 YELLOW_RUNNER_MPS = 6.0  # a vehicle that entered late on yellow, from a queue: not at full speed
@@ -345,13 +347,11 @@ def _pass_time_s(paths_a: list, paths_b: list) -> float:
         for path in paths_b:
             best, at, run = math.inf, 0.0, 0.0
             for shape in path:
-                for (ax, ay), (bx, by) in zip(shape, shape[1:]):
-                    seg = math.hypot(bx - ax, by - ay)
-                    d = _polyline_distance(point, [(ax, ay), (bx, by)])
+                for a, b in zip(shape, shape[1:]):
+                    seg = math.hypot(b[0] - a[0], b[1] - a[1])
+                    d, t = _nearest_on_segment(point, a, b)
                     if d < best:
-                        # (along the segment to its point nearest the waiting point)
-                        t = 0.0 if seg == 0 else min(1.0, max(0.0, ((point[0] - ax) * (bx - ax) + (point[1] - ay) * (by - ay)) / seg**2))
-                        best, at = d, run + t * seg
+                        best, at = d, run + t * seg  # (along the path to its point nearest the waiting point)
                     run += seg
             if best < math.inf:
                 longest = max(longest, (at + VEHICLE_LENGTH_M) / YELLOW_RUNNER_MPS)
