@@ -95,7 +95,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             inject_faults=args.inject_fault or (),
             detector_coverage=args.detector_coverage, seed=args.seed,
             fail_detectors=args.fail_detectors, guidance_share=args.guidance_share,
-            kill_engine=args.kill_engine,
+            kill_engine=args.kill_engine, workdir=args.outputs,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -466,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="engine config for engine controllers")
     e.add_argument("--json", help="write the outcome as one JSON object to this file")
     e.add_argument("--tls-states", help="write SUMO's SaveTLSStates output for every signal here")
+    e.add_argument("--outputs", metavar="DIR",
+                   help="keep the run's files in DIR (SUMO's tripinfo, statistics and collision outputs, "
+                   "the detector layout, the engine's config and log) instead of a temporary directory")
     e.add_argument("--inject-fault", action="append", metavar="ID=KIND[@T]",
                    help="make detector ID lie from simulated second T (default 0): KIND is silent, stuck_on, "
                    "chattering, constant, zero_count_with_occupancy or no_activity; repeatable. The outcome "

@@ -42,7 +42,7 @@ from sim.scenario import Scenario, ScenarioError, load_scenario
 from sim.sumo import Sumo
 
 BUILTIN = (*SUMO_CONTROLLERS, "sumo-original")
-ENGINE_START_TIMEOUT_S = 120.0
+ENGINE_START_TIMEOUT_S = 900.0  # a first start compiles every kernel: minutes on a busy machine
 
 
 class EvaluationError(RuntimeError):
@@ -164,8 +164,10 @@ class EngineProcess:
                         continue
                     if msg.get("ready"):
                         return msg["endpoints"]
+        why = (f"it exited with code {self.proc.returncode}" if self.proc.poll() is not None
+               else f"no ready line within {ENGINE_START_TIMEOUT_S:.0f} s")
         self.stop()
-        raise EvaluationError(f"the engine did not start; its log ({self.log_path}):\n{self.log_tail()}")
+        raise EvaluationError(f"the engine did not start ({why}); its log ({self.log_path}):\n{self.log_tail()}")
 
     def log_tail(self, n: int = 20) -> str:
         if not self._log.closed:  # (stop() closes it: a failed start reads the tail afterwards)

@@ -18,8 +18,14 @@ def test_engine_controls_a_small_city_safely(small_scenario, controller, tmp_pat
     """Every vehicle arrives, nothing collides, the monitor sees no violation, readings flowed."""
     out = tmp_path / "result.json"
     states = tmp_path / "tls.xml"
-    r = evaluate(small_scenario.sumocfg, controller=controller, json_path=out, tls_states=states, progress=False)
+    kept = tmp_path / "run"  # (`evaluate --outputs DIR`)
+    r = evaluate(small_scenario.sumocfg, controller=controller, json_path=out, tls_states=states, progress=False,
+                 workdir=kept)
     assert json.loads(out.read_text()) == r
+    # the run's files are kept: SUMO's outputs, the detector layout, the engine's config and log
+    assert {"tripinfo.xml", "stats.xml", "collisions.xml", "detectors.json", "engine.json", "engine.log"} <= {
+        f.name for f in kept.iterdir()}
+    assert (kept / "tripinfo.xml").read_text().count("<tripinfo ") == r["trips_completed"]
     assert r["trips_total"] > 100
     assert r["trips_completed"] == r["trips_total"]
     assert r["collisions"] == 0 and r["teleports"] == 0 and r["collisions_where"]["at_signals"] == 0
