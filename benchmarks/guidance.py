@@ -23,7 +23,7 @@ from sim.evaluate import EvaluationError, evaluate
 RESCO = Path(__file__).resolve().parents[1].parent / "shared" / "scenarios" / "resco"
 TARGET_STOP_REDUCTION = 0.20
 TARGET_ERROR_P90_S = 2.0
-KEYS = ("mean_time_loss_s", "teleports", "collisions", "safety_violations", "vehicles_guided", "vehicles_unguided",
+KEYS = ("mean_time_loss_s", "teleports", "collisions", "collisions_guided", "safety_violations", "vehicles_guided", "vehicles_unguided",
         "stops_per_vehicle_guided", "stops_per_vehicle_unguided", "guided_stop_reduction",
         "guided_stop_reduction_same_edges", "repeat_stops_per_vehicle_guided", "repeat_stops_per_vehicle_unguided",
         "signal_stops_per_vehicle_guided", "signal_stops_per_vehicle_unguided", "spat_likely_coverage",
