@@ -4,7 +4,9 @@ Runs ``traffic-engine evaluate --guidance-share F --seed S`` with the ``adaptive
 ``cologne8`` and ``arterial4x4`` (or ``--scenarios``), optionally with an engine config
 (``--config``, e.g. ``{"adaptive": {"commit_s": 20}}`` for the planned mode), and prints per
 scenario the issue's targets measured in the run: guided vehicles' stops against unguided ones'
-(target: at least 20 % fewer) and the p90 error of the published SPaT likely time over changes
+(target: at least 20 % fewer; beside it the same comparison edge by edge, against the unguided
+vehicles' stops per entry into the edges the guided ones drove, and the repeated stops: on an
+edge where the vehicle had stopped already) and the p90 error of the published SPaT likely time over changes
 predicted up to 20 s ahead (target: at most 2 s), with coverage, time loss, teleports and
 collisions beside them.
 """
@@ -21,8 +23,9 @@ from sim.evaluate import EvaluationError, evaluate
 RESCO = Path(__file__).resolve().parents[1].parent / "shared" / "scenarios" / "resco"
 TARGET_STOP_REDUCTION = 0.20
 TARGET_ERROR_P90_S = 2.0
-KEYS = ("mean_time_loss_s", "teleports", "collisions", "safety_violations", "vehicles_guided", "vehicles_unguided",
+KEYS = ("mean_time_loss_s", "teleports", "collisions", "collisions_guided", "safety_violations", "vehicles_guided", "vehicles_unguided",
         "stops_per_vehicle_guided", "stops_per_vehicle_unguided", "guided_stop_reduction",
+        "guided_stop_reduction_same_edges", "repeat_stops_per_vehicle_guided", "repeat_stops_per_vehicle_unguided",
         "signal_stops_per_vehicle_guided", "signal_stops_per_vehicle_unguided", "spat_likely_coverage",
         "spat_likely_error_p50_s", "spat_likely_error_p90_s", "spat_pairs", "wall_s")
 
@@ -63,14 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         row["meets_stop_target"] = red is not None and red >= TARGET_STOP_REDUCTION
         row["meets_error_target"] = err is not None and err <= TARGET_ERROR_P90_S
         rows.append(row)
-    print("| scenario | time loss (s) | stops/veh guided | unguided | reduction (>= 20 %) | at signals g/u "
-          "| likely err p50 / p90 (s, p90 <= 2) | coverage | teleports | collisions |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| scenario | time loss (s) | stops/veh guided | unguided | reduction (>= 20 %) | same edges "
+          "| at signals g/u | repeats g/u | likely err p50 / p90 (s, p90 <= 2) | coverage | teleports | collisions |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     f = lambda v, fmt="{:.3f}": "-" if v is None else fmt.format(v)  # noqa: E731
     for r in rows:
         print(f"| {r['scenario']} | {f(r['mean_time_loss_s'], '{:.1f}')} | {f(r['stops_per_vehicle_guided'])} "
               f"| {f(r['stops_per_vehicle_unguided'])} | {f(r['guided_stop_reduction'], '{:.1%}')} "
+              f"| {f(r['guided_stop_reduction_same_edges'], '{:.1%}')} "
               f"| {f(r['signal_stops_per_vehicle_guided'])} / {f(r['signal_stops_per_vehicle_unguided'])} "
+              f"| {f(r['repeat_stops_per_vehicle_guided'])} / {f(r['repeat_stops_per_vehicle_unguided'])} "
               f"| {f(r['spat_likely_error_p50_s'], '{:.2f}')} / {f(r['spat_likely_error_p90_s'], '{:.2f}')} "
               f"| {f(r['spat_likely_coverage'], '{:.1%}')} | {r['teleports']} | {r['collisions']} |")
     if args.json:

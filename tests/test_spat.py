@@ -318,6 +318,9 @@ def test_evaluate_with_guidance_reports_consistent_figures(small_scenario, tmp_p
     assert res["spat_likely_error_p50_s"] <= res["spat_likely_error_p90_s"]
     assert 0.0 < res["spat_likely_coverage"] <= 1.0
     assert res["guidance_advised_vehicle_steps"] > 0
+    for who in ("guided", "unguided"):  # repeated stops (on an edge stopped at before) are among the stops
+        assert 0.0 <= res[f"repeat_stops_per_vehicle_{who}"] <= res[f"stops_per_vehicle_{who}"]
+    assert res["guided_stop_reduction_same_edges"] is None or res["guided_stop_reduction_same_edges"] <= 1.0
     assert res["spat_feed_missed_ticks"] == 0
     assert res["collisions"] == 0 and res["teleports"] == 0 and res["safety_violations"] == 0
 
