@@ -17,17 +17,22 @@ Per edge (``_estimate_edges``), every tick:
    of an edge share its flow as their measured stop-line flows do (evenly where the edge is not
    observed); where cameras count movements on the edge, their counts smoothed over
    ``RATIO_TAU_S`` take over (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
-3. Flows of unobserved edges solve, in the weighted least-squares sense, the conservation
-   equations ``x_e = sum_i R[i->e] x_i`` of every edge that has predecessors (so each junction
-   passes on what enters it, and boundary demand is what the observed edges downstream need),
-   with the observed flows held fixed and a weak prior (``PRIOR_WEIGHT``) towards the network's
-   typical flow per lane for edges nothing determines. An equation weighs
-   ``GUESS_WEIGHT + (1 - GUESS_WEIGHT) s^2``, ``s`` the share of its terms whose ratios cameras
-   measure: a guessed split is weak evidence. The solver is ``SWEEPS`` Gauss-Seidel sweeps of
-   coordinate descent per tick, warm-started from the previous tick: an information filter
-   whose state carries over time, so a tick's noisy counts are smoothed over the following
-   ticks. Everything is linear, so the mean of the per-tick estimates over a minute is the
-   estimate of the minute's flow.
+3. Flows of unobserved edges come from the *turn flows* ``y_t`` (veh/h through each turn
+   ``i -> e``), solved in the weighted least-squares sense from: what leaves an observed edge
+   through its turns is its count, and what enters it too (``COUNT_WEIGHT``); an unobserved
+   edge passes on what it receives (``BALANCE_WEIGHT``); a movement a camera counts this tick
+   (``CAMERA_WEIGHT``); each edge's exits split as its turning ratios say
+   (``y_t = R_t sum_out y``, ``SPLIT_WEIGHT``: weak, since a split nothing counts is a guess);
+   and a weak prior (``PRIOR_WEIGHT``) towards the network's typical flow per lane for what
+   nothing determines. So the demand at the network's boundary (edges without predecessors) is
+   what the observed edges downstream receive, without dividing by a guessed turning share.
+   U-turns carry no flow in these equations: where the only way on is turning back (a dead end
+   at the network's edge) trips end and begin. An unobserved edge's flow is then the mean of
+   what its turns bring and take (either alone where it has only one side). The solver is
+   ``SWEEPS`` Gauss-Seidel sweeps over the turns per tick, warm-started from the previous
+   tick: an information filter whose state carries over time, so a tick's noisy counts are
+   smoothed over the following ticks. Everything is linear, so the mean of the per-tick
+   estimates over a minute is the estimate of the minute's flow.
 4. Queues of unobserved edges: signalised approaches are point queues (arrivals at the
    estimated flow, discharge at saturation flow on lanes whose signal shows green, what the
    safety stage showed last tick); other unobserved edges have none.
@@ -59,7 +64,10 @@ EFFECTIVE_VEHICLE_LENGTH_M = 5.5  # vehicle plus loop length, for speed from occ
 EDGE_TAU_S = 60.0  # smoothing of the per-tick edge conditions
 PRIOR_WEIGHT = 0.01
 PRIOR_TAU_S = 300.0
-GUESS_WEIGHT = 0.2  # weight of a conservation equation none of whose turning ratios is measured
+COUNT_WEIGHT = 1.0  # what leaves (enters) an observed edge through its turns is its count
+BALANCE_WEIGHT = 1.0  # an unobserved edge passes on what it receives
+CAMERA_WEIGHT = 1.0  # a movement a camera counts
+SPLIT_WEIGHT = 0.1  # the split of an edge's exits by its turning ratios: guessed where not counted
 SWEEPS = 4  # Gauss-Seidel sweeps of the flow solver per tick
 SATURATION_VPH_PER_LANE = 1800.0
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
@@ -67,7 +75,7 @@ MIN_DELAY_FLOW_VPH = 60.0  # flow below which Little's law no longer gives a usa
 MINUTE_NS = 60 * 10**9
 # prior weight of a connection by SUMO direction (s straight, r/l right/left, R/L partial, t U-turn)
 STRAIGHT_WEIGHT = 2.0  # through traffic is the likelier way out of a shared lane
-DIRECTION_WEIGHT = {"s": STRAIGHT_WEIGHT, "t": 0.1}
+DIRECTION_WEIGHT = {"s": STRAIGHT_WEIGHT, "t": 0.0}  # a U-turn carries no flow in the conservation
 RATIO_TAU_S = 300.0  # smoothing of camera movement counts into turning shares
 RATIO_PRIOR_VPH = 30.0  # weight of the lane-structure shares against measured movement flows
 LOS_LETTERS = "ABCDEF"
@@ -166,7 +174,7 @@ def _estimate_edges(
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
     lane_link_ptr, lane_link_idx,
     # solver state
-    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, r, w, prior,
+    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, point_queue, queue_s, tt, speed, density, delay, los,
@@ -225,7 +233,8 @@ def _estimate_edges(
             share = lane_flow[ln] / exit_flow[e]
         else:
             share = 1.0 / max(exit_lanes[e], 1)
-        Rs[t] += share * lt_weight[j] / lane_wsum[ln]
+        if lt_weight[j] > 0:
+            Rs[t] += share * lt_weight[j] / lane_wsum[ln]
     # measured turning shares: edges whose cameras count movements on every lane that has exits
     a_turn = min(1.0, dt / RATIO_TAU_S)
     for e in range(n_edges):
@@ -253,41 +262,72 @@ def _estimate_edges(
         for k in range(tout_ptr[i], tout_ptr[i + 1]):
             t = tout_idx[k]
             R[t] = (turn_s[t] + RATIO_PRIOR_VPH * Rs[t]) / (tot + RATIO_PRIOR_VPH)
-    # 3. residuals of the conservation equations, each weighted by the share of its terms whose
-    # turning ratio cameras measured (a guessed split is weak evidence), then Gauss-Seidel sweeps
+    # 3. turn flows y (veh/h) by weighted least squares: what leaves an observed edge is its
+    # count, what enters it too; an unobserved edge passes on what it receives; cameras count
+    # movements; each edge's exits split as its turning ratios R say (weak); a weak prior pulls
+    # an unobserved edge towards the typical flow per lane. Gauss-Seidel over the turns, warm-
+    # started from the previous tick. Then an unobserved edge's flow is what its turns carry.
     for e in range(n_edges):
-        if tin_ptr[e + 1] > tin_ptr[e]:
-            s = x[e]
-            known = 0.0
-            for k in range(tin_ptr[e], tin_ptr[e + 1]):
-                t = tin_idx[k]
-                s -= R[t] * x[turn_from[t]]
-                if slots_all[turn_from[t]] > 0:
-                    known += 1.0
-            r[e] = s
-            share = known / (tin_ptr[e + 1] - tin_ptr[e])
-            w[e] = GUESS_WEIGHT + (1.0 - GUESS_WEIGHT) * share * share
-        else:
-            r[e] = 0.0
-            w[e] = 0.0
+        s_in[e] = 0.0
+        s_out[e] = 0.0
+    for t in range(turn_from.size):
+        s_in[turn_to[t]] += y[t]
+        s_out[turn_from[t]] += y[t]
     for _ in range(SWEEPS):
-        for v in range(n_edges):
-            if observed[v]:
-                continue
-            p = prior[0] * e_nlanes[v]
-            diag = PRIOR_WEIGHT + w[v]
-            g = PRIOR_WEIGHT * (x[v] - p) + w[v] * r[v]
-            for k in range(tout_ptr[v], tout_ptr[v + 1]):
+        for i in range(n_edges):
+            for k in range(tout_ptr[i], tout_ptr[i + 1]):
                 t = tout_idx[k]
-                f = turn_to[t]
-                diag += w[f] * R[t] * R[t]
-                g -= w[f] * R[t] * r[f]
-            d = -g / diag
-            x[v] += d
-            r[v] += d
-            for k in range(tout_ptr[v], tout_ptr[v + 1]):
-                t = tout_idx[k]
-                r[turn_to[t]] -= R[t] * d
+                e = turn_to[t]
+                diag = 0.0
+                g = 0.0
+                if slots_all[i] > 0 and slots_seen[i] == slots_all[i]:
+                    diag += CAMERA_WEIGHT
+                    g += CAMERA_WEIGHT * (y[t] - turn_now[t])
+                # the source edge's balance
+                if observed[i]:
+                    diag += COUNT_WEIGHT
+                    g += COUNT_WEIGHT * (s_out[i] - x[i])
+                elif tin_ptr[i + 1] > tin_ptr[i]:
+                    diag += BALANCE_WEIGHT + 0.25 * PRIOR_WEIGHT
+                    g += BALANCE_WEIGHT * (s_out[i] - s_in[i]) + 0.5 * PRIOR_WEIGHT * (
+                        0.5 * (s_in[i] + s_out[i]) - prior[0] * e_nlanes[i])
+                else:
+                    diag += PRIOR_WEIGHT
+                    g += PRIOR_WEIGHT * (s_out[i] - prior[0] * e_nlanes[i])
+                # the destination edge's balance
+                if observed[e]:
+                    diag += COUNT_WEIGHT
+                    g += COUNT_WEIGHT * (s_in[e] - x[e])
+                elif tout_ptr[e + 1] > tout_ptr[e]:
+                    diag += BALANCE_WEIGHT + 0.25 * PRIOR_WEIGHT
+                    g += BALANCE_WEIGHT * (s_in[e] - s_out[e]) + 0.5 * PRIOR_WEIGHT * (
+                        0.5 * (s_in[e] + s_out[e]) - prior[0] * e_nlanes[e])
+                else:
+                    diag += PRIOR_WEIGHT
+                    g += PRIOR_WEIGHT * (s_in[e] - prior[0] * e_nlanes[e])
+                # the split of the source edge's exits: y_s = R_s * s_out[i] for each exit s
+                for k2 in range(tout_ptr[i], tout_ptr[i + 1]):
+                    t2 = tout_idx[k2]
+                    c = (1.0 if t2 == t else 0.0) - R[t2]
+                    diag += SPLIT_WEIGHT * c * c
+                    g += SPLIT_WEIGHT * (y[t2] - R[t2] * s_out[i]) * c
+                d = -g / diag
+                y[t] += d
+                s_out[i] += d
+                s_in[e] += d
+    for e in range(n_edges):
+        if observed[e]:
+            continue
+        has_in = tin_ptr[e + 1] > tin_ptr[e]
+        has_out = tout_ptr[e + 1] > tout_ptr[e]
+        if has_in and has_out:
+            x[e] = 0.5 * (s_in[e] + s_out[e])
+        elif has_in:
+            x[e] = s_in[e]
+        elif has_out:
+            x[e] = s_out[e]
+        else:
+            x[e] = prior[0] * e_nlanes[e]
     # the minute that ended with the last tick: conditions of its mean flow and queue
     if minute_done:
         T = max(acc_time[0], 1e-9)
@@ -351,9 +391,9 @@ class EdgeModel:
     e_storage: np.ndarray  # float64[n_edges] vehicles the edge holds standing (a queue beyond is upstream)
     turn_from: np.ndarray  # int32[n_turns] edge -> edge pairs some lane connection makes
     turn_to: np.ndarray
-    tin_ptr: np.ndarray  # CSR over edges: turns into the edge
+    tin_ptr: np.ndarray  # CSR over edges: turns into the edge that carry flow (not U-turns)
     tin_idx: np.ndarray
-    tout_ptr: np.ndarray  # CSR over edges: turns out of the edge
+    tout_ptr: np.ndarray  # CSR over edges: turns out of the edge that carry flow
     tout_idx: np.ndarray
     lt_lane: np.ndarray  # int32[n_lane_turns] (lane, turn) pairs
     lt_turn: np.ndarray
@@ -382,7 +422,6 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
                                      dtype=np.int64))
     lt_lane = (lane_turn // (len(pairs) + 1)).astype(np.int32)
     lt_turn = (lane_turn % (len(pairs) + 1)).astype(np.int32)
-    lane_ndest = np.bincount(lt_lane, minlength=nl).astype(np.float64)
     # prior weight of each (lane, turn): the most likely of its connections' directions
     directions = [mv.get("direction", "s") for mv in net.graph.graph.get("movements", [])]
     best: dict[int, float] = {}
@@ -392,8 +431,14 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
             best[code] = max(best.get(code, 0.0), DIRECTION_WEIGHT.get(directions[k], 1.0))
     lt_weight = np.array([best.get(int(c), 1.0) for c in lane_turn.tolist()], dtype=np.float64)
     lane_wsum = np.bincount(lt_lane, weights=lt_weight, minlength=nl).astype(np.float64)
-    tin_ptr, tin_idx = csr([[] for _ in range(ne)]) if not len(pairs) else _group(turn_to, ne)
-    tout_ptr, tout_idx = csr([[] for _ in range(ne)]) if not len(pairs) else _group(turn_from, ne)
+    lane_ndest = np.bincount(lt_lane[lt_weight > 0], minlength=nl).astype(np.float64)
+    # the conservation equations use the turns some lane takes other than as a U-turn: where
+    # the only way on is turning back (a dead end at the network's edge) the trips end and begin
+    flowing = np.zeros(len(pairs), dtype=np.bool_)
+    flowing[lt_turn[lt_weight > 0]] = True
+    keep_t = np.flatnonzero(flowing)
+    tin_ptr, tin_idx = _group_sub(turn_to, keep_t, ne)
+    tout_ptr, tout_idx = _group_sub(turn_from, keep_t, ne)
     signalised = net.move_link >= 0
     links: list[list[int]] = [[] for _ in range(nl)]
     for m in np.flatnonzero(signalised).tolist():
@@ -411,12 +456,13 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     )
 
 
-def _group(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR of the positions of ``keys`` grouped by key value (0..n-1), in position order."""
-    order = np.argsort(keys, kind="stable").astype(np.int32)
+def _group_sub(keys: np.ndarray, subset: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of the positions ``subset`` of ``keys`` grouped by key value (0..n-1), in position order."""
+    k = keys[subset].astype(np.int64)
+    order = np.argsort(k, kind="stable")
     ptr = np.zeros(n + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum(np.bincount(keys, minlength=n))
-    return ptr, order
+    ptr[1:] = np.cumsum(np.bincount(k, minlength=n))
+    return ptr, subset[order].astype(np.int32)
 
 
 class Estimator:
@@ -453,6 +499,7 @@ class Estimator:
         )
         self._R = np.zeros(m.turn_from.size)
         self._Rs = np.zeros(m.turn_from.size)
+        self._y = np.zeros(m.turn_from.size)
         self._turn_now = np.zeros(m.turn_from.size)
         self._turn_s = np.zeros(m.turn_from.size)
         self._slots_seen = np.zeros(ne, dtype=np.int64)
@@ -461,8 +508,8 @@ class Estimator:
         self._exit_lanes = np.zeros(ne, dtype=np.int64)
         self._turn_pairs = m.turn_from.astype(np.int64) * ne + m.turn_to
         self._slots: tuple[object, np.ndarray] = (None, np.zeros(0, dtype=np.int32))
-        self._r = np.zeros(ne)
-        self._w = np.zeros(ne)
+        self._s_in = np.zeros(ne)
+        self._s_out = np.zeros(ne)
         self._prior = np.zeros(1)
         self._queue_now = np.zeros(ne)
         self._point_queue = np.zeros(ne)
@@ -501,7 +548,7 @@ class Estimator:
             m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
             self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
-            s.edge_flow_now_vph, self._r, self._w, self._prior,
+            s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
             s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
