@@ -35,7 +35,10 @@ Per edge (``_estimate_edges``), every tick:
    estimates over a minute is the estimate of the minute's flow.
 4. Queues of unobserved edges: signalised approaches are point queues (arrivals at the
    estimated flow, discharge at saturation flow on lanes whose signal shows green, what the
-   safety stage showed last tick); other unobserved edges have none.
+   safety stage showed last tick). An edge holds ``floor(L n / JAM_SPACING_M)`` standing
+   vehicles; what a measured or point queue has beyond that (up to ``SPILL_STORAGES`` times
+   it, for a point queue) spills back onto the unsignalised edges feeding it, shared as their
+   turn flows into it. Other unobserved edges have none.
 5. Conditions from flow ``q`` and queue ``Q``: travel time ``(L - Q s / n) / v_c + Q / q``
    (cruise over the free part, then by Little's law the mean wait of a vehicle in the queue),
    space-mean speed ``L / tt``, density ``q tt / L``; for signalised approaches the control delay
@@ -70,6 +73,7 @@ CAMERA_WEIGHT = 1.0  # a movement a camera counts
 SPLIT_WEIGHT = 0.1  # the split of an edge's exits by its turning ratios: guessed where not counted
 SWEEPS = 4  # Gauss-Seidel sweeps of the flow solver per tick
 SATURATION_VPH_PER_LANE = 1800.0
+SPILL_STORAGES = 3.0  # a point queue grows to this many times what its edge holds, the rest upstream
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
 MIN_DELAY_FLOW_VPH = 60.0  # flow below which Little's law no longer gives a usable wait
 MINUTE_NS = 60 * 10**9
@@ -177,7 +181,7 @@ def _estimate_edges(
     R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
-    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, queue_s, tt, speed, density, delay, los,
+    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, spill, queue_s, tt, speed, density, delay, los,
     acc_flow, acc_queue, acc_time, m_flow, m_queue, m_tt, m_speed, m_density, m_delay, m_los,
 ):
     n_edges = x.size
@@ -210,6 +214,7 @@ def _estimate_edges(
             obs_lanes += lanes
         # a camera that sees past a short edge: the queue fills from the stop line, the rest is upstream
         queue_now[e] = min(qsum, e_storage[e]) if (lanes > 0 and n_cam == lanes) else -1.0
+        spill[e] = max(qsum - e_storage[e], 0.0) if queue_now[e] >= 0 else 0.0
     if obs_lanes > 0:
         prior[0] += a_prior * (obs_sum / obs_lanes - prior[0])
     # 2. turning ratios: the lane structure with measured lane flows (Rs), then camera movement counts (R)
@@ -340,30 +345,46 @@ def _estimate_edges(
             acc_flow[e] = 0.0
             acc_queue[e] = 0.0
         acc_time[0] = 0.0
-    # 4. queues, smoothing, conditions; lanes without a detector get their edge's estimate
+    # 4. queues: measured, a point queue on signalised approaches, and on the other edges what
+    # spills back from the queues of the edges they feed (beyond what those hold), shared as
+    # the turn flows into them; then smoothing and conditions. Lanes without a detector get
+    # their edge's estimate.
     for e in range(n_edges):
         flow_now[e] = x[e]
         flow_s[e] += a * (x[e] - flow_s[e])
+        if queue_now[e] < 0 and e_signal[e]:
+            green = 0.0
+            for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
+                ln = edge_lane_idx[k]
+                g = lane_link_ptr[ln + 1] == lane_link_ptr[ln]  # no signal on this lane
+                for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
+                    if link_green[lane_link_idx[j]]:
+                        g = True
+                if g:
+                    green += 1.0
+            Q = point_queue[e] + (max(flow_s[e], 0.0) - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
+            Q = min(max(Q, 0.0), SPILL_STORAGES * e_storage[e])
+            queue_now[e] = min(Q, e_storage[e])
+            spill[e] = Q - queue_now[e]
+    for i in range(n_edges):
+        if queue_now[i] < 0:
+            sp = 0.0
+            for k in range(tout_ptr[i], tout_ptr[i + 1]):
+                t = tout_idx[k]
+                e = turn_to[t]
+                if spill[e] > 0:
+                    n_in = tin_ptr[e + 1] - tin_ptr[e]
+                    share = y[t] / s_in[e] if s_in[e] > 1e-9 else 1.0 / max(n_in, 1)
+                    sp += spill[e] * min(max(share, 0.0), 1.0)
+            queue_now[i] = -1.0 - min(sp, e_storage[i])  # marked: filled below, after every edge's spill is read
+    for e in range(n_edges):
         q = max(flow_s[e], 0.0)
         flow_pub[e] = q
         if queue_now[e] < 0:
-            if e_signal[e]:
-                green = 0.0
-                lanes = 0
-                for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
-                    ln = edge_lane_idx[k]
-                    lanes += 1
-                    g = lane_link_ptr[ln + 1] == lane_link_ptr[ln]  # no signal on this lane
-                    for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
-                        if link_green[lane_link_idx[j]]:
-                            g = True
-                    if g:
-                        green += 1.0
-                Q = point_queue[e] + (q - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
-                queue_now[e] = min(max(Q, 0.0), e_storage[e])
-            else:
-                queue_now[e] = 0.0
-        point_queue[e] = queue_now[e]
+            queue_now[e] = -1.0 - queue_now[e]
+            point_queue[e] = queue_now[e]
+        else:
+            point_queue[e] = queue_now[e] + spill[e]
         queue_s[e] += a * (queue_now[e] - queue_s[e])
         tt[e], speed[e], density[e], delay[e], los[e] = _conditions(
             q, queue_s[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
@@ -388,7 +409,7 @@ class EdgeModel:
 
     e_nlanes: np.ndarray  # float64[n_edges]
     e_signal: np.ndarray  # bool[n_edges] some lane of the edge enters a signal
-    e_storage: np.ndarray  # float64[n_edges] vehicles the edge holds standing (a queue beyond is upstream)
+    e_storage: np.ndarray  # float64[n_edges] whole vehicles the edge holds standing (a queue beyond is upstream)
     turn_from: np.ndarray  # int32[n_turns] edge -> edge pairs some lane connection makes
     turn_to: np.ndarray
     tin_ptr: np.ndarray  # CSR over edges: turns into the edge that carry flow (not U-turns)
@@ -448,7 +469,7 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     e_signal[net.lane_edge[net.move_in_lane[signalised]]] = True
     return EdgeModel(
         e_nlanes=nlanes, e_signal=e_signal,
-        e_storage=np.maximum(net.edge_length_m * nlanes / JAM_SPACING_M, 0.1),
+        e_storage=np.floor(net.edge_length_m * nlanes / JAM_SPACING_M),
         turn_from=turn_from, turn_to=turn_to, tin_ptr=tin_ptr, tin_idx=tin_idx, tout_ptr=tout_ptr,
         tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
         lane_wsum=lane_wsum,
@@ -513,6 +534,7 @@ class Estimator:
         self._prior = np.zeros(1)
         self._queue_now = np.zeros(ne)
         self._point_queue = np.zeros(ne)
+        self._spill = np.zeros(ne)
         self._flow_s = np.zeros(ne)
         self._acc_flow = np.zeros(ne)
         self._acc_queue = np.zeros(ne)
@@ -550,7 +572,7 @@ class Estimator:
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
-            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, s.edge_queue_veh,
+            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, self._spill, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
             self._acc_flow, self._acc_queue, self._acc_time, s.minute_flow_vph, s.minute_queue_veh,
             s.minute_travel_time_s, s.minute_speed_mps, s.minute_density_vpkm, s.minute_delay_s, s.minute_los,

@@ -350,7 +350,7 @@ def edge_conditions(net, e, q, Q, est):
         return tt, L / tt, density, math.nan, -1
     delay = max(tt - L / max(vf, 0.5), 0)
     los = sum(delay > x for x in est.LOS_LIMITS_S)
-    if Q >= 0.9 * max(L * len(lanes) / est.JAM_SPACING_M, 0.1, 1):
+    if Q >= 0.9 * max(math.floor(L * len(lanes) / est.JAM_SPACING_M), 1):
         los = 5
     return tt, L / tt, density, delay, los
 
@@ -375,7 +375,7 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             d[int(net.lane_edge[b])] = max(d.get(int(net.lane_edge[b]), 0.0), w)
         if net.move_link[m] >= 0:
             links.setdefault(a, set()).add(int(net.move_link[m]))
-    observed, queue_now = {}, {}
+    observed, queue_now, spill = {}, {}, {}
     obs_sum = obs_lanes = 0.0
     for e in E:
         counts = [obs.stop_count[x] if obs.stop_seen[x] else obs.upstream_count[x] if obs.upstream_seen[x] else None
@@ -386,8 +386,9 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             obs_sum += st["x"][e]
             obs_lanes += len(lanes_of[e])
         cams = [obs.camera_queue_veh[x] for x in lanes_of[e]]
-        storage = max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 0.1)
+        storage = math.floor(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M)
         queue_now[e] = min(sum(cams), storage) if cams and not any(math.isnan(c) for c in cams) else None
+        spill[e] = sum(cams) - queue_now[e] if queue_now[e] is not None else 0.0
     if obs_lanes:
         st["prior"] += min(1, dt / est.PRIOR_TAU_S) * (obs_sum / obs_lanes - st["prior"])
     structural = {}  # (i, e) -> share of edge i's flow into edge e, from its lanes
@@ -473,17 +474,32 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             out["m", e] = (q, st["acc_queue"][e] / T, *edge_conditions(net, e, q, st["acc_queue"][e] / T, est))
             st["acc_flow"][e] = st["acc_queue"][e] = 0.0
         st["acc_time"] = 0.0
+    storage = {e: math.floor(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M) for e in E}
     for e in E:
         st["flow_s"][e] += a * (x[e] - st["flow_s"][e])
         q = max(st["flow_s"][e], 0)
-        if queue_now[e] is None:
-            if any(links.get(ln) for ln in lanes_of[e]):
-                n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
-                Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
-                queue_now[e] = min(max(Q, 0), max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 0.1))
-            else:
-                queue_now[e] = 0.0
-        st["pq"][e] = queue_now[e]
+        if queue_now[e] is None and any(links.get(ln) for ln in lanes_of[e]):
+            n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
+            Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
+            Q = min(max(Q, 0), est.SPILL_STORAGES * storage[e])
+            queue_now[e] = min(Q, storage[e])
+            spill[e] = Q - queue_now[e]
+    spilled = {}
+    for i in E:
+        if queue_now[i] is None:
+            sp = 0.0
+            for f in outof[i]:
+                if spill[f] > 0:
+                    share = y.get((i, f), 0.0) / s_in(f) if s_in(f) > 1e-9 else 1 / max(len(into[f]), 1)
+                    sp += spill[f] * min(max(share, 0.0), 1.0)
+            spilled[i] = min(sp, storage[i])
+    for e in E:
+        q = max(st["flow_s"][e], 0)
+        if e in spilled:
+            queue_now[e] = spilled[e]
+            st["pq"][e] = queue_now[e]
+        else:
+            st["pq"][e] = queue_now[e] + spill[e]
         st["queue_s"][e] += a * (queue_now[e] - st["queue_s"][e])
         out["t", e] = (q, st["queue_s"][e], *edge_conditions(net, e, q, st["queue_s"][e], est))
         st["acc_flow"][e] += x[e] * dt
