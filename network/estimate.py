@@ -24,7 +24,8 @@ Per edge (``_estimate_edges``), every tick:
    (``CAMERA_WEIGHT``); each edge's exits split as its turning ratios say
    (``y_t = R_t sum_out y``, ``SPLIT_WEIGHT``: weak, since a split nothing counts is a guess);
    and a weak prior (``PRIOR_WEIGHT``) towards the network's typical flow per lane for what
-   nothing determines. So the demand at the network's boundary (edges without predecessors) is
+   nothing determines (the median over the counted edges of their minute flows per lane,
+   smoothed over ``PRIOR_TAU_S``: the mean would follow the arterials). So the demand at the network's boundary (edges without predecessors) is
    what the observed edges downstream receive, without dividing by a guessed turning share.
    U-turns carry no flow in these equations: where the only way on is turning back (a dead end
    at the network's edge) trips end and begin. An unobserved edge's flow is then the mean of
@@ -186,10 +187,7 @@ def _estimate_edges(
 ):
     n_edges = x.size
     a = min(1.0, dt / EDGE_TAU_S)
-    a_prior = min(1.0, dt / PRIOR_TAU_S)
     # 1. measured flow and queue; lane shares for the turning ratios
-    obs_sum = 0.0
-    obs_lanes = 0.0
     for e in range(n_edges):
         n_count = 0
         n_cam = 0
@@ -210,13 +208,9 @@ def _estimate_edges(
         observed[e] = lanes > 0 and n_count == lanes
         if observed[e]:
             x[e] = c * 3600.0 / dt
-            obs_sum += x[e]
-            obs_lanes += lanes
         # a camera that sees past a short edge: the queue fills from the stop line, the rest is upstream
         queue_now[e] = min(qsum, e_storage[e]) if (lanes > 0 and n_cam == lanes) else -1.0
         spill[e] = max(qsum - e_storage[e], 0.0) if queue_now[e] >= 0 else 0.0
-    if obs_lanes > 0:
-        prior[0] += a_prior * (obs_sum / obs_lanes - prior[0])
     # 2. turning ratios: the lane structure with measured lane flows (Rs), then camera movement counts (R)
     for e in range(n_edges):
         tot = 0.0
@@ -535,6 +529,7 @@ class Estimator:
         self._queue_now = np.zeros(ne)
         self._point_queue = np.zeros(ne)
         self._spill = np.zeros(ne)
+        self._prior_set = False
         self._flow_s = np.zeros(ne)
         self._acc_flow = np.zeros(ne)
         self._acc_queue = np.zeros(ne)
@@ -579,6 +574,14 @@ class Estimator:
         )
         if minute_done:
             s.minute_end_ns = (self._minute + 1) * MINUTE_NS
+            # the typical flow per lane, for edges nothing determines: the median over the
+            # edges counted, of the minute's flows
+            seen = s.edge_observed & (m.e_nlanes > 0)
+            if seen.any():
+                typical = float(np.median(s.minute_flow_vph[seen] / m.e_nlanes[seen]))
+                self._prior[0] = typical if not self._prior_set else self._prior[0] + min(
+                    1.0, MINUTE_NS / 1e9 / PRIOR_TAU_S) * (typical - self._prior[0])
+                self._prior_set = True
         self._minute = minute
         return s
 

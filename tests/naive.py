@@ -376,21 +376,16 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         if net.move_link[m] >= 0:
             links.setdefault(a, set()).add(int(net.move_link[m]))
     observed, queue_now, spill = {}, {}, {}
-    obs_sum = obs_lanes = 0.0
     for e in E:
         counts = [obs.stop_count[x] if obs.stop_seen[x] else obs.upstream_count[x] if obs.upstream_seen[x] else None
                   for x in lanes_of[e]]
         observed[e] = bool(lanes_of[e]) and all(c is not None for c in counts)
         if observed[e]:
             st["x"][e] = sum(counts) * 3600 / dt
-            obs_sum += st["x"][e]
-            obs_lanes += len(lanes_of[e])
         cams = [obs.camera_queue_veh[x] for x in lanes_of[e]]
         storage = math.floor(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M)
         queue_now[e] = min(sum(cams), storage) if cams and not any(math.isnan(c) for c in cams) else None
         spill[e] = sum(cams) - queue_now[e] if queue_now[e] is not None else 0.0
-    if obs_lanes:
-        st["prior"] += min(1, dt / est.PRIOR_TAU_S) * (obs_sum / obs_lanes - st["prior"])
     structural = {}  # (i, e) -> share of edge i's flow into edge e, from its lanes
     flows_on = {}  # (i, e) -> some lane takes the turn other than as a U-turn (weight 0)
     for i in E:
@@ -511,6 +506,14 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
                 moving = q * max(zone - st["queue_s"][e] * est.JAM_SPACING_M / n, 0) / max(net.edge_speed_mps[e], 0.5) / 3600
                 out["lane", ln] = (st["queue_s"][e] / n, (st["queue_s"][e] + moving) / n, q / n)
     st["acc_time"] += dt
+    if st["minute_done"]:
+        per_lane = sorted(out["m", e][0] / len(lanes_of[e]) for e in E if observed[e] and lanes_of[e])
+        if per_lane:
+            k = len(per_lane)
+            typical = per_lane[k // 2] if k % 2 else 0.5 * (per_lane[k // 2 - 1] + per_lane[k // 2])
+            first = not st.get("prior_set")
+            st["prior"] = typical if first else st["prior"] + min(1, 60 / est.PRIOR_TAU_S) * (typical - st["prior"])
+            st["prior_set"] = True
     return observed, out
 
 
