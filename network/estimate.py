@@ -72,7 +72,7 @@ COUNT_WEIGHT = 1.0  # what leaves (enters) an observed edge through its turns is
 BALANCE_WEIGHT = 1.0  # an unobserved edge passes on what it receives
 CAMERA_WEIGHT = 1.0  # a movement a camera counts
 SPLIT_WEIGHT = 0.1  # the split of an edge's exits by its turning ratios: guessed where not counted
-SWEEPS = 4  # Gauss-Seidel sweeps of the flow solver per tick
+SWEEPS = 2  # Gauss-Seidel sweeps of the flow solver per tick
 SATURATION_VPH_PER_LANE = 1800.0
 SPILL_STORAGES = 3.0  # a point queue grows to this many times what its edge holds, the rest upstream
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
@@ -179,7 +179,7 @@ def _estimate_edges(
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
     lane_link_ptr, lane_link_idx,
     # solver state
-    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, prior,
+    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, point_queue, spill, queue_s, tt, speed, density, delay, los,
@@ -272,48 +272,50 @@ def _estimate_edges(
     for t in range(turn_from.size):
         s_in[turn_to[t]] += y[t]
         s_out[turn_from[t]] += y[t]
+    # the split terms of edge i's exits through sums kept up to date: ra = sum R y, rb = sum R^2
+    for i in range(n_edges):
+        ra[i] = 0.0
+        rb[i] = 0.0
+        for k in range(tout_ptr[i], tout_ptr[i + 1]):
+            t = tout_idx[k]
+            ra[i] += R[t] * y[t]
+            rb[i] += R[t] * R[t]
+    # each edge's balance and prior terms, linear in what enters (s_in) and leaves (s_out) it:
+    # for a turn out of the edge the gradient gains co1 s_out + co2 s_in + co3, for a turn into
+    # it ci1 s_in + ci2 s_out + ci3 (the curvatures are cod, cid)
+    for v in range(n_edges):
+        p = prior[0] * e_nlanes[v]
+        if observed[v]:
+            co1[v], co2[v], co3[v], cod[v] = COUNT_WEIGHT, 0.0, -COUNT_WEIGHT * x[v], COUNT_WEIGHT
+            ci1[v], ci2[v], ci3[v], cid[v] = COUNT_WEIGHT, 0.0, -COUNT_WEIGHT * x[v], COUNT_WEIGHT
+        elif tin_ptr[v + 1] > tin_ptr[v] and tout_ptr[v + 1] > tout_ptr[v]:
+            # BALANCE (s_in - s_out)^2 + PRIOR ((s_in + s_out) / 2 - p)^2, halved
+            hi = BALANCE_WEIGHT + 0.25 * PRIOR_WEIGHT
+            lo = -BALANCE_WEIGHT + 0.25 * PRIOR_WEIGHT
+            co1[v], co2[v], co3[v], cod[v] = hi, lo, -0.5 * PRIOR_WEIGHT * p, hi
+            ci1[v], ci2[v], ci3[v], cid[v] = hi, lo, -0.5 * PRIOR_WEIGHT * p, hi
+        else:
+            # a source or a sink: only the prior on what passes
+            co1[v], co2[v], co3[v], cod[v] = PRIOR_WEIGHT, 0.0, -PRIOR_WEIGHT * p, PRIOR_WEIGHT
+            ci1[v], ci2[v], ci3[v], cid[v] = PRIOR_WEIGHT, 0.0, -PRIOR_WEIGHT * p, PRIOR_WEIGHT
+        cam[v] = CAMERA_WEIGHT if (slots_all[v] > 0 and slots_seen[v] == slots_all[v]) else 0.0
     for _ in range(SWEEPS):
         for i in range(n_edges):
             for k in range(tout_ptr[i], tout_ptr[i + 1]):
                 t = tout_idx[k]
                 e = turn_to[t]
-                diag = 0.0
-                g = 0.0
-                if slots_all[i] > 0 and slots_seen[i] == slots_all[i]:
-                    diag += CAMERA_WEIGHT
-                    g += CAMERA_WEIGHT * (y[t] - turn_now[t])
-                # the source edge's balance
-                if observed[i]:
-                    diag += COUNT_WEIGHT
-                    g += COUNT_WEIGHT * (s_out[i] - x[i])
-                elif tin_ptr[i + 1] > tin_ptr[i]:
-                    diag += BALANCE_WEIGHT + 0.25 * PRIOR_WEIGHT
-                    g += BALANCE_WEIGHT * (s_out[i] - s_in[i]) + 0.5 * PRIOR_WEIGHT * (
-                        0.5 * (s_in[i] + s_out[i]) - prior[0] * e_nlanes[i])
-                else:
-                    diag += PRIOR_WEIGHT
-                    g += PRIOR_WEIGHT * (s_out[i] - prior[0] * e_nlanes[i])
-                # the destination edge's balance
-                if observed[e]:
-                    diag += COUNT_WEIGHT
-                    g += COUNT_WEIGHT * (s_in[e] - x[e])
-                elif tout_ptr[e + 1] > tout_ptr[e]:
-                    diag += BALANCE_WEIGHT + 0.25 * PRIOR_WEIGHT
-                    g += BALANCE_WEIGHT * (s_in[e] - s_out[e]) + 0.5 * PRIOR_WEIGHT * (
-                        0.5 * (s_in[e] + s_out[e]) - prior[0] * e_nlanes[e])
-                else:
-                    diag += PRIOR_WEIGHT
-                    g += PRIOR_WEIGHT * (s_in[e] - prior[0] * e_nlanes[e])
-                # the split of the source edge's exits: y_s = R_s * s_out[i] for each exit s
-                for k2 in range(tout_ptr[i], tout_ptr[i + 1]):
-                    t2 = tout_idx[k2]
-                    c = (1.0 if t2 == t else 0.0) - R[t2]
-                    diag += SPLIT_WEIGHT * c * c
-                    g += SPLIT_WEIGHT * (y[t2] - R[t2] * s_out[i]) * c
+                diag = cam[i] + cod[i] + cid[e]
+                g = (cam[i] * (y[t] - turn_now[t]) + co1[i] * s_out[i] + co2[i] * s_in[i] + co3[i]
+                     + ci1[e] * s_in[e] + ci2[e] * s_out[e] + ci3[e])
+                # the split of the source edge's exits: y_s = R_s * s_out[i] for each exit s, i.e.
+                # sum_s (y_s - R_s S)(delta_st - R_s) = (y_t - R_t S) - (sum R y - S sum R^2)
+                diag += SPLIT_WEIGHT * (1.0 - 2.0 * R[t] + rb[i])
+                g += SPLIT_WEIGHT * ((y[t] - R[t] * s_out[i]) - (ra[i] - s_out[i] * rb[i]))
                 d = -g / diag
                 y[t] += d
                 s_out[i] += d
                 s_in[e] += d
+                ra[i] += R[t] * d
     for e in range(n_edges):
         if observed[e]:
             continue
@@ -530,6 +532,9 @@ class Estimator:
         self._point_queue = np.zeros(ne)
         self._spill = np.zeros(ne)
         self._prior_set = False
+        self._ra = np.zeros(ne)
+        self._coef = tuple(np.zeros(ne) for _ in range(9))  # per-edge terms of the flow solver
+        self._rb = np.zeros(ne)
         self._flow_s = np.zeros(ne)
         self._acc_flow = np.zeros(ne)
         self._acc_queue = np.zeros(ne)
@@ -565,7 +570,7 @@ class Estimator:
             m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
             self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
-            s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._prior,
+            s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
             s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, self._spill, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
