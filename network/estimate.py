@@ -17,20 +17,29 @@ Per edge (``_estimate_edges``), every tick:
    of an edge share its flow as their measured stop-line flows do (evenly where the edge is not
    observed); where cameras count movements on the edge, their counts smoothed over
    ``RATIO_TAU_S`` take over (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
-3. Flows of unobserved edges solve, in the weighted least-squares sense, the conservation
-   equations ``x_e = sum_i R[i->e] x_i`` of every edge that has predecessors (so each junction
-   passes on what enters it, and boundary demand is what the observed edges downstream need),
-   with the observed flows held fixed and a weak prior (``PRIOR_WEIGHT``) towards the network's
-   typical flow per lane for edges nothing determines. An equation weighs
-   ``GUESS_WEIGHT + (1 - GUESS_WEIGHT) s^2``, ``s`` the share of its terms whose ratios cameras
-   measure: a guessed split is weak evidence. The solver is ``SWEEPS`` Gauss-Seidel sweeps of
-   coordinate descent per tick, warm-started from the previous tick: an information filter
-   whose state carries over time, so a tick's noisy counts are smoothed over the following
-   ticks. Everything is linear, so the mean of the per-tick estimates over a minute is the
-   estimate of the minute's flow.
+3. Flows of unobserved edges come from the *turn flows* ``y_t`` (veh/h through each turn
+   ``i -> e``), solved in the weighted least-squares sense from: what leaves an observed edge
+   through its turns is its count, and what enters it too (``COUNT_WEIGHT``); an unobserved
+   edge passes on what it receives (``BALANCE_WEIGHT``); a movement a camera counts this tick
+   (``CAMERA_WEIGHT``); each edge's exits split as its turning ratios say
+   (``y_t = R_t sum_out y``, ``SPLIT_WEIGHT``: weak, since a split nothing counts is a guess);
+   and a weak prior (``PRIOR_WEIGHT``) towards the network's typical flow per lane for what
+   nothing determines (the median over the counted edges of their minute flows per lane,
+   smoothed over ``PRIOR_TAU_S``: the mean would follow the arterials). So the demand at the network's boundary (edges without predecessors) is
+   what the observed edges downstream receive, without dividing by a guessed turning share.
+   U-turns carry no flow in these equations: where the only way on is turning back (a dead end
+   at the network's edge) trips end and begin. An unobserved edge's flow is then the mean of
+   what its turns bring and take (either alone where it has only one side). The solver is
+   ``SWEEPS`` Gauss-Seidel sweeps over the turns per tick, warm-started from the previous
+   tick: an information filter whose state carries over time, so a tick's noisy counts are
+   smoothed over the following ticks. Everything is linear, so the mean of the per-tick
+   estimates over a minute is the estimate of the minute's flow.
 4. Queues of unobserved edges: signalised approaches are point queues (arrivals at the
    estimated flow, discharge at saturation flow on lanes whose signal shows green, what the
-   safety stage showed last tick); other unobserved edges have none.
+   safety stage showed last tick). An edge holds ``floor(L n / JAM_SPACING_M)`` standing
+   vehicles; what a measured or point queue has beyond that (up to ``SPILL_STORAGES`` times
+   it, for a point queue) spills back onto the unsignalised edges feeding it, shared as their
+   turn flows into it. Other unobserved edges have none.
 5. Conditions from flow ``q`` and queue ``Q``: travel time ``(L - Q s / n) / v_c + Q / q``
    (cruise over the free part, then by Little's law the mean wait of a vehicle in the queue),
    space-mean speed ``L / tt``, density ``q tt / L``; for signalised approaches the control delay
@@ -59,15 +68,19 @@ EFFECTIVE_VEHICLE_LENGTH_M = 5.5  # vehicle plus loop length, for speed from occ
 EDGE_TAU_S = 60.0  # smoothing of the per-tick edge conditions
 PRIOR_WEIGHT = 0.01
 PRIOR_TAU_S = 300.0
-GUESS_WEIGHT = 0.2  # weight of a conservation equation none of whose turning ratios is measured
-SWEEPS = 4  # Gauss-Seidel sweeps of the flow solver per tick
+COUNT_WEIGHT = 1.0  # what leaves (enters) an observed edge through its turns is its count
+BALANCE_WEIGHT = 1.0  # an unobserved edge passes on what it receives
+CAMERA_WEIGHT = 1.0  # a movement a camera counts
+SPLIT_WEIGHT = 0.1  # the split of an edge's exits by its turning ratios: guessed where not counted
+SWEEPS = 2  # Gauss-Seidel sweeps of the flow solver per tick
 SATURATION_VPH_PER_LANE = 1800.0
+SPILL_STORAGES = 3.0  # a point queue grows to this many times what its edge holds, the rest upstream
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
 MIN_DELAY_FLOW_VPH = 60.0  # flow below which Little's law no longer gives a usable wait
 MINUTE_NS = 60 * 10**9
 # prior weight of a connection by SUMO direction (s straight, r/l right/left, R/L partial, t U-turn)
 STRAIGHT_WEIGHT = 2.0  # through traffic is the likelier way out of a shared lane
-DIRECTION_WEIGHT = {"s": STRAIGHT_WEIGHT, "t": 0.1}
+DIRECTION_WEIGHT = {"s": STRAIGHT_WEIGHT, "t": 0.0}  # a U-turn carries no flow in the conservation
 RATIO_TAU_S = 300.0  # smoothing of camera movement counts into turning shares
 RATIO_PRIOR_VPH = 30.0  # weight of the lane-structure shares against measured movement flows
 LOS_LETTERS = "ABCDEF"
@@ -166,18 +179,15 @@ def _estimate_edges(
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
     lane_link_ptr, lane_link_idx,
     # solver state
-    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, r, w, prior,
+    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
-    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, queue_s, tt, speed, density, delay, los,
+    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, spill, queue_s, tt, speed, density, delay, los,
     acc_flow, acc_queue, acc_time, m_flow, m_queue, m_tt, m_speed, m_density, m_delay, m_los,
 ):
     n_edges = x.size
     a = min(1.0, dt / EDGE_TAU_S)
-    a_prior = min(1.0, dt / PRIOR_TAU_S)
     # 1. measured flow and queue; lane shares for the turning ratios
-    obs_sum = 0.0
-    obs_lanes = 0.0
     for e in range(n_edges):
         n_count = 0
         n_cam = 0
@@ -198,12 +208,9 @@ def _estimate_edges(
         observed[e] = lanes > 0 and n_count == lanes
         if observed[e]:
             x[e] = c * 3600.0 / dt
-            obs_sum += x[e]
-            obs_lanes += lanes
         # a camera that sees past a short edge: the queue fills from the stop line, the rest is upstream
         queue_now[e] = min(qsum, e_storage[e]) if (lanes > 0 and n_cam == lanes) else -1.0
-    if obs_lanes > 0:
-        prior[0] += a_prior * (obs_sum / obs_lanes - prior[0])
+        spill[e] = max(qsum - e_storage[e], 0.0) if queue_now[e] >= 0 else 0.0
     # 2. turning ratios: the lane structure with measured lane flows (Rs), then camera movement counts (R)
     for e in range(n_edges):
         tot = 0.0
@@ -225,7 +232,8 @@ def _estimate_edges(
             share = lane_flow[ln] / exit_flow[e]
         else:
             share = 1.0 / max(exit_lanes[e], 1)
-        Rs[t] += share * lt_weight[j] / lane_wsum[ln]
+        if lt_weight[j] > 0:
+            Rs[t] += share * lt_weight[j] / lane_wsum[ln]
     # measured turning shares: edges whose cameras count movements on every lane that has exits
     a_turn = min(1.0, dt / RATIO_TAU_S)
     for e in range(n_edges):
@@ -253,41 +261,74 @@ def _estimate_edges(
         for k in range(tout_ptr[i], tout_ptr[i + 1]):
             t = tout_idx[k]
             R[t] = (turn_s[t] + RATIO_PRIOR_VPH * Rs[t]) / (tot + RATIO_PRIOR_VPH)
-    # 3. residuals of the conservation equations, each weighted by the share of its terms whose
-    # turning ratio cameras measured (a guessed split is weak evidence), then Gauss-Seidel sweeps
+    # 3. turn flows y (veh/h) by weighted least squares: what leaves an observed edge is its
+    # count, what enters it too; an unobserved edge passes on what it receives; cameras count
+    # movements; each edge's exits split as its turning ratios R say (weak); a weak prior pulls
+    # an unobserved edge towards the typical flow per lane. Gauss-Seidel over the turns, warm-
+    # started from the previous tick. Then an unobserved edge's flow is what its turns carry.
     for e in range(n_edges):
-        if tin_ptr[e + 1] > tin_ptr[e]:
-            s = x[e]
-            known = 0.0
-            for k in range(tin_ptr[e], tin_ptr[e + 1]):
-                t = tin_idx[k]
-                s -= R[t] * x[turn_from[t]]
-                if slots_all[turn_from[t]] > 0:
-                    known += 1.0
-            r[e] = s
-            share = known / (tin_ptr[e + 1] - tin_ptr[e])
-            w[e] = GUESS_WEIGHT + (1.0 - GUESS_WEIGHT) * share * share
+        s_in[e] = 0.0
+        s_out[e] = 0.0
+    for t in range(turn_from.size):
+        s_in[turn_to[t]] += y[t]
+        s_out[turn_from[t]] += y[t]
+    # the split terms of edge i's exits through sums kept up to date: ra = sum R y, rb = sum R^2
+    for i in range(n_edges):
+        ra[i] = 0.0
+        rb[i] = 0.0
+        for k in range(tout_ptr[i], tout_ptr[i + 1]):
+            t = tout_idx[k]
+            ra[i] += R[t] * y[t]
+            rb[i] += R[t] * R[t]
+    # each edge's balance and prior terms, linear in what enters (s_in) and leaves (s_out) it:
+    # for a turn out of the edge the gradient gains co1 s_out + co2 s_in + co3, for a turn into
+    # it ci1 s_in + ci2 s_out + ci3 (the curvatures are cod, cid)
+    for v in range(n_edges):
+        p = prior[0] * e_nlanes[v]
+        if observed[v]:
+            co1[v], co2[v], co3[v], cod[v] = COUNT_WEIGHT, 0.0, -COUNT_WEIGHT * x[v], COUNT_WEIGHT
+            ci1[v], ci2[v], ci3[v], cid[v] = COUNT_WEIGHT, 0.0, -COUNT_WEIGHT * x[v], COUNT_WEIGHT
+        elif tin_ptr[v + 1] > tin_ptr[v] and tout_ptr[v + 1] > tout_ptr[v]:
+            # BALANCE (s_in - s_out)^2 + PRIOR ((s_in + s_out) / 2 - p)^2, halved
+            hi = BALANCE_WEIGHT + 0.25 * PRIOR_WEIGHT
+            lo = -BALANCE_WEIGHT + 0.25 * PRIOR_WEIGHT
+            co1[v], co2[v], co3[v], cod[v] = hi, lo, -0.5 * PRIOR_WEIGHT * p, hi
+            ci1[v], ci2[v], ci3[v], cid[v] = hi, lo, -0.5 * PRIOR_WEIGHT * p, hi
         else:
-            r[e] = 0.0
-            w[e] = 0.0
+            # a source or a sink: only the prior on what passes
+            co1[v], co2[v], co3[v], cod[v] = PRIOR_WEIGHT, 0.0, -PRIOR_WEIGHT * p, PRIOR_WEIGHT
+            ci1[v], ci2[v], ci3[v], cid[v] = PRIOR_WEIGHT, 0.0, -PRIOR_WEIGHT * p, PRIOR_WEIGHT
+        cam[v] = CAMERA_WEIGHT if (slots_all[v] > 0 and slots_seen[v] == slots_all[v]) else 0.0
     for _ in range(SWEEPS):
-        for v in range(n_edges):
-            if observed[v]:
-                continue
-            p = prior[0] * e_nlanes[v]
-            diag = PRIOR_WEIGHT + w[v]
-            g = PRIOR_WEIGHT * (x[v] - p) + w[v] * r[v]
-            for k in range(tout_ptr[v], tout_ptr[v + 1]):
+        for i in range(n_edges):
+            for k in range(tout_ptr[i], tout_ptr[i + 1]):
                 t = tout_idx[k]
-                f = turn_to[t]
-                diag += w[f] * R[t] * R[t]
-                g -= w[f] * R[t] * r[f]
-            d = -g / diag
-            x[v] += d
-            r[v] += d
-            for k in range(tout_ptr[v], tout_ptr[v + 1]):
-                t = tout_idx[k]
-                r[turn_to[t]] -= R[t] * d
+                e = turn_to[t]
+                diag = cam[i] + cod[i] + cid[e]
+                g = (cam[i] * (y[t] - turn_now[t]) + co1[i] * s_out[i] + co2[i] * s_in[i] + co3[i]
+                     + ci1[e] * s_in[e] + ci2[e] * s_out[e] + ci3[e])
+                # the split of the source edge's exits: y_s = R_s * s_out[i] for each exit s, i.e.
+                # sum_s (y_s - R_s S)(delta_st - R_s) = (y_t - R_t S) - (sum R y - S sum R^2)
+                diag += SPLIT_WEIGHT * (1.0 - 2.0 * R[t] + rb[i])
+                g += SPLIT_WEIGHT * ((y[t] - R[t] * s_out[i]) - (ra[i] - s_out[i] * rb[i]))
+                d = -g / diag
+                y[t] += d
+                s_out[i] += d
+                s_in[e] += d
+                ra[i] += R[t] * d
+    for e in range(n_edges):
+        if observed[e]:
+            continue
+        has_in = tin_ptr[e + 1] > tin_ptr[e]
+        has_out = tout_ptr[e + 1] > tout_ptr[e]
+        if has_in and has_out:
+            x[e] = 0.5 * (s_in[e] + s_out[e])
+        elif has_in:
+            x[e] = s_in[e]
+        elif has_out:
+            x[e] = s_out[e]
+        else:
+            x[e] = prior[0] * e_nlanes[e]
     # the minute that ended with the last tick: conditions of its mean flow and queue
     if minute_done:
         T = max(acc_time[0], 1e-9)
@@ -300,30 +341,46 @@ def _estimate_edges(
             acc_flow[e] = 0.0
             acc_queue[e] = 0.0
         acc_time[0] = 0.0
-    # 4. queues, smoothing, conditions; lanes without a detector get their edge's estimate
+    # 4. queues: measured, a point queue on signalised approaches, and on the other edges what
+    # spills back from the queues of the edges they feed (beyond what those hold), shared as
+    # the turn flows into them; then smoothing and conditions. Lanes without a detector get
+    # their edge's estimate.
     for e in range(n_edges):
         flow_now[e] = x[e]
         flow_s[e] += a * (x[e] - flow_s[e])
+        if queue_now[e] < 0 and e_signal[e]:
+            green = 0.0
+            for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
+                ln = edge_lane_idx[k]
+                g = lane_link_ptr[ln + 1] == lane_link_ptr[ln]  # no signal on this lane
+                for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
+                    if link_green[lane_link_idx[j]]:
+                        g = True
+                if g:
+                    green += 1.0
+            Q = point_queue[e] + (max(flow_s[e], 0.0) - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
+            Q = min(max(Q, 0.0), SPILL_STORAGES * e_storage[e])
+            queue_now[e] = min(Q, e_storage[e])
+            spill[e] = Q - queue_now[e]
+    for i in range(n_edges):
+        if queue_now[i] < 0:
+            sp = 0.0
+            for k in range(tout_ptr[i], tout_ptr[i + 1]):
+                t = tout_idx[k]
+                e = turn_to[t]
+                if spill[e] > 0:
+                    n_in = tin_ptr[e + 1] - tin_ptr[e]
+                    share = y[t] / s_in[e] if s_in[e] > 1e-9 else 1.0 / max(n_in, 1)
+                    sp += spill[e] * min(max(share, 0.0), 1.0)
+            queue_now[i] = -1.0 - min(sp, e_storage[i])  # marked: filled below, after every edge's spill is read
+    for e in range(n_edges):
         q = max(flow_s[e], 0.0)
         flow_pub[e] = q
         if queue_now[e] < 0:
-            if e_signal[e]:
-                green = 0.0
-                lanes = 0
-                for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
-                    ln = edge_lane_idx[k]
-                    lanes += 1
-                    g = lane_link_ptr[ln + 1] == lane_link_ptr[ln]  # no signal on this lane
-                    for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
-                        if link_green[lane_link_idx[j]]:
-                            g = True
-                    if g:
-                        green += 1.0
-                Q = point_queue[e] + (q - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
-                queue_now[e] = min(max(Q, 0.0), e_storage[e])
-            else:
-                queue_now[e] = 0.0
-        point_queue[e] = queue_now[e]
+            queue_now[e] = -1.0 - queue_now[e]
+            point_queue[e] = queue_now[e]
+        else:
+            point_queue[e] = queue_now[e] + spill[e]
         queue_s[e] += a * (queue_now[e] - queue_s[e])
         tt[e], speed[e], density[e], delay[e], los[e] = _conditions(
             q, queue_s[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
@@ -348,12 +405,12 @@ class EdgeModel:
 
     e_nlanes: np.ndarray  # float64[n_edges]
     e_signal: np.ndarray  # bool[n_edges] some lane of the edge enters a signal
-    e_storage: np.ndarray  # float64[n_edges] vehicles the edge holds standing (a queue beyond is upstream)
+    e_storage: np.ndarray  # float64[n_edges] whole vehicles the edge holds standing (a queue beyond is upstream)
     turn_from: np.ndarray  # int32[n_turns] edge -> edge pairs some lane connection makes
     turn_to: np.ndarray
-    tin_ptr: np.ndarray  # CSR over edges: turns into the edge
+    tin_ptr: np.ndarray  # CSR over edges: turns into the edge that carry flow (not U-turns)
     tin_idx: np.ndarray
-    tout_ptr: np.ndarray  # CSR over edges: turns out of the edge
+    tout_ptr: np.ndarray  # CSR over edges: turns out of the edge that carry flow
     tout_idx: np.ndarray
     lt_lane: np.ndarray  # int32[n_lane_turns] (lane, turn) pairs
     lt_turn: np.ndarray
@@ -382,7 +439,6 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
                                      dtype=np.int64))
     lt_lane = (lane_turn // (len(pairs) + 1)).astype(np.int32)
     lt_turn = (lane_turn % (len(pairs) + 1)).astype(np.int32)
-    lane_ndest = np.bincount(lt_lane, minlength=nl).astype(np.float64)
     # prior weight of each (lane, turn): the most likely of its connections' directions
     directions = [mv.get("direction", "s") for mv in net.graph.graph.get("movements", [])]
     best: dict[int, float] = {}
@@ -392,8 +448,14 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
             best[code] = max(best.get(code, 0.0), DIRECTION_WEIGHT.get(directions[k], 1.0))
     lt_weight = np.array([best.get(int(c), 1.0) for c in lane_turn.tolist()], dtype=np.float64)
     lane_wsum = np.bincount(lt_lane, weights=lt_weight, minlength=nl).astype(np.float64)
-    tin_ptr, tin_idx = csr([[] for _ in range(ne)]) if not len(pairs) else _group(turn_to, ne)
-    tout_ptr, tout_idx = csr([[] for _ in range(ne)]) if not len(pairs) else _group(turn_from, ne)
+    lane_ndest = np.bincount(lt_lane[lt_weight > 0], minlength=nl).astype(np.float64)
+    # the conservation equations use the turns some lane takes other than as a U-turn: where
+    # the only way on is turning back (a dead end at the network's edge) the trips end and begin
+    flowing = np.zeros(len(pairs), dtype=np.bool_)
+    flowing[lt_turn[lt_weight > 0]] = True
+    keep_t = np.flatnonzero(flowing)
+    tin_ptr, tin_idx = _group_sub(turn_to, keep_t, ne)
+    tout_ptr, tout_idx = _group_sub(turn_from, keep_t, ne)
     signalised = net.move_link >= 0
     links: list[list[int]] = [[] for _ in range(nl)]
     for m in np.flatnonzero(signalised).tolist():
@@ -403,7 +465,7 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     e_signal[net.lane_edge[net.move_in_lane[signalised]]] = True
     return EdgeModel(
         e_nlanes=nlanes, e_signal=e_signal,
-        e_storage=np.maximum(net.edge_length_m * nlanes / JAM_SPACING_M, 0.1),
+        e_storage=np.floor(net.edge_length_m * nlanes / JAM_SPACING_M),
         turn_from=turn_from, turn_to=turn_to, tin_ptr=tin_ptr, tin_idx=tin_idx, tout_ptr=tout_ptr,
         tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
         lane_wsum=lane_wsum,
@@ -411,12 +473,13 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     )
 
 
-def _group(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR of the positions of ``keys`` grouped by key value (0..n-1), in position order."""
-    order = np.argsort(keys, kind="stable").astype(np.int32)
+def _group_sub(keys: np.ndarray, subset: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of the positions ``subset`` of ``keys`` grouped by key value (0..n-1), in position order."""
+    k = keys[subset].astype(np.int64)
+    order = np.argsort(k, kind="stable")
     ptr = np.zeros(n + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum(np.bincount(keys, minlength=n))
-    return ptr, order
+    ptr[1:] = np.cumsum(np.bincount(k, minlength=n))
+    return ptr, subset[order].astype(np.int32)
 
 
 class Estimator:
@@ -453,6 +516,7 @@ class Estimator:
         )
         self._R = np.zeros(m.turn_from.size)
         self._Rs = np.zeros(m.turn_from.size)
+        self._y = np.zeros(m.turn_from.size)
         self._turn_now = np.zeros(m.turn_from.size)
         self._turn_s = np.zeros(m.turn_from.size)
         self._slots_seen = np.zeros(ne, dtype=np.int64)
@@ -461,11 +525,16 @@ class Estimator:
         self._exit_lanes = np.zeros(ne, dtype=np.int64)
         self._turn_pairs = m.turn_from.astype(np.int64) * ne + m.turn_to
         self._slots: tuple[object, np.ndarray] = (None, np.zeros(0, dtype=np.int32))
-        self._r = np.zeros(ne)
-        self._w = np.zeros(ne)
+        self._s_in = np.zeros(ne)
+        self._s_out = np.zeros(ne)
         self._prior = np.zeros(1)
         self._queue_now = np.zeros(ne)
         self._point_queue = np.zeros(ne)
+        self._spill = np.zeros(ne)
+        self._prior_set = False
+        self._ra = np.zeros(ne)
+        self._coef = tuple(np.zeros(ne) for _ in range(9))  # per-edge terms of the flow solver
+        self._rb = np.zeros(ne)
         self._flow_s = np.zeros(ne)
         self._acc_flow = np.zeros(ne)
         self._acc_queue = np.zeros(ne)
@@ -501,15 +570,23 @@ class Estimator:
             m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
             self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
-            s.edge_flow_now_vph, self._r, self._w, self._prior,
+            s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
-            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, s.edge_queue_veh,
+            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, self._spill, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
             self._acc_flow, self._acc_queue, self._acc_time, s.minute_flow_vph, s.minute_queue_veh,
             s.minute_travel_time_s, s.minute_speed_mps, s.minute_density_vpkm, s.minute_delay_s, s.minute_los,
         )
         if minute_done:
             s.minute_end_ns = (self._minute + 1) * MINUTE_NS
+            # the typical flow per lane, for edges nothing determines: the median over the
+            # edges counted, of the minute's flows
+            seen = s.edge_observed & (m.e_nlanes > 0)
+            if seen.any():
+                typical = float(np.median(s.minute_flow_vph[seen] / m.e_nlanes[seen]))
+                self._prior[0] = typical if not self._prior_set else self._prior[0] + min(
+                    1.0, MINUTE_NS / 1e9 / PRIOR_TAU_S) * (typical - self._prior[0])
+                self._prior_set = True
         self._minute = minute
         return s
 

@@ -350,7 +350,7 @@ def edge_conditions(net, e, q, Q, est):
         return tt, L / tt, density, math.nan, -1
     delay = max(tt - L / max(vf, 0.5), 0)
     los = sum(delay > x for x in est.LOS_LIMITS_S)
-    if Q >= 0.9 * max(L * len(lanes) / est.JAM_SPACING_M, 0.1, 1):
+    if Q >= 0.9 * max(math.floor(L * len(lanes) / est.JAM_SPACING_M), 1):
         los = 5
     return tt, L / tt, density, delay, los
 
@@ -375,29 +375,27 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             d[int(net.lane_edge[b])] = max(d.get(int(net.lane_edge[b]), 0.0), w)
         if net.move_link[m] >= 0:
             links.setdefault(a, set()).add(int(net.move_link[m]))
-    observed, queue_now = {}, {}
-    obs_sum = obs_lanes = 0.0
+    observed, queue_now, spill = {}, {}, {}
     for e in E:
         counts = [obs.stop_count[x] if obs.stop_seen[x] else obs.upstream_count[x] if obs.upstream_seen[x] else None
                   for x in lanes_of[e]]
         observed[e] = bool(lanes_of[e]) and all(c is not None for c in counts)
         if observed[e]:
             st["x"][e] = sum(counts) * 3600 / dt
-            obs_sum += st["x"][e]
-            obs_lanes += len(lanes_of[e])
         cams = [obs.camera_queue_veh[x] for x in lanes_of[e]]
-        storage = max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 0.1)
+        storage = math.floor(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M)
         queue_now[e] = min(sum(cams), storage) if cams and not any(math.isnan(c) for c in cams) else None
-    if obs_lanes:
-        st["prior"] += min(1, dt / est.PRIOR_TAU_S) * (obs_sum / obs_lanes - st["prior"])
+        spill[e] = sum(cams) - queue_now[e] if queue_now[e] is not None else 0.0
     structural = {}  # (i, e) -> share of edge i's flow into edge e, from its lanes
+    flows_on = {}  # (i, e) -> some lane takes the turn other than as a U-turn (weight 0)
     for i in E:
-        exits = [x for x in lanes_of[i] if dests.get(x)]
+        exits = [x for x in lanes_of[i] if any(w > 0 for w in dests.get(x, {}).values())]
         tot = sum(lane_flow[x] for x in exits)
-        for x in exits:
-            share = lane_flow[x] / tot if observed[i] and tot > 0 else 1 / len(exits)
-            for e, w in dests[x].items():
-                structural[i, e] = structural.get((i, e), 0.0) + share * w / sum(dests[x].values())
+        for x in lanes_of[i]:
+            for e, w in dests.get(x, {}).items():
+                flows_on[i, e] = flows_on.get((i, e), False) or w > 0
+                share = 0.0 if x not in exits else lane_flow[x] / tot if observed[i] and tot > 0 else 1 / len(exits)
+                structural[i, e] = structural.get((i, e), 0.0) + (share * w / sum(dests[x].values()) if w > 0 else 0.0)
     # camera movement counts
     slots_all, slots_seen, turn_now = {}, {}, {}
     for lane, edge, count in zip(obs.turn_lane, obs.turn_edge, obs.turn_count):
@@ -410,7 +408,7 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             turn_now[key] = turn_now.get(key, 0.0) + count * 3600 / dt
     ratio = {}
     for i in E:
-        outs = [(j, e) for (j, e) in structural if j == i]
+        outs = [(j, e) for (j, e) in structural if j == i and flows_on[j, e]]
         if slots_all.get(i, 0) and slots_seen.get(i, 0) == slots_all[i]:
             for key in outs:
                 st["turn_s"][key] = st["turn_s"].get(key, 0.0) + min(1, dt / est.RATIO_TAU_S) * (
@@ -418,24 +416,50 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         tot = sum(st["turn_s"].get(key, 0.0) for key in outs)
         for key in outs:
             ratio[key] = (st["turn_s"].get(key, 0.0) + est.RATIO_PRIOR_VPH * structural[key]) / (tot + est.RATIO_PRIOR_VPH)
-    into = {e: [i for (i, f) in ratio if f == e] for e in E}
-    outof = {i: [f for (j, f) in ratio if j == i] for i in E}
-    weight = {e: est.GUESS_WEIGHT + (1 - est.GUESS_WEIGHT) * (sum(1 for i in into[e] if slots_all.get(i, 0))
-                                                               / len(into[e])) ** 2 if into[e] else 0.0 for e in E}
+    # turn flows: U-turns carry none (their structural share is 0 and they are no unknowns)
+    turns = sorted(k for k in ratio if flows_on.get(k))
+    into = {e: [i for (i, f) in turns if f == e] for e in E}
+    outof = {i: [f for (j, f) in turns if j == i] for i in E}
+    y = st["y"]
     x = st["x"]
+    measured = {i for i in E if slots_all.get(i, 0) and slots_seen.get(i, 0) == slots_all[i]}
 
-    def residual(e):
-        return x[e] - sum(ratio[i, e] * x[i] for i in into[e]) if into[e] else 0.0
+    def s_in(e):
+        return sum(y.get((i, e), 0.0) for i in into[e])
+
+    def s_out(i):
+        return sum(y.get((i, f), 0.0) for f in outof[i])
+
+    def objective_terms(e, sign):
+        """(d residual / d y, residual, weight) of the balance and prior terms of edge e, which
+        the turn enters (sign +1) or leaves (sign -1)."""
+        p = st["prior"] * len(lanes_of[e])
+        if observed[e]:
+            return [(1.0, (s_in(e) if sign > 0 else s_out(e)) - x[e], est.COUNT_WEIGHT)]
+        if into[e] and outof[e]:
+            return [(sign * 1.0, s_in(e) - s_out(e), est.BALANCE_WEIGHT),
+                    (0.5, 0.5 * (s_in(e) + s_out(e)) - p, est.PRIOR_WEIGHT)]
+        return [(1.0, (s_in(e) if sign > 0 else s_out(e)) - p, est.PRIOR_WEIGHT)]
 
     for _ in range(est.SWEEPS):
-        for v in E:
-            if observed[v]:
-                continue
-            p = st["prior"] * len(lanes_of[v])
-            diag = est.PRIOR_WEIGHT + weight[v] + sum(weight[f] * ratio[v, f] ** 2 for f in outof[v])
-            grad = est.PRIOR_WEIGHT * (x[v] - p) + weight[v] * residual(v) \
-                - sum(weight[f] * ratio[v, f] * residual(f) for f in outof[v])
-            x[v] -= grad / diag
+        for (i, e) in turns:
+            terms = objective_terms(i, -1) + objective_terms(e, +1)
+            if i in measured:
+                terms.append((1.0, y.get((i, e), 0.0) - turn_now.get((i, e), 0.0), est.CAMERA_WEIGHT))
+            for f in outof[i]:
+                terms.append(((1.0 if f == e else 0.0) - ratio[i, f], y.get((i, f), 0.0) - ratio[i, f] * s_out(i),
+                              est.SPLIT_WEIGHT))
+            diag = sum(w * c * c for c, _, w in terms)
+            grad = sum(w * c * r for c, r, w in terms)
+            y[i, e] = y.get((i, e), 0.0) - grad / diag
+    for e in E:
+        if not observed[e]:
+            if into[e] and outof[e]:
+                x[e] = 0.5 * (s_in(e) + s_out(e))
+            elif into[e] or outof[e]:
+                x[e] = s_in(e) if into[e] else s_out(e)
+            else:
+                x[e] = st["prior"] * len(lanes_of[e])
     a = min(1, dt / est.EDGE_TAU_S)
     out = {}
     if st["minute_done"]:
@@ -445,17 +469,32 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             out["m", e] = (q, st["acc_queue"][e] / T, *edge_conditions(net, e, q, st["acc_queue"][e] / T, est))
             st["acc_flow"][e] = st["acc_queue"][e] = 0.0
         st["acc_time"] = 0.0
+    storage = {e: math.floor(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M) for e in E}
     for e in E:
         st["flow_s"][e] += a * (x[e] - st["flow_s"][e])
         q = max(st["flow_s"][e], 0)
-        if queue_now[e] is None:
-            if any(links.get(ln) for ln in lanes_of[e]):
-                n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
-                Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
-                queue_now[e] = min(max(Q, 0), max(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M, 0.1))
-            else:
-                queue_now[e] = 0.0
-        st["pq"][e] = queue_now[e]
+        if queue_now[e] is None and any(links.get(ln) for ln in lanes_of[e]):
+            n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
+            Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
+            Q = min(max(Q, 0), est.SPILL_STORAGES * storage[e])
+            queue_now[e] = min(Q, storage[e])
+            spill[e] = Q - queue_now[e]
+    spilled = {}
+    for i in E:
+        if queue_now[i] is None:
+            sp = 0.0
+            for f in outof[i]:
+                if spill[f] > 0:
+                    share = y.get((i, f), 0.0) / s_in(f) if s_in(f) > 1e-9 else 1 / max(len(into[f]), 1)
+                    sp += spill[f] * min(max(share, 0.0), 1.0)
+            spilled[i] = min(sp, storage[i])
+    for e in E:
+        q = max(st["flow_s"][e], 0)
+        if e in spilled:
+            queue_now[e] = spilled[e]
+            st["pq"][e] = queue_now[e]
+        else:
+            st["pq"][e] = queue_now[e] + spill[e]
         st["queue_s"][e] += a * (queue_now[e] - st["queue_s"][e])
         out["t", e] = (q, st["queue_s"][e], *edge_conditions(net, e, q, st["queue_s"][e], est))
         st["acc_flow"][e] += x[e] * dt
@@ -467,6 +506,14 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
                 moving = q * max(zone - st["queue_s"][e] * est.JAM_SPACING_M / n, 0) / max(net.edge_speed_mps[e], 0.5) / 3600
                 out["lane", ln] = (st["queue_s"][e] / n, (st["queue_s"][e] + moving) / n, q / n)
     st["acc_time"] += dt
+    if st["minute_done"]:
+        per_lane = sorted(out["m", e][0] / len(lanes_of[e]) for e in E if observed[e] and lanes_of[e])
+        if per_lane:
+            k = len(per_lane)
+            typical = per_lane[k // 2] if k % 2 else 0.5 * (per_lane[k // 2 - 1] + per_lane[k // 2])
+            first = not st.get("prior_set")
+            st["prior"] = typical if first else st["prior"] + min(1, 60 / est.PRIOR_TAU_S) * (typical - st["prior"])
+            st["prior_set"] = True
     return observed, out
 
 

@@ -77,7 +77,7 @@ def test_edge_estimates_match_reference_over_a_run(which, small_net, resco_dir):
     n, ne = net.n_lanes, net.n_edges
     lanes = [np.zeros(n), np.zeros(n), np.zeros(n), net.lane_speed_mps.copy()]
     st = {"x": [0.0] * ne, "flow_s": [0.0] * ne, "queue_s": [0.0] * ne, "prior": 0.0,
-          "acc_flow": [0.0] * ne, "acc_queue": [0.0] * ne, "acc_time": 0.0, "turn_s": {}, "pq": [0.0] * ne}
+          "acc_flow": [0.0] * ne, "acc_queue": [0.0] * ne, "acc_time": 0.0, "turn_s": {}, "pq": [0.0] * ne, "y": {}}
     # a fixed half of the edges has detectors; the rest never reports
     has = np.zeros(n, dtype=bool)
     for k in rng.permutation(ne)[: ne // 2]:
@@ -160,3 +160,49 @@ def test_solver_recovers_an_unobserved_edge_from_conservation(small_net):
     # so the check is against the equation of the edge's own inflow within the pull of its exits
     assert st.edge_observed.sum() == net.n_edges - 1 and not st.edge_observed[k]
     assert st.edge_flow_now_vph[k] == pytest.approx(want, rel=0.35)
+
+
+def test_u_turns_carry_no_flow_so_dead_ends_are_boundaries(net):
+    """The conservation uses no turn that only a U-turn makes: at cologne8's dead end 258585973
+    the edge arriving there is a sink and the edge leaving it a source, not one stream."""
+    m = est.edge_model(net)
+    moves = net.graph.graph["movements"]
+    takes = {}
+    for k in range(net.n_movements):
+        a, b = int(net.lane_edge[net.move_in_lane[k]]), int(net.lane_edge[net.move_out_lane[k]])
+        if a != b:
+            takes.setdefault((a, b), set()).add(moves[k]["direction"])
+    used = {(int(m.turn_from[t]), int(m.turn_to[t])) for t in m.tout_idx.tolist()}
+    assert used == {key for key, dirs in takes.items() if dirs - {"t"}}
+    sink, source = net.edge_index["-186623965#14"], net.edge_index["186623965#9"]
+    assert (sink, source) in takes and takes[sink, source] == {"t"}
+    assert m.tout_ptr[sink + 1] == m.tout_ptr[sink] and m.tin_ptr[source + 1] == m.tin_ptr[source]
+
+
+def test_a_queue_longer_than_its_edge_spills_onto_the_unsignalised_edge_feeding_it(net):
+    """A camera queue 4 vehicles beyond what its edge holds puts those 4 on the one unobserved,
+    unsignalised edge that feeds it (as the minute's mean queue there)."""
+    m = est.edge_model(net)
+    pick = None
+    for e in range(net.n_edges):
+        ins = m.tin_idx[m.tin_ptr[e]:m.tin_ptr[e + 1]]
+        if len(ins) == 1:
+            i = int(m.turn_from[ins[0]])
+            if not m.e_signal[i] and m.e_storage[i] >= 5 and m.e_storage[e] >= 1 and i != e:
+                pick = (i, e)
+                break
+    assert pick is not None
+    i, e = pick
+    n = net.n_lanes
+    lanes_e = net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]
+    obs = LaneObservations(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n, bool),
+                           np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), 1.0)
+    obs.stop_seen[lanes_e] = True
+    obs.camera_queue_veh[lanes_e] = (m.e_storage[e] + 4.0) / len(lanes_e)
+    obs.camera_vehicles[lanes_e] = obs.camera_queue_veh[lanes_e]
+    e_ = Estimator(net)
+    for tick in range(1, 125):
+        st = e_.update(obs, tick * 10**9)
+    assert st.minute_end_ns == 2 * est.MINUTE_NS
+    assert st.minute_queue_veh[e] == pytest.approx(m.e_storage[e])
+    assert st.minute_queue_veh[i] == pytest.approx(4.0)
