@@ -124,7 +124,7 @@ def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green
             serving = [p for p in range(p0, p1) if starved in phase_links(net, p)]
             target[t] = max(serving, key=lambda p: (pr[p][0], -p))
             continue
-        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0]
+        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0 and runs[p]]
         if not others:
             continue
         best = max(others, key=lambda p: (pr[p][0], -p))
@@ -613,9 +613,20 @@ def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active
             target[t] = -1
             continue
         pr = {p: phase_pressure(net, p, w, w_exit) for p in range(p0, p1)}
+        # a phase whose links another phase shows as well runs only for optional_phase_veh of demand
+        sets = {p: set(phase_links(net, p)) for p in range(p0, p1)}
+        runs = {p: cfg.optional_phase_veh <= 0 or pr[p][1] >= cfg.optional_phase_veh
+                or (sets[p] and not any(sets[p] < sets[q] or (sets[p] == sets[q] and q < p)
+                                        for q in range(p0, p1) if q != p))
+                for p in range(p0, p1)}
+        if cfg.optional_phase_veh > 0 and not any(sets[p] and not any(
+                sets[p] < sets[q] or (sets[p] == sets[q] and q < p) for q in range(p0, p1) if q != p)
+                for p in range(p0, p1)):
+            runs[p0] = True
         cur = target[t]
         if not (p0 <= cur < p1):
-            target[t] = max(range(p0, p1), key=lambda p: (pr[p][0], -p))
+            eligible = [p for p in range(p0, p1) if runs[p]] or [p0]
+            target[t] = max(eligible, key=lambda p: (pr[p][0], -p))
             last_extend[t] = now
             continue
         if active[t] != cur:
@@ -644,13 +655,16 @@ def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active
             serving = [p for p in range(p0, p1) if starved in phase_links(net, p)]
             target[t] = max(serving, key=lambda p: (pr[p][0], -p))
             continue
-        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0]
+        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0 and runs[p]]
         if not others:
             continue
         best = max(others, key=lambda p: (pr[p][0], -p))
         if (now - last_extend[t] >= gap or age >= max_green or pr[cur][1] <= 0
                 or (cfg.switch_ratio > 0 and pr[best][0] > cfg.switch_ratio * max(pr[cur][0], 1.0))
                 or (cfg.early_switch_veh > 0 and not queued and pr[best][0] >= cfg.early_switch_veh)):
+            if cfg.bridge_veh > 0:  # through a stage the green contains, if it has the demand
+                best = next((q for q in range(p0, p1) if q != best and sets[q] and sets[q] < sets[cur]
+                             and pr[q][1] >= cfg.bridge_veh), best)
             target[t] = best
 
 
