@@ -20,8 +20,9 @@ Stages inside stages (``controllers.base.run_phases``, ``contained_phases``): a 
 another phase of its signal shows as well (a protected-turn stage beside the stage that runs the
 turn permissively) is chosen, with ``optional_phase_veh > 0``, only once its demand has reached
 that many vehicles; every switch costs yellow, clearance and the hold of permissive turns, and
-such a stage adds one. With ``bridge_veh > 0`` a green that ends leaves through a stage it
-contains whose demand has reached ``bridge_veh``: the turns it keeps green go on, protected,
+such a stage adds one. With ``bridge_veh >= 0`` a green that ends leaves through a stage it
+contains whose demand has reached ``bridge_veh``, and that stage, when it ends, hands over to the
+phase the green was leaving for (if it still has demand): the turns it keeps green go on, protected,
 instead of ending while they give way (ingolstadt1: that end holds the turn for its priority
 streams' pass time, then 3 s yellow, then its 5.9 s clearance; through the protected stage the
 cross street waits yellow + 2 s).
@@ -90,7 +91,7 @@ class AdaptiveConfig:
     plan_early_end: bool = False  # a committed green still ends early when it gaps out with no queue left
     plan_moving_weight: float = 0.5  # of the vehicles on its lanes not queued, the share the green plans for
     optional_phase_veh: float = 0.0  # a phase whose links another phase shows too runs only for this demand (0: always)
-    bridge_veh: float = 0.0  # leave a green through a phase it contains that has this demand (0: off)
+    bridge_veh: float = -1.0  # leave a green through a phase it contains that has this demand (< 0: off)
 
 
 @njit(cache=True)
@@ -174,7 +175,7 @@ def _adaptive(now_ns, w, w_exit, extend, standing, queue, discharged, tls_phase_
               active_phase, active_since_ns, hold_ns, max_green_ns, gap_ns, switch_ratio, early_switch_veh,
               max_wait_ns, last_extend_ns, link_served_ns, pressure, demand, fresh, platoon, platoon_ns, arrivals,
               target, vehicles, commit_ns, lost_ns, headway_ns, tail_ns, moving_w, plan_fore_ns, plan_end_ns, plan_next,
-              early_end, phase_on, optional_veh, sub_ptr, sub_idx, bridge_veh):
+              early_end, phase_on, optional_veh, sub_ptr, sub_idx, bridge_veh, bridge_to):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
@@ -234,26 +235,33 @@ def _adaptive(now_ns, w, w_exit, extend, standing, queue, discharged, tls_phase_
                                move_in, max_wait_ns, link_served_ns)
         if starved >= 0:
             target[t] = strongest_phase_with(starved, p0, p1, phase_link_ptr, phase_link_idx, pressure)
+            bridge_to[t] = -1
             continue
         best = -1
         for p in range(p0, p1):
             if (p != cur and demand[p] > 0.0 and (phase_on[p] or demand[p] >= optional_veh)
                     and (best < 0 or pressure[p] > pressure[best])):
                 best = p
+        bridged = bridge_to[t]  # (this green is a bridge: the phase it leads to goes next)
+        if bridged >= 0 and bridged != cur and demand[bridged] > 0.0:
+            best = bridged
         if best < 0:
             continue
         gapped = now_ns - last_extend_ns[t] >= gap_ns
         if (gapped or age >= max_green_ns or demand[cur] <= 0.0
                 or (switch_ratio > 0.0 and pressure[best] > switch_ratio * max(pressure[cur], 1.0))
                 or (early_switch_veh > 0.0 and not queued and pressure[best] >= early_switch_veh)):
-            if bridge_veh > 0.0:
+            nxt = -1
+            if bridge_veh >= 0.0 and bridged < 0:
                 # through a stage the green contains (its turns kept on, now protected) when that
                 # stage has vehicles: cheaper than ending the turns while they give way
                 for k in range(sub_ptr[cur], sub_ptr[cur + 1]):
                     q = sub_idx[k]
                     if q != best and demand[q] >= bridge_veh:
+                        nxt = best
                         best = q
                         break
+            bridge_to[t] = nxt
             target[t] = best
 
 
@@ -347,6 +355,7 @@ class Adaptive:
         # others (a protected-turn stage, say) run only for ``optional_phase_veh`` of demand
         self.phase_on = run_phases(net) if self.config.optional_phase_veh > 0 else np.ones(net.n_phases, np.bool_)
         self._sub_ptr, self._sub_idx = contained_phases(net)  # (``bridge_veh``)
+        self.bridge_to = np.full(net.n_tls, -1, dtype=np.int32)  # the phase a bridging green leads to
         n = net.n_lanes
         self.entry = np.zeros(n, dtype=np.bool_)  # lanes entering a signal: the ones detectors watch
         self.entry[net.move_in_lane[net.move_link >= 0]] = True
@@ -422,7 +431,7 @@ class Adaptive:
                   state.lane_vehicles, np.int64(c.commit_s * 1e9), np.int64(c.plan_lost_s * 1e9),
                   np.int64(c.plan_headway_s * 1e9), np.int64(c.plan_tail_s * 1e9), c.plan_moving_weight, self.plan_fore_ns, self.plan_end_ns, self.plan_next,
                   c.plan_early_end, self.phase_on, c.optional_phase_veh, self._sub_ptr, self._sub_idx,
-                  c.bridge_veh)
+                  c.bridge_veh, self.bridge_to)
         self._target, self._active = target_phase, active_phase
 
     def plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
