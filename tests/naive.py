@@ -123,12 +123,8 @@ def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green
             starved = min(waiting, key=lambda link: (served[link], link))
             serving = [p for p in range(p0, p1) if starved in phase_links(net, p)]
             target[t] = max(serving, key=lambda p: (pr[p][0], -p))
-            mem.setdefault("bridge_to", {})[t] = -1
             continue
-        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0 and runs[p]]
-        bridged = mem.setdefault("bridge_to", {}).get(t, -1)  # this green bridges to that phase
-        if bridged >= 0 and bridged != cur and pr[bridged][1] > 0:
-            others = [bridged]
+        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0]
         if not others:
             continue
         best = max(others, key=lambda p: (pr[p][0], -p))
