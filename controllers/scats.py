@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit
 
 from controllers.actuated import _no_observations
-from controllers.base import movement_shares
+from controllers.base import movement_shares, run_phases
 from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
 
@@ -196,22 +196,6 @@ def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, ph
                     called = True
         if called:
             target[t] = window
-
-
-def run_phases(net: CompiledNetwork) -> np.ndarray:
-    """bool[n_phases]: the phases a cycle runs. A phase whose links are all green in another
-    phase of its signal as well (a protected-turn stage, say) adds nothing a cycle needs: its
-    movements are served in the larger one, and running it costs an intergreen and a minimum green."""
-    on = np.ones(net.n_phases, dtype=np.bool_)
-    for t in range(net.n_tls):
-        p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
-        sets = [frozenset(net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]].tolist())
-                for p in range(p0, p1)]
-        for i, a in enumerate(sets):
-            on[p0 + i] = bool(a) and not any(a < b or (a == b and j < i) for j, b in enumerate(sets) if j != i)
-        if not on[p0:p1].any() and p1 > p0:
-            on[p0] = True
-    return on
 
 
 def coordination(net: CompiledNetwork, phase_on: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -68,6 +68,8 @@ class AdaptiveParams(_Conf):
     plan_tail_s: float = 1.0
     plan_moving_weight: float = 0.5
     plan_early_end: bool = False
+    optional_phase_veh: float = 3.0  # a phase whose links another phase shows too runs only for this demand (0: always)
+    bridge_veh: float = 3.0  # leave a green through a phase it contains that has this demand (< 0: off)
 
 
 class ScatsParams(_Conf):

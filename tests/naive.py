@@ -660,9 +660,20 @@ def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active
             target[t] = -1
             continue
         pr = {p: phase_pressure(net, p, w, w_exit) for p in range(p0, p1)}
+        # a phase whose links another phase shows as well runs only for optional_phase_veh of demand
+        sets = {p: set(phase_links(net, p)) for p in range(p0, p1)}
+        runs = {p: cfg.optional_phase_veh <= 0 or pr[p][1] >= cfg.optional_phase_veh
+                or (sets[p] and not any(sets[p] < sets[q] or (sets[p] == sets[q] and q < p)
+                                        for q in range(p0, p1) if q != p))
+                for p in range(p0, p1)}
+        if cfg.optional_phase_veh > 0 and not any(sets[p] and not any(
+                sets[p] < sets[q] or (sets[p] == sets[q] and q < p) for q in range(p0, p1) if q != p)
+                for p in range(p0, p1)):
+            runs[p0] = True
         cur = target[t]
         if not (p0 <= cur < p1):
-            target[t] = max(range(p0, p1), key=lambda p: (pr[p][0], -p))
+            eligible = [p for p in range(p0, p1) if runs[p]] or [p0]
+            target[t] = max(eligible, key=lambda p: (pr[p][0], -p))
             last_extend[t] = now
             continue
         if active[t] != cur:
@@ -690,15 +701,24 @@ def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active
             starved = min(waiting, key=lambda link: (served[link], link))
             serving = [p for p in range(p0, p1) if starved in phase_links(net, p)]
             target[t] = max(serving, key=lambda p: (pr[p][0], -p))
+            mem.setdefault("bridge_to", {})[t] = -1
             continue
-        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0]
+        others = [p for p in range(p0, p1) if p != cur and pr[p][1] > 0 and runs[p]]
+        bridged = mem.setdefault("bridge_to", {}).get(t, -1)  # this green bridges to that phase
+        if bridged >= 0 and bridged != cur and pr[bridged][1] > 0:
+            others = [bridged]
         if not others:
             continue
         best = max(others, key=lambda p: (pr[p][0], -p))
         if (now - last_extend[t] >= gap or age >= max_green or pr[cur][1] <= 0
                 or (cfg.switch_ratio > 0 and pr[best][0] > cfg.switch_ratio * max(pr[cur][0], 1.0))
                 or (cfg.early_switch_veh > 0 and not queued and pr[best][0] >= cfg.early_switch_veh)):
-            target[t] = best
+            via = None
+            if cfg.bridge_veh >= 0 and bridged < 0:  # through a stage the green contains, if it has the demand
+                via = next((q for q in range(p0, p1) if q != best and sets[q] and sets[q] < sets[cur]
+                            and pr[q][1] >= cfg.bridge_veh), None)
+            mem["bridge_to"][t] = -1 if via is None else best
+            target[t] = best if via is None else via
 
 
 def scats_plan(net, t, lane_demand, elapsed, y_s, cycle_prev, intergreen, cfg):

@@ -185,8 +185,8 @@ def test_actuated_matches_reference(net):
     assert switches > net.n_tls  # the run exercised phase changes, not just the first choice
 
 
-@pytest.mark.parametrize("variant", [dict(switch_ratio=2.5, early_switch_veh=0.0), dict(early_switch_veh=4.0),
-                                     dict(free_flow_extends=False)])
+@pytest.mark.parametrize("variant", [dict(switch_ratio=2.5, early_switch_veh=0.0, optional_phase_veh=0.0, bridge_veh=-1.0), dict(early_switch_veh=4.0, optional_phase_veh=3.0),
+                                     dict(free_flow_extends=False, bridge_veh=0.5), dict(optional_phase_veh=3.0, bridge_veh=0.0)])
 def test_adaptive_matches_reference(net, variant):
     """Lane weights (with silent, stuck and unhealthy detectors) and decisions equal the reference."""
     from controllers import Adaptive, AdaptiveConfig
