@@ -17,8 +17,9 @@ request table says they cross or merge. A foe pair that some phase of the networ
 program shows green together is a permissive pair (one yields, as a left turn to oncoming
 traffic); a foe pair that no program ever shows green together must never be green together.
 Neither must a permissive pair where the turn, waiting inside the junction, stands in the other
-stream's path (the junction's geometry puts its waiting point too close: ``_waiting_intrusions``);
-such a turn is served protected instead.
+stream's path (the junction's geometry puts its waiting point too close: ``_waiting_intrusions``,
+which also sweeps the body of a 12 m bus along every path buses may take, the bus changing lanes
+as soon as its front is out of the junction); such a turn is served protected instead.
 Phases are the distinct green sets of the network's programs, in program order, plus one
 greedy phase for each link no program serves, so every link can be served.
 """
@@ -99,6 +100,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
     link_conns: dict[tuple[str, int], list] = {}
     link_clear: dict[tuple[str, int], float] = {}
     link_paths: dict[tuple[str, int], list] = {}  # internal lane shapes of each link's paths
+    link_sweeps: dict[tuple[str, int], list] = {}  # the chords a long vehicle's body sweeps on them
     for edge in net.getEdges(withInternal=False):
         for lane in edge.getLanes():
             for conn in lane.getOutgoing():
@@ -110,6 +112,13 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
                     link_conns.setdefault((tls, link), []).append((node, node.getLinkIndex(conn), to_lane.getID()))
                     link_clear[(tls, link)] = max(link_clear.get((tls, link), 0.0), _sneaker_clearance_s(net, conn))
                     link_paths.setdefault((tls, link), []).append(_internal_path(net, conn))
+                    if any(lane.allows(c) for c in LONG_VEHICLE_CLASSES):
+                        # SUMO lets a vehicle change lanes as soon as its front is out of the
+                        # junction: its body then runs from its rear in the junction to the front
+                        # on the next lane over (a bus did so on ingolstadt21's gneJ257)
+                        for out in _lanes_within_one(to_lane):
+                            link_sweeps.setdefault((tls, link), []).append(_swept_chords(
+                                _internal_path(net, conn) + [out.getShape()], LONG_VEHICLE_LENGTH_M))
                 if lane.getID() in lanes and to_lane.getID() in lanes:
                     movements.append(
                         {
@@ -132,7 +141,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
         n_links = max(n_links, 1 + max((li for _, _, li in tl.getConnections()), default=-1))
         if n_links == 0:
             continue
-        intrusions = _waiting_intrusions(tls_id, n_links, link_paths)
+        intrusions = _waiting_intrusions(tls_id, n_links, link_paths, link_sweeps)
         signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns, intrusions)
         signals[tls_id]["clearance_s"] = [round(link_clear.get((tls_id, i), 0.0), 2) for i in range(n_links)]
         signals[tls_id]["yield_pass_s"] = [
@@ -291,7 +300,7 @@ def _internal_lanes(net, conn) -> list:
     return lanes
 
 
-def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict) -> frozenset:
+def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict, link_sweeps: dict | None = None) -> frozenset:
     """Pairs ``(a, b)``: a vehicle of link ``a`` waiting at its internal stop stands in ``b``'s path.
 
     A turn that gives way inside the junction waits with its front at the end of its first
@@ -299,6 +308,9 @@ def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict) -> frozense
     waiting car's front corners (half a car width either side) come within half a car width of
     the foe's centre line, a foe passing at speed hits it: SUMO's own programs collide there
     (cologne1 shows 29 junction collisions under SUMO's actuated program, all of this kind).
+    ``link_sweeps`` (:func:`_swept_chords`) adds the body of a long vehicle on ``b``: a bus's
+    body cuts inside its path's curve, so it may hit a waiting car its centre line misses (a bus
+    on ingolstadt21's ``gneJ257``, link 1, against a left turner waiting on link 7).
     """
     waiting: dict[int, list] = {}
     passing: dict[int, list] = {}
@@ -312,12 +324,52 @@ def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict) -> frozense
                 if norm > 0:
                     px, py = -(y1 - y0) / norm * VEHICLE_HALF_WIDTH_M, (x1 - x0) / norm * VEHICLE_HALF_WIDTH_M
                     waiting.setdefault(i, []).extend([(x1 + px, y1 + py), (x1 - px, y1 - py), (x1, y1)])
+        for chords in (link_sweeps or {}).get((tls_id, i), []):
+            passing.setdefault(i, []).extend([list(c) for c in chords])
     out = set()
     for a, corners in waiting.items():
         for b, shapes in passing.items():
             if a != b and any(_polyline_distance(p, shape) < VEHICLE_HALF_WIDTH_M for p in corners for shape in shapes):
                 out.add((a, b))
     return frozenset(out)
+
+
+LONG_VEHICLE_CLASSES = ("bus", "coach", "truck", "trailer")
+LONG_VEHICLE_LENGTH_M = 12.0  # a standard city bus
+
+
+def _lanes_within_one(lane) -> list:
+    """``lane`` and the lanes beside it on its edge that a long vehicle may use."""
+    edge, i = lane.getEdge(), lane.getIndex()
+    return [l for l in edge.getLanes() if abs(l.getIndex() - i) <= 1
+            and (l is lane or any(l.allows(c) for c in LONG_VEHICLE_CLASSES))]
+
+
+def _swept_chords(shapes: list, length_m: float, step_m: float = 0.5) -> list[tuple]:
+    """The chords (rear point, front point) of a vehicle ``length_m`` long whose front follows
+    ``shapes`` (its internal lanes, then its outgoing lane) every ``step_m``, until its rear has
+    left the internal lanes: the area its body sweeps, as a set of segments."""
+    if len(shapes) < 2:
+        return []
+    inside = sum(math.hypot(b[0] - a[0], b[1] - a[1]) for sh in shapes[:-1] for a, b in zip(sh, sh[1:]))
+    points: list[tuple[float, float, float]] = []  # (distance along, x, y)
+    run = 0.0
+    for sh in shapes:
+        for (ax, ay), (bx, by) in zip(sh, sh[1:]):
+            seg = math.hypot(bx - ax, by - ay)
+            n = max(1, int(seg / step_m))
+            for k in range(n):
+                if run + seg * k / n > inside + length_m:
+                    break
+                t = k / n
+                points.append((run + seg * t, ax + t * (bx - ax), ay + t * (by - ay)))
+            run += seg
+    chords, rear = [], 0
+    for s, x, y in points:
+        while points[rear][0] < s - length_m:
+            rear += 1
+        chords.append(((points[rear][1], points[rear][2]), (x, y)))
+    return chords
 
 
 def _polyline_distance(p: tuple[float, float], shape) -> float:

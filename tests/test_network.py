@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from network import compile_network, default_layout, read_sumo_net
 from network.layout import load_layout, save_layout
-from network.sumo_net import NetworkError, _polyline_distance, _waiting_intrusions
+from network.sumo_net import NetworkError, _polyline_distance, _swept_chords, _waiting_intrusions
 
 SCENARIOS = ["cologne1", "cologne8", "ingolstadt21", "grid4x4", "arterial4x4"]
 
@@ -103,6 +103,24 @@ corner does too, one further out does not."""
     assert _waiting_intrusions("t", 2, {("t", 0): [_path((0.0, 0.0), (10.0, 0.0))], ("t", 1): [near]}) == set()
 
 
+def test_swept_chords_of_a_long_vehicle_cut_the_curve():
+    """A 12 m bus turning a right angle: its body, a chord from rear to front, passes inside the
+    curve its centre line follows; a car waiting there is clear of the centre line but not of the
+    bus (the ingolstadt21 gneJ257 collision, in miniature)."""
+    turn = [[(0.0, 0.0), (10.0, 0.0), (10.0, 10.0)]]  # internal path: east, then north
+    out = [(10.0, 10.0), (10.0, 40.0)]
+    chords = _swept_chords(turn + [out], 12.0)
+    assert chords, "a path with an outgoing lane sweeps something"
+    for (rx, ry), (fx, fy) in chords:  # every chord is at most the vehicle's length
+        assert math.hypot(fx - rx, fy - ry) <= 12.0 + 1e-6
+    # the front reaches 12 m past the junction, so the rear has left it
+    assert max(fy for _, (_, fy) in chords) == pytest.approx(22.0, abs=0.6)
+    waiting = [[(2.0, 8.0), (7.0, 3.0)], [(7.0, 3.0), (12.0, -2.0)]]  # waits at (7, 3) heading south-east
+    paths = {("t", 0): [waiting], ("t", 1): [turn]}
+    assert _waiting_intrusions("t", 2, paths) == set()  # its centre line stays 3 m away
+    assert _waiting_intrusions("t", 2, paths, {("t", 1): [chords]}) == {(0, 1)}  # its body does not
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.floats(-50, 50), st.floats(-50, 50)), min_size=2, max_size=5),
        st.tuples(st.floats(-50, 50), st.floats(-50, 50)))
@@ -157,3 +175,4 @@ def test_bad_files_give_clear_errors(tmp_path):
     inv.write_text('[{"id": "x", "kind": "loop", "lanes": ["a"], "colour": 1}]')
     with pytest.raises(ValueError, match="bad detector inventory"):
         load_layout(inv)
+
