@@ -23,6 +23,9 @@ class OperatorClient:
         self.name = name
         self.sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # a DEALER whose connection is not up (engine down, or CurveZMQ refusing the key) may
+        # block on send: wait no longer than for the reply
+        self.sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
         if keys_dir is not None:
             from engine.security import secure_client
 
@@ -39,7 +42,11 @@ class OperatorClient:
     def request(self, op: str, **args) -> dict:
         if self.name and "as" not in args:
             args["as"] = self.name
-        self.sock.send(P.encoder.encode(P.Request(op=op, args=args)))
+        try:
+            self.sock.send(P.encoder.encode(P.Request(op=op, args=args)))
+        except zmq.Again:
+            raise OperatorError(f"no reply from {self.endpoint} within {self.timeout_ms / 1000:g} s: could not "
+                                "even send (is the engine running, and does it accept this key?)") from None
         if not self.sock.poll(self.timeout_ms, zmq.POLLIN):
             raise OperatorError(f"no reply from {self.endpoint} within {self.timeout_ms / 1000:g} s "
                                 "(is the engine running?)")
