@@ -111,14 +111,15 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
                 if tls is not None and link >= 0:
                     link_conns.setdefault((tls, link), []).append((node, node.getLinkIndex(conn), to_lane.getID()))
                     link_clear[(tls, link)] = max(link_clear.get((tls, link), 0.0), _sneaker_clearance_s(net, conn))
-                    link_paths.setdefault((tls, link), []).append(_internal_path(net, conn))
-                    if any(lane.allows(c) for c in LONG_VEHICLE_CLASSES):
+                    path = _internal_path(net, conn)
+                    link_paths.setdefault((tls, link), []).append(path)
+                    if _carries_long_vehicles(lane):
                         # SUMO lets a vehicle change lanes as soon as its front is out of the
                         # junction: its body then runs from its rear in the junction to the front
                         # on the next lane over (a bus did so on ingolstadt21's gneJ257)
                         for out in _lanes_within_one(to_lane):
-                            link_sweeps.setdefault((tls, link), []).append(_swept_chords(
-                                _internal_path(net, conn) + [out.getShape()], LONG_VEHICLE_LENGTH_M))
+                            link_sweeps.setdefault((tls, link), []).append(
+                                _swept_chords(path + [out.getShape()], LONG_VEHICLE_LENGTH_M))
                 if lane.getID() in lanes and to_lane.getID() in lanes:
                     movements.append(
                         {
@@ -325,7 +326,7 @@ def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict, link_sweeps
                     px, py = -(y1 - y0) / norm * VEHICLE_HALF_WIDTH_M, (x1 - x0) / norm * VEHICLE_HALF_WIDTH_M
                     waiting.setdefault(i, []).extend([(x1 + px, y1 + py), (x1 - px, y1 - py), (x1, y1)])
         for chords in (link_sweeps or {}).get((tls_id, i), []):
-            passing.setdefault(i, []).extend([list(c) for c in chords])
+            passing.setdefault(i, []).extend(chords)  # (each chord a two-point shape)
     out = set()
     for a, corners in waiting.items():
         for b, shapes in passing.items():
@@ -338,11 +339,14 @@ LONG_VEHICLE_CLASSES = ("bus", "coach", "truck", "trailer")
 LONG_VEHICLE_LENGTH_M = 12.0  # a standard city bus
 
 
+def _carries_long_vehicles(lane) -> bool:
+    return any(lane.allows(c) for c in LONG_VEHICLE_CLASSES)
+
+
 def _lanes_within_one(lane) -> list:
     """``lane`` and the lanes beside it on its edge that a long vehicle may use."""
     edge, i = lane.getEdge(), lane.getIndex()
-    return [l for l in edge.getLanes() if abs(l.getIndex() - i) <= 1
-            and (l is lane or any(l.allows(c) for c in LONG_VEHICLE_CLASSES))]
+    return [l for l in edge.getLanes() if abs(l.getIndex() - i) <= 1 and (l is lane or _carries_long_vehicles(l))]
 
 
 def _swept_chords(shapes: list, length_m: float, step_m: float = 0.5) -> list[tuple]:
