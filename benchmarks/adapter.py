@@ -10,11 +10,10 @@ of commands refused (0 when the adapters' timings are the engine's).
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
+from benchmarks import parser, write_json
 from engine import protocol as P
 from engine.adapter import JunctionSpec, SignalAdapter, sumo_programs
 from engine.config import EngineConfig
@@ -66,8 +65,7 @@ def run(ticks: int = 600) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.adapter", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("adapter", __doc__)
     ap.add_argument("--ticks", type=int, default=600, help="simulated seconds of commands (default %(default)s)")
     ap.add_argument("--json", help="also write the figures as one JSON object to this file")
     args = ap.parse_args(argv)
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
           f"command checked and shown {r['command_step_us']} us/junction, local plan step {r['plan_step_us']} "
           f"us/junction; {r['refused']} of {r['commands']} commands refused; {r['fallbacks']} fallbacks")
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+        write_json(args.json, r)
     return 0
 
 

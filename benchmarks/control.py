@@ -17,12 +17,12 @@ built up piecewise; ``--fresh`` ignores what is cached.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
 from pathlib import Path
 
+from benchmarks import parser, write_json
 from controllers import CONTROLLERS
 from sim.baselines import SUMO_CONTROLLERS
 from sim.evaluate import EvaluationError, evaluate
@@ -75,8 +75,7 @@ def run_one(cfg: Path, controller: str, args) -> dict:
                  config=args.config if name in CONTROLLERS else None, progress=not args.quiet,
                  fail_detectors=fail, seed=args.seed)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(r, indent=2) + "\n")
+        write_json(cache, r)
     return r
 
 
@@ -128,8 +127,7 @@ def markdown(rows: list[dict], summary: list[dict], args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.control", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("control", __doc__)
     p.add_argument("--scenarios", default=",".join(SCENARIOS),
                    help="comma-separated RESCO names or .sumocfg paths (default: all eight)")
     p.add_argument("--controllers", default=",".join(sorted(CONTROLLERS) + list(SUMO)),
@@ -187,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.markdown).write_text(f"# Controllers on the RESCO scenarios\n\nEach run: {horizon}; "
                                        "`python -m benchmarks.control` wrote this.\n\n" + text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
+        write_json(args.json, {"rows": rows, "summary": summary})
     return 0
 
 

@@ -12,15 +12,13 @@ junctions on one core.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
+from benchmarks import parser, write_json
 from controllers import CONTROLLERS
 from detectors.bank import LaneObservations
 from engine.config import EngineConfig
@@ -140,8 +138,7 @@ def bench(net: CompiledNetwork, controller: str, decisions: int, seed: int = 0) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.decide", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("decide", __doc__)
     p.add_argument("--sizes", default=",".join(map(str, SIZES)),
                    help="comma-separated junction counts (default %(default)s)")
     p.add_argument("--controllers", default=",".join(sorted(CONTROLLERS)),
@@ -173,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{ctl:13} {r['junctions']:9d} {r['decide_us_p50']:13.1f} {r['decide_us_p99']:9.1f} "
                   f"{r['ns_per_junction']:11.1f} {r['budget']:8.1%}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows)
     return 0
 
 

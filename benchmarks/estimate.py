@@ -11,16 +11,14 @@ with the issue's limit (20 ms at 10,000 junctions) as a ratio.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import time
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
+from benchmarks import parser, write_json
 from detectors.bank import LaneObservations
 from network.compiled import compile_network
 from network.estimate import Estimator
@@ -115,8 +113,7 @@ def bench(n_junctions: int, ticks: int, seed: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.estimate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("estimate", __doc__)
     p.add_argument("--sizes", default=",".join(map(str, SIZES)),
                    help="junction counts, comma-separated (default %(default)s)")
     p.add_argument("--ticks", type=int, default=200, help="ticks per network (default %(default)s)")
@@ -140,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['junctions']:9d} {r['edges']:7d} {r['lanes']:7d} {r['step_ms_p50']:11.3f} {r['step_ms_p99']:11.3f} "
               f"{r['step_ms_max']:8.3f} {r['p50_over_limit']:11.3f}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows)
     return 0
 
 

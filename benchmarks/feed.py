@@ -28,6 +28,8 @@ from pathlib import Path
 import msgspec
 import zmq
 
+from benchmarks import write_json
+
 T0 = 1_767_225_600 * 10**9
 ANY_ENDPOINTS = dict(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*", feed="tcp://127.0.0.1:*",
                      operators="tcp://127.0.0.1:*", snapshot="tcp://127.0.0.1:*")
@@ -282,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(gaps {late['clone_gaps']})")
     result = {"publish": cost, "late_joiners": late}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

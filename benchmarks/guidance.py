@@ -13,11 +13,10 @@ collisions beside them.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
+from benchmarks import parser, write_json
 from sim.evaluate import EvaluationError, evaluate
 
 RESCO = Path(__file__).resolve().parents[1].parent / "shared" / "scenarios" / "resco"
@@ -31,8 +30,7 @@ KEYS = ("mean_time_loss_s", "teleports", "collisions", "collisions_guided", "saf
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.guidance", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("guidance", __doc__)
     p.add_argument("--scenarios", default="cologne8,arterial4x4",
                    help="RESCO names or .sumocfg paths, comma-separated (default %(default)s)")
     p.add_argument("--resco", default=str(RESCO), help="folder of the RESCO scenarios (default %(default)s)")
@@ -79,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
               f"| {f(r['spat_likely_error_p50_s'], '{:.2f}')} / {f(r['spat_likely_error_p90_s'], '{:.2f}')} "
               f"| {f(r['spat_likely_coverage'], '{:.1%}')} | {r['teleports']} | {r['collisions']} |")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"share": args.share, "seed": args.seed, "config": args.config,
-                                               "rows": rows}, indent=2) + "\n")
+        write_json(args.json, {"share": args.share, "seed": args.seed, "config": args.config, "rows": rows})
     return 0
 
 

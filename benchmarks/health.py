@@ -12,14 +12,12 @@ the checks ran. ``--json FILE`` writes the figures.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
+from benchmarks import parser, write_json
 from detectors.health import STATES, DetectorHealth
 from engine.config import HealthParams
 
@@ -92,8 +90,7 @@ def bench(n_detectors: int, ticks: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.health", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("health", __doc__)
     p.add_argument("--detectors", type=int, default=100_000, help="detectors to check (default %(default)s)")
     p.add_argument("--ticks", type=int, default=400,
                    help="ticks of 1 s (default %(default)s: long enough for the 5-minute checks to fire)")
@@ -111,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ratio kernel / reading the inputs: {r['ratio_to_read_inputs']:.2f}")
     print("  states at the end:   " + ", ".join(f"{s} {r['states'][s]}" for s in STATES))
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+        write_json(args.json, r)
     return 0
 
 

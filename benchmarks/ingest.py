@@ -20,9 +20,7 @@ With ``--json FILE`` it writes ``raw_msgs_per_s``, ``ingest_msgs_per_s``, ``rati
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import multiprocessing as mp
 import threading
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from benchmarks import parser, write_json
 from detectors.messages import LoopReading, Roster, encode, loop_bulk
 from engine.config import Endpoints, EngineConfig, IngestParams
 from engine.core import Engine
@@ -258,8 +257,7 @@ def sustained(ctx_mp, net, specs, per_frame: int, seconds: float, burst_s: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("ingest", __doc__)
     p.add_argument("--grid", type=int, default=30, help="junctions per side of the synthetic grid (default %(default)s)")
     p.add_argument("--detectors", type=int, default=100_000, help="loops in the inventory (default %(default)s)")
     p.add_argument("--messages", type=int, default=1_000_000, help="single-reading messages sent (default %(default)s)")
@@ -316,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['burst_tick_late_max_ms']:.0f} ms, RSS {s['rss_before_burst_mb']:.0f} -> max {s['rss_max_mb']:.0f} MB, "
           f"accepted {s['accepted']:,}, rejected {s['rejected']}, lost {s['lost']}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        write_json(args.json, res)
     return 0
 
 

@@ -18,7 +18,6 @@ alternating.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import itertools
 import json
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from benchmarks import parser, write_json
 from detectors.messages import Batch, Clock, LoopReading, encode
 from engine import protocol as P
 from engine.client import OperatorClient
@@ -203,8 +203,7 @@ def bench_replay(log: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.record", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("record", __doc__)
     p.add_argument("--messages", type=int, default=200_000,
                    help="single-reading messages per measurement (default %(default)s; batches of 100: 1/20 of it)")
     p.add_argument("--ticks", type=int, default=200,
@@ -270,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{rp['commands_compared']:,} commands compared, {rp['mismatches']} mismatches, "
               f"{rp['records_per_s']:,} records/s")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        write_json(args.json, out)
     return 0
 
 

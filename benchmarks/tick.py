@@ -9,13 +9,12 @@ microseconds.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import parser, write_json
 from controllers import CONTROLLERS
 from detectors.messages import Batch, CameraReading, LoopReading, encode
 from engine.config import EngineConfig
@@ -72,8 +71,7 @@ def bench(net_path: Path, controller: str, ticks: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.tick", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("tick", __doc__)
     p.add_argument("--ticks", type=int, default=300, help="ticks per network and controller (default %(default)s)")
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['network']:14} {ctl:13} {r['signals']:7d} {r['detectors']:9d} {r['tick_us_p50']:11.1f} "
                   f"{r['tick_us_p99']:11.1f} {r['decide_us_p50']:9.1f} {r['safety_us_p50']:9.1f}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows)
     return 0
 
 
