@@ -9,6 +9,12 @@ after a phase whose turns need more clearance), the cycle is Webster's optimum
 ``C = (1.5 L + 5) / (1 - Y)`` clamped to ``[cycle_min_s, cycle_max_s]``, and the effective green
 ``C - L`` is split in proportion to ``y_p`` (at least ``min_green_s`` each). With no flows yet,
 the split is equal.
+
+A phase's green counts from the moment all its links show green (the safety stage's
+``active_phase``), not from a cycle clock: a change that takes longer than the planned intergreen
+(a permissive turn's long clearance, a turn held while it passes) lengthens that cycle instead of
+eating the next phase's green. On ingolstadt7 a cycle clock had left junction 32564122's left turn
+(link 8) no green at all: its slot ended while the conflicting turn was still clearing.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class FixedTimeConfig:
     cycle_min_s: float = 40.0
     cycle_max_s: float = 120.0
     max_degree_of_saturation: float = 0.9
+    give_up_s: float = 60.0  # a phase not fully shown this long after its green was due is skipped
 
 
 @njit(cache=True)
@@ -71,26 +78,35 @@ def webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, li
 @njit(cache=True)
 def _fixed_time(now_ns, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
                 move_in, move_in_share, sat_flow, intergreen, min_green, cycle_min, cycle_max, max_y, green_s,
-                cycle_start_ns, cycle_s, target):
+                active_phase, active_since_ns, give_up_ns, cycle_s, cur, cur_since_ns, target):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
         if p1 == p0:
             target[t] = -1
             continue
-        if cycle_s[t] <= 0.0 or now_ns >= cycle_start_ns[t] + np.int64(cycle_s[t] * 1e9):
+        if cycle_s[t] <= 0.0:
             cycle_s[t] = webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx,
                                       link_move_ptr, link_move_idx, move_in, move_in_share, sat_flow, intergreen,
                                       min_green, cycle_min, cycle_max, max_y, green_s)
-            cycle_start_ns[t] = now_ns
-        pos = (now_ns - cycle_start_ns[t]) / 1e9
-        acc = 0.0
-        target[t] = p1 - 1
-        for p in range(p0, p1):
-            acc += green_s[p] + intergreen[p]
-            if pos < acc:
-                target[t] = p
-                break
+            cur[t] = p0
+            cur_since_ns[t] = now_ns
+        else:
+            p = cur[t]
+            green_ns = np.int64(green_s[p] * 1e9)
+            # a phase's green counts from when all its links show green, however long the change took
+            start = max(active_since_ns[t], cur_since_ns[t])
+            done = active_phase[t] == p and now_ns >= start + green_ns
+            if done or now_ns >= cur_since_ns[t] + green_ns + give_up_ns:
+                p += 1
+                if p == p1:  # a new cycle: a new plan from the flows measured now
+                    cycle_s[t] = webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx,
+                                              link_move_ptr, link_move_idx, move_in, move_in_share, sat_flow,
+                                              intergreen, min_green, cycle_min, cycle_max, max_y, green_s)
+                    p = p0
+                cur[t] = p
+                cur_since_ns[t] = now_ns
+        target[t] = cur[t]
 
 
 class FixedTime:
@@ -109,7 +125,8 @@ class FixedTime:
         self.intergreen_s = self.config.intergreen_s + extra
         self.green_s = np.zeros(net.n_phases)
         self.cycle_s = np.zeros(net.n_tls)
-        self.cycle_start_ns = np.zeros(net.n_tls, dtype=np.int64)
+        self.current = np.zeros(net.n_tls, dtype=np.int32)  # the phase each signal runs now
+        self.current_since_ns = np.zeros(net.n_tls, dtype=np.int64)  # since it was asked for
 
     def decide(self, state: NetworkState, active_phase: np.ndarray, active_since_ns: np.ndarray,
                now_ns: int, target_phase: np.ndarray) -> None:
@@ -118,5 +135,6 @@ class FixedTime:
             np.int64(now_ns), state.lane_flow_vph, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
             net.link_move_ptr, net.link_move_idx, net.move_in_lane, self._in_share, c.saturation_flow_vph,
             self.intergreen_s, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.max_degree_of_saturation,
-            self.green_s, self.cycle_start_ns, self.cycle_s, target_phase,
+            self.green_s, active_phase, active_since_ns, np.int64(c.give_up_s * 1e9), self.cycle_s, self.current,
+            self.current_since_ns, target_phase,
         )
