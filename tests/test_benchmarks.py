@@ -162,3 +162,20 @@ def test_feed_benchmark_prints_and_writes_its_figures(tmp_path):
     late = res["late_joiners"]
     assert late["clone_lost"] == [0] and late["truth_gaps"] == 0
     assert f"ratio feed/raw: {pub['ratio_msg_per_s']:.2f}" in r.stdout
+
+
+def test_unseen_benchmark_builds_fresh_scenarios_and_reports_broken_promises(tmp_path):
+    """A grid no one has seen, cut short at 120 s: the table has its row, and the check names the
+    vehicles still on the road (the run exits 1)."""
+    out = tmp_path / "unseen.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.unseen", "--kinds", "grid", "--controllers", "fixed-time",
+                        "--seed", "7", "--end", "120", "--dir", str(tmp_path), "--json", str(out), "-q"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr
+    data = json.loads(out.read_text())
+    assert data["seed"] == 7
+    [row] = data["rows"]
+    assert (row["scenario"], row["controller_key"]) == ("grid0", "fixed-time")
+    assert 0 < row["trips_completed"] < row["trips_total"]
+    assert data["broken"] == [f"grid0 fixed-time: {row['trips_completed']}/{row['trips_total']} trips"]
+    assert "grid0 fixed-time" in r.stdout and (tmp_path / "seed7" / "grid0" / "grid.net.xml").is_file()

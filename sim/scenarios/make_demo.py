@@ -122,13 +122,25 @@ def _road_loads(nodes: dict[str, tuple[float, float]], edges: list[ET.Element]):
     return g, {frozenset(k): v for k, v in load.items()}
 
 
+def _rand_options(junctions: int, five_way: float) -> list[str]:
+    opts = list(RAND_OPTIONS)
+    opts[opts.index("--rand.iterations") + 1] = str(junctions)
+    opts[opts.index("--rand.neighbor-dist5") + 1] = f"{five_way:g}"
+    return opts
+
+
 def build_net(
     out: Path,
     seed: int = NET_SEED,
     main_fraction: float = MAIN_ROAD_FRACTION,
     n_signals: int = N_SIGNALS,
+    junctions: int = 35,
+    five_way: float = 0.0,
 ) -> None:
     """Random town: netgenerate layout, then road classes and signals by load.
+
+    ``junctions`` is netgenerate's ``--rand.iterations``; ``five_way`` the relative chance (next
+    to 6 for four approaches) that a junction gets a fifth approach (0: the demo's, at most four).
 
     1. ``netgenerate --rand`` lays out junctions and single-lane roads.
     2. Roads are ranked by how many fringe-to-fringe shortest paths use them
@@ -144,7 +156,7 @@ def build_net(
         tmpdir = Path(tmp)
         run_tool(
             "netgenerate",
-            [*RAND_OPTIONS, "--seed", str(seed),
+            [*_rand_options(junctions, five_way), "--seed", str(seed),
              "--plain-output-prefix", "raw", "--output-file", "raw.net.xml"],
             cwd=tmpdir,
         )
@@ -162,10 +174,10 @@ def build_net(
 
         def junction_load(n: str) -> float:
             # four-way junctions are much harder to run without signals
-            weight = FOUR_WAY_WEIGHT if g.degree(n) == 4 else 1.0
+            weight = FOUR_WAY_WEIGHT if g.degree(n) >= 4 else 1.0
             return weight * sum(load[frozenset((n, m))] for m in g[n])
 
-        candidates = [n for n in g if 3 <= g.degree(n) <= 4]
+        candidates = [n for n in g if 3 <= g.degree(n) <= (5 if five_way > 0 else 4)]
         signals = set(sorted(candidates, key=lambda n: (-junction_load(n), n))[:n_signals])
 
         for e in edges:
@@ -191,10 +203,14 @@ def build_routes(
     net: Path,
     out: Path,
     seed: int = TRIP_SEED,
-    period: float = PERIOD,
+    period: float | list[float] = PERIOD,
     end: float = DEMAND_END,
 ) -> None:
-    """Random trips departing every ``period`` s in [0, ``end``), routed by duarouter."""
+    """Random trips departing every ``period`` s in [0, ``end``), routed by duarouter.
+
+    Several periods split [0, ``end``) into equal intervals, one period each (a peak: short
+    periods in the middle)."""
+    periods = period if isinstance(period, (list, tuple)) else [period]
     with tempfile.TemporaryDirectory(prefix="make_demo_") as tmp:
         tmpdir = Path(tmp)
         shutil.copyfile(net, tmpdir / net.name)
@@ -207,7 +223,7 @@ def build_routes(
                 "--seed", str(seed),
                 "--begin", "0",
                 "--end", str(end),
-                "--period", str(period),
+                "--period", *(f"{p:g}" for p in periods),
                 *TRIP_OPTIONS,
             ],
             cwd=tmpdir,
