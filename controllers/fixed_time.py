@@ -2,8 +2,10 @@
 
 Each signal runs its phases in order, one cycle after another. At the start of every cycle the
 plan is recomputed from the smoothed stop-line flows (so a plan never changes mid-cycle):
-``y_p`` is the highest flow ratio (flow / saturation flow) among the movements phase ``p``
-serves (a shared lane's flow split evenly among its movements),
+``y_p`` is the highest flow ratio (demand / saturation flow) among the movements phase ``p``
+serves (a shared lane's demand split evenly among its movements; a lane's demand is its
+stop-line flow plus its standing queue cleared over one longest cycle, so an approach whose
+queue grows because its green is short, and which therefore discharges little, still asks for more),
 ``Y = sum(y_p)``, lost time ``L`` is one intergreen per phase (yellow and red clearance, longer
 after a phase whose turns need more clearance), the cycle is Webster's optimum
 ``C = (1.5 L + 5) / (1 - Y)`` clamped to ``[cycle_min_s, cycle_max_s]``, and the effective green
@@ -124,6 +126,7 @@ class FixedTime:
                 extra[p] = max(0.0, float(net.link_clearance_s[links].max()) - self.config.red_clearance_s)
         self.intergreen_s = self.config.intergreen_s + extra
         self.green_s = np.zeros(net.n_phases)
+        self.demand_vph = np.zeros(net.n_lanes)
         self.cycle_s = np.zeros(net.n_tls)
         self.current = np.zeros(net.n_tls, dtype=np.int32)  # the phase each signal runs now
         self.current_since_ns = np.zeros(net.n_tls, dtype=np.int64)  # since it was asked for
@@ -131,8 +134,11 @@ class FixedTime:
     def decide(self, state: NetworkState, active_phase: np.ndarray, active_since_ns: np.ndarray,
                now_ns: int, target_phase: np.ndarray) -> None:
         net, c = self.net, self.config
+        # a lane's demand: what it discharges plus its standing queue, to be cleared within a longest cycle
+        np.multiply(state.lane_queue_veh, 3600.0 / c.cycle_max_s, out=self.demand_vph)
+        self.demand_vph += state.lane_flow_vph
         _fixed_time(
-            np.int64(now_ns), state.lane_flow_vph, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
+            np.int64(now_ns), self.demand_vph, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
             net.link_move_ptr, net.link_move_idx, net.move_in_lane, self._in_share, c.saturation_flow_vph,
             self.intergreen_s, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.max_degree_of_saturation,
             self.green_s, active_phase, active_since_ns, np.int64(c.give_up_s * 1e9), self.cycle_s, self.current,
