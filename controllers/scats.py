@@ -27,6 +27,11 @@ lengthens its next cycle by at most ``max_correction`` of it to get back.
 A phase with no vehicle waiting (and not the coordinated one) is skipped: its time goes to the
 phase before it. A phase whose links are all green in a larger phase of the same signal too (a
 protected-turn stage) is not run at all (``run_phases``).
+
+A phase asked for keeps the signal until it has shown its whole green for ``min_green_s`` at
+least, even when the cycle clock has moved on (its change took longer than its intergreen: a
+permissive turn's long clearance, a held turn); the cycle then runs late, and the offset
+correction brings the next ones back.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class ScatsConfig:
     smoothing: float = 0.5  # weight of the newest cycle in the smoothed y_p
     max_correction: float = 0.2
     fail_after_s: float = 10.0
+    give_up_s: float = 60.0  # a phase asked for and not fully shown this long is given up
 
 
 @njit(cache=True)
@@ -123,7 +129,8 @@ def split_greens(t, length_s, y_s, intergreen, min_green, tls_phase_ptr, phase_o
 def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, phase_link_ptr, phase_link_idx,
            link_move_ptr, link_move_idx, move_in, move_in_share, intergreen, headway_s, min_green, cycle_min,
            cycle_max, cycle_step, max_y, smoothing, max_correction, tls_root, offset_s, coord_phase, phase_on, lane_count,
-           lane_demand, y_now, y_s, green_s, cycle_start_ns, cycle_s, wanted_s, group_s, target):
+           lane_demand, y_now, y_s, green_s, cycle_start_ns, cycle_s, wanted_s, group_s, active_phase,
+           active_since_ns, min_green_ns, give_up_ns, asked_ns, target):
     for i in range(lane_count.size):
         lane_count[i] += stop_count[i] if lane_ok[i] else 0.0
     n_tls = tls_phase_ptr.size - 1
@@ -184,7 +191,12 @@ def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, ph
             if pos < acc:
                 break
         cur = target[t]
+        if p0 <= cur < p1 and window != cur and now_ns < asked_ns[t] + give_up_ns and not (
+                active_phase[t] == cur and now_ns >= max(active_since_ns[t], asked_ns[t]) + min_green_ns):
+            continue  # the phase asked for has not had its green yet (its change took longer than planned)
         if window == coord_phase[t] or cur < p0 or cur >= p1:
+            if window != cur:
+                asked_ns[t] = now_ns
             target[t] = window
             continue
         called = False
@@ -195,6 +207,8 @@ def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, ph
                 if vehicles[lane] >= 0.5 or not lane_ok[lane]:
                     called = True
         if called:
+            if window != cur:
+                asked_ns[t] = now_ns
             target[t] = window
 
 
@@ -300,6 +314,7 @@ class Scats:
         self.cycle_s = np.zeros(net.n_tls)
         self.wanted_s = np.zeros(net.n_tls)
         self.group_s = np.zeros(net.n_tls)
+        self.asked_ns = np.zeros(net.n_tls, dtype=np.int64)  # when each signal's target last changed
         self._obs = None
         self._started = False
 
@@ -323,7 +338,8 @@ class Scats:
                3600.0 / c.saturation_flow_vph, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.cycle_step_s,
                c.max_degree_of_saturation, c.smoothing, c.max_correction, self.root, self.offset_s,
                self.coord_phase, self.phase_on, self.lane_count, self.lane_demand, self.y_now, self.y_s, self.green_s,
-               self.cycle_start_ns, self.cycle_s, self.wanted_s, self.group_s, target_phase)
+               self.cycle_start_ns, self.cycle_s, self.wanted_s, self.group_s, active_phase, active_since_ns,
+               np.int64(c.min_green_s * 1e9), np.int64(c.give_up_s * 1e9), self.asked_ns, target_phase)
 
 
 @njit(cache=True)
