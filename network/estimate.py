@@ -175,7 +175,7 @@ def _estimate_edges(
     # this tick's lane data
     stop_count, stop_seen, up_count, up_seen, cam_queue, lane_flow, link_green,
     # static arrays
-    edge_lane_ptr, edge_lane_idx, e_len, e_nlanes, e_vfree, e_signal, e_storage,
+    edge_lane_ptr, edge_lane_idx, e_len, e_nlanes, e_vfree, e_signal, e_storage, e_spill_cap,
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
     lane_link_ptr, lane_link_idx,
     # solver state
@@ -359,7 +359,7 @@ def _estimate_edges(
                 if g:
                     green += 1.0
             Q = point_queue[e] + (max(flow_s[e], 0.0) - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
-            Q = min(max(Q, 0.0), SPILL_STORAGES * e_storage[e])
+            Q = min(max(Q, 0.0), e_spill_cap[e])
             queue_now[e] = min(Q, e_storage[e])
             spill[e] = Q - queue_now[e]
     for i in range(n_edges):
@@ -406,6 +406,7 @@ class EdgeModel:
     e_nlanes: np.ndarray  # float64[n_edges]
     e_signal: np.ndarray  # bool[n_edges] some lane of the edge enters a signal
     e_storage: np.ndarray  # float64[n_edges] whole vehicles the edge holds standing (a queue beyond is upstream)
+    e_spill_cap: np.ndarray  # float64[n_edges] the longest point queue: see ``spill_caps``
     turn_from: np.ndarray  # int32[n_turns] edge -> edge pairs some lane connection makes
     turn_to: np.ndarray
     tin_ptr: np.ndarray  # CSR over edges: turns into the edge that carry flow (not U-turns)
@@ -419,6 +420,16 @@ class EdgeModel:
     lane_wsum: np.ndarray  # float64[n_lanes] sum of the lane's pair weights
     lane_link_ptr: np.ndarray  # CSR over lanes: signal links of the lane's connections
     lane_link_idx: np.ndarray
+
+
+def spill_caps(storage: np.ndarray, turn_from: np.ndarray, turn_to: np.ndarray) -> np.ndarray:
+    """How long a point queue may grow: ``SPILL_STORAGES`` times what its edge holds, or what its
+    edge and the edges feeding it hold together, whichever is more (a signal behind an approach
+    a few metres long still queues, on the roads before it)."""
+    pairs = np.unique(np.stack([turn_from, turn_to], axis=1), axis=0) if turn_from.size else np.zeros((0, 2), np.int64)
+    feeders = np.zeros(storage.size)
+    np.add.at(feeders, pairs[:, 1], storage[pairs[:, 0]])
+    return np.maximum(SPILL_STORAGES * storage, storage + feeders)
 
 
 def edge_model(net: CompiledNetwork) -> EdgeModel:
@@ -463,9 +474,10 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     ll_ptr, ll_idx = csr([sorted(set(x)) for x in links])
     e_signal = np.zeros(ne, dtype=np.bool_)
     e_signal[net.lane_edge[net.move_in_lane[signalised]]] = True
+    storage = np.floor(net.edge_length_m * nlanes / JAM_SPACING_M)
     return EdgeModel(
         e_nlanes=nlanes, e_signal=e_signal,
-        e_storage=np.floor(net.edge_length_m * nlanes / JAM_SPACING_M),
+        e_storage=storage, e_spill_cap=spill_caps(storage, turn_from[keep_t], turn_to[keep_t]),
         turn_from=turn_from, turn_to=turn_to, tin_ptr=tin_ptr, tin_idx=tin_idx, tout_ptr=tout_ptr,
         tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
         lane_wsum=lane_wsum,
@@ -566,7 +578,7 @@ class Estimator:
             obs.stop_count, obs.stop_seen, obs.upstream_count, obs.upstream_seen, obs.camera_queue_veh,
             s.lane_flow_vph, green,
             net.edge_lane_ptr, net.edge_lane_idx, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
-            m.e_storage, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
+            m.e_storage, m.e_spill_cap, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
             m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
             self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,

@@ -476,7 +476,8 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         if queue_now[e] is None and any(links.get(ln) for ln in lanes_of[e]):
             n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
             Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
-            Q = min(max(Q, 0), est.SPILL_STORAGES * storage[e])
+            cap = max(est.SPILL_STORAGES * storage[e], storage[e] + sum(storage[i] for i in set(into[e])))
+            Q = min(max(Q, 0), cap)
             queue_now[e] = min(Q, storage[e])
             spill[e] = Q - queue_now[e]
     spilled = {}
