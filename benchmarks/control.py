@@ -43,7 +43,7 @@ COLUMNS = [
     ("travel time (s)", "mean_travel_time_s", "{:.1f}"),
     ("trips", "trips_completed", "{}"),
     ("teleports", "teleports", "{}"),
-    ("collisions (at signals)", "collisions_cell", "{}"),
+    ("collisions (at signals / of them, victim standing in the junction)", "collisions_cell", "{}"),
     ("safety violations", "safety_violations", "{}"),
 ]
 
@@ -84,6 +84,11 @@ def _end(cfg: Path, seconds: float) -> float:
     from sim.scenario import load_scenario
 
     return load_scenario(cfg).begin + seconds
+
+
+def _collisions_cell(r: dict) -> str:
+    w = r.get("collisions_where", {})
+    return f"{r['collisions']} ({w.get('at_signals', 0)} / {w.get('at_signals_victim_standing_in_junction', 0)})"
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -174,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             label = f"adaptive, {args.fail_detectors:.0%} detectors failed" if ctl == FAILED else ctl
             row = {**r, "scenario": cfg.stem, "label": label, "controller_key": ctl,
-                   "collisions_cell": f"{r['collisions']} ({r.get('collisions_where', {}).get('at_signals', 0)})"}
+                   "collisions_cell": _collisions_cell(r)}
             rows.append(row)
     summary = summarise([{**r, "label": r["controller_key"]} for r in rows])
     text = markdown(rows, summary, args)

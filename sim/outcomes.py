@@ -80,15 +80,23 @@ def read_statistics(path: Path | str) -> Outcomes:
     )
 
 
+STANDING_MPS = 0.5  # a collision victim slower than this stood still
+
+
 def read_collisions(path: Path | str, signal_junctions: set[str], keep: int = 10) -> dict:
     """Where the collisions of a SUMO ``--collision-output`` file happened.
 
-    Returns ``{"at_signals": n, "elsewhere": n, "first": [...]}``: collisions inside (or on the
-    lanes right after) a signalised junction, the rest, and the first ``keep`` as dicts (time,
-    type, lane, junction). A missing file means no collision output was asked for: all zero.
+    Returns ``{"at_signals": n, "elsewhere": n, "victim_standing_in_junction": n,
+    "at_signals_victim_standing_in_junction": n, "first": [...]}``:
+    collisions inside (or on the lanes right after) a signalised junction, the rest, and of all of
+    them those whose victim stood still inside a junction (it had entered and could not leave:
+    its exit was full; SUMO lets crossing traffic with right of way, or with green, drive into
+    such a vehicle); then the first ``keep`` as dicts (time, type, lane, junction, speeds). A
+    missing file means no collision output was asked for: all zero.
     """
     path = Path(path)
-    out = {"at_signals": 0, "elsewhere": 0, "first": []}
+    out = {"at_signals": 0, "elsewhere": 0, "victim_standing_in_junction": 0,
+           "at_signals_victim_standing_in_junction": 0, "first": []}
     if not path.is_file():
         return out
     for c in ET.parse(path).getroot().iter("collision"):
@@ -96,7 +104,13 @@ def read_collisions(path: Path | str, signal_junctions: set[str], keep: int = 10
         junction = lane[1:].rsplit("_", 2)[0] if lane.startswith(":") else ""
         where = "at_signals" if junction in signal_junctions else "elsewhere"
         out[where] += 1
+        victim_mps = float(c.get("victimSpeed", "nan"))
+        standing = bool(junction) and victim_mps < STANDING_MPS
+        out["victim_standing_in_junction"] += standing
+        out["at_signals_victim_standing_in_junction"] += standing and where == "at_signals"
         if len(out["first"]) < keep:
             out["first"].append({"time_s": float(c.get("time", "nan")), "type": c.get("type"), "lane": lane,
-                                 "junction": junction or None, "signalised": where == "at_signals"})
+                                 "junction": junction or None, "signalised": where == "at_signals",
+                                 "collider_mps": float(c.get("colliderSpeed", "nan")), "victim_mps": victim_mps,
+                                 "victim_standing_in_junction": standing})
     return out

@@ -13,7 +13,7 @@ import pytest
 
 from network.layout import DetectorSpec
 from sim.additional import camera_zone_ids, loop_ids, write_additional
-from sim.outcomes import Outcomes, StatisticsError, read_statistics
+from sim.outcomes import Outcomes, StatisticsError, read_collisions, read_statistics
 from sim.progress import Progress, format_hms
 
 RESCO = Path(__file__).resolve().parents[1].parent / "shared/scenarios/resco"
@@ -399,3 +399,24 @@ def test_run_builtin_rejects_unknown_controller(tmp_path: Path) -> None:
     sc = load_scenario(RESCO / "cologne1" / "cologne1.sumocfg")
     with pytest.raises(ValueError, match="unknown built-in controller"):
         run_builtin(sc, "sumo-magic", outdir=tmp_path, tls_states=None, progress=False)
+
+
+def test_read_collisions_tells_signals_and_vehicles_standing_in_a_junction(tmp_path):
+    """Three collisions as SUMO writes them: a car driving into one left standing inside a
+    signalised junction, a side swipe there between two moving cars, and one at a priority junction."""
+    path = tmp_path / "collisions.xml"
+    path.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<collisions>\n'
+        '    <collision time="1144.00" type="side" lane=":361_9_1" pos="15.59" collider="1607" victim="652" '
+        'colliderType="DEFAULT_VEHTYPE" victimType="DEFAULT_VEHTYPE" colliderSpeed="8.55" victimSpeed="0.00"/>\n'
+        '    <collision time="1150.00" type="side" lane=":361_3_0" pos="5.00" collider="17" victim="18" '
+        'colliderType="DEFAULT_VEHTYPE" victimType="DEFAULT_VEHTYPE" colliderSpeed="4.00" victimSpeed="6.00"/>\n'
+        '    <collision time="1252.00" type="junction" lane=":173_3_0" pos="5.63" collider="1142" victim="1037" '
+        'colliderType="DEFAULT_VEHTYPE" victimType="DEFAULT_VEHTYPE" colliderSpeed="2.59" victimSpeed="0.09"/>\n'
+        '</collisions>\n')
+    out = read_collisions(path, {"361"}, keep=2)
+    assert (out["at_signals"], out["elsewhere"], out["victim_standing_in_junction"],
+            out["at_signals_victim_standing_in_junction"]) == (2, 1, 2, 1)
+    assert [(c["junction"], c["signalised"], c["victim_standing_in_junction"]) for c in out["first"]] == [
+        ("361", True, True), ("361", True, False)]
+    assert read_collisions(tmp_path / "missing.xml", {"361"})["victim_standing_in_junction"] == 0
