@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import parser, write_json
+from benchmarks import names, parser, write_json
 from controllers import CONTROLLERS
 from sim.baselines import SUMO_CONTROLLERS
 from sim.evaluate import EvaluationError, evaluate
@@ -151,19 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the rows (and the per-scenario summary) to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     args = p.parse_args(argv)
-    names = [s for s in args.scenarios.split(",") if s]
-    ctls = [c for c in args.controllers.split(",") if c]
-    unknown = [c for c in ctls if c not in CONTROLLERS and c not in SUMO]
-    if unknown:
-        p.error(f"unknown controller(s) {', '.join(unknown)}; choose from "
-                f"{', '.join(sorted(CONTROLLERS) + list(SUMO))}")
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    ctls = names(p, args.controllers, sorted(CONTROLLERS) + list(SUMO), "controller")
     if args.fail_detectors is not None:
         if not 0.0 <= args.fail_detectors <= 1.0:
             p.error("--fail-detectors must be a fraction within 0..1")
         if "adaptive" not in ctls:
             p.error("--fail-detectors compares adaptive with itself: include adaptive in --controllers")
         ctls.append(FAILED)
-    cfgs = [scenario_path(n, Path(args.resco)) for n in names]
+    cfgs = [scenario_path(n, Path(args.resco)) for n in scenarios]
     missing = [str(c) for c in cfgs if not c.exists()]
     if missing:
         p.error(f"scenario(s) not found: {', '.join(missing)}")

@@ -18,7 +18,7 @@ import time
 import networkx as nx
 import numpy as np
 
-from benchmarks import parser, write_json
+from benchmarks import names, parser, write_json
 from controllers import CONTROLLERS
 from detectors.bank import LaneObservations
 from engine.config import EngineConfig
@@ -153,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--sizes must be integers, not {args.sizes!r}")
     if not sizes or min(sizes) < 1:
         p.error("--sizes must be positive")
-    ctls = [c for c in args.controllers.split(",") if c]
-    unknown = [c for c in ctls if c not in CONTROLLERS]
-    if unknown:
-        p.error(f"unknown controller(s) {', '.join(unknown)}; choose from {', '.join(sorted(CONTROLLERS))}")
+    ctls = names(p, args.controllers, sorted(CONTROLLERS), "controller")
     if args.decisions < 1:
         p.error("--decisions must be at least 1")
     rows = []

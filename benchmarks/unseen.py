@@ -27,8 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import parser, write_json
-from benchmarks import control
+from benchmarks import control, names, parser, write_json
 from controllers import CONTROLLERS
 from sim.scenarios.make_demo import build_net, build_routes, write_sumocfg
 from sim.tools import run_tool
@@ -123,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the rows, the summary and what broke to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     args = p.parse_args(argv)
-    kinds = [k for k in args.kinds.split(",") if k]
-    bad = [k for k in kinds if k not in MAKERS]
-    if bad:
-        p.error(f"unknown kind(s) {', '.join(bad)}; choose from {', '.join(KINDS)}")
+    kinds = names(p, args.kinds, KINDS, "kind")
+    names(p, args.controllers, sorted(CONTROLLERS) + list(control.SUMO), "controller")
     if args.count < 1:
         p.error("--count must be at least 1")
     seed = args.seed if args.seed is not None else int(time.time()) % 100_000
