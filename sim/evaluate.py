@@ -82,6 +82,9 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         sc = load_scenario(scenario, routes=route_list, begin=begin, end=end)
     except (ScenarioError, OSError) as exc:
         raise EvaluationError(str(exc)) from exc
+    if sc.unapplied:
+        print(f"traffic-engine evaluate: {Path(scenario).name}: not applied (the evaluation runs SUMO with its own "
+              f"options, 1 s steps): {' '.join(sc.unapplied)}", file=sys.stderr)
     if controller not in BUILTIN and controller not in CONTROLLERS:
         raise EvaluationError(f"unknown controller {controller!r}; engine: {', '.join(sorted(CONTROLLERS))}; "
                               f"SUMO: {', '.join(BUILTIN)}")
@@ -111,6 +114,8 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
                                 faults=faults, detector_coverage=detector_coverage,
                                 fail_detectors=fail_detectors, seed=seed, guidance_share=guidance_share,
                                kill=kill)
+    if sc.unapplied:
+        result["sumocfg_options_not_applied"] = list(sc.unapplied)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")

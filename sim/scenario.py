@@ -56,6 +56,10 @@ class Scenario:
     """Simulation time at which the run starts."""
     end: float
     """Simulation time at which the run stops at the latest."""
+    unapplied: tuple[str, ...] = ()
+    """Options of the ``.sumocfg`` the evaluation does not apply (``step-length=0.5``, ...): it
+    runs SUMO with its own command line (1 s steps, the evaluation protocol's teleport time and
+    collision checks), taking only the files and the begin time from the configuration."""
 
     @property
     def horizon_s(self) -> float:
@@ -110,12 +114,15 @@ def _existing(paths: Iterable[PathLike], base: Path, what: str, source: Path | N
 
 
 def _read_cfg(path: Path) -> dict[str, str]:
-    """Option values of a ``.sumocfg``; sections are ignored as SUMO ignores them."""
+    """Option values of a ``.sumocfg``; sections are ignored as SUMO ignores them. The options
+    other than those of ``_CFG_KEYS`` come as ``"other"``: ``name=value`` joined by spaces."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
         raise ScenarioError(f"cannot parse SUMO configuration {path}: {exc}") from exc
     found: dict[str, str] = {}
+    other: list[str] = []
+    known = {n for names in _CFG_KEYS.values() for n in names}
     for elem in root.iter():
         for key, names in _CFG_KEYS.items():
             if elem.tag in names:
@@ -123,6 +130,10 @@ def _read_cfg(path: Path) -> dict[str, str]:
                 if value is None:
                     raise ScenarioError(f"{path}: <{elem.tag}> has no value attribute")
                 found[key] = value
+        if elem.tag not in known and elem.get("value") is not None:
+            other.append(f"{elem.tag}={elem.get('value')}")
+    if other:
+        found["other"] = " ".join(other)
     return found
 
 
@@ -167,6 +178,7 @@ def load_scenario(
         else:
             add_paths = _existing(_split_files(cfg.get("additional", "")), path.parent, "additional file", path)
         cfg_begin = parse_time(cfg["begin"]) if "begin" in cfg else 0.0
+        unapplied = tuple(cfg["other"].split()) if "other" in cfg else ()
     elif path.name.endswith((".net.xml", ".net.xml.gz")):
         if not routes:
             raise ScenarioError(
@@ -177,6 +189,7 @@ def load_scenario(
         route_paths = _existing(routes, cwd, "route file", None)
         add_paths = _existing(additional or (), cwd, "additional file", None)
         cfg_begin = 0.0
+        unapplied = ()
     else:
         raise ScenarioError(f"{path}: expected a .sumocfg or a .net.xml file")
 
@@ -186,4 +199,5 @@ def load_scenario(
     e = float(end) if end is not None else b + DEFAULT_HORIZON_S
     if not e > b:
         raise ScenarioError(f"{path}: end ({e}) must be after begin ({b})")
-    return Scenario(name=name, net=net, routes=route_paths, additional=add_paths, begin=b, end=e)
+    return Scenario(name=name, net=net, routes=route_paths, additional=add_paths, begin=b, end=e,
+                    unapplied=unapplied)

@@ -43,6 +43,7 @@ def test_sumocfg_lists_are_split_and_resolved_relative_to_the_cfg(files: Path, m
     assert sc.routes == tuple((files / n).resolve() for n in ("a.rou.xml", "b.rou.xml", "c.rou.xml"))
     assert sc.additional == ((files / "det.add.xml").resolve(), (files / "sub/prog.add.xml").resolve())
     assert sc.begin == 25200.0
+    assert sc.unapplied == ()  # (files, begin and end are all the evaluation reads)
     # the cfg's own end (28800) is ignored: the protocol runs up to 3 h after begin
     assert sc.end == 25200.0 + DEFAULT_HORIZON_S
     assert sc.horizon_s == DEFAULT_HORIZON_S
@@ -59,6 +60,17 @@ def test_arguments_override_the_cfg(files: Path) -> None:
     assert (sc.begin, sc.end) == (50.0, 400.0)
     assert sc.additional == ()
     assert load_scenario(cfg, begin=10).end == 10 + DEFAULT_HORIZON_S
+
+
+def test_options_the_evaluation_does_not_apply_are_listed(files: Path) -> None:
+    """A step length, a seed or a teleport time of the cfg would be silently lost otherwise."""
+    cfg = _cfg(
+        files / "city.sumocfg",
+        '<input><net-file value="city.net.xml"/><route-files value="a.rou.xml"/></input>'
+        '<time><begin value="0"/><step-length value="0.5"/></time>'
+        '<processing><time-to-teleport value="-1"/></processing><random_number><seed value="7"/></random_number>',
+    )
+    assert load_scenario(cfg).unapplied == ("step-length=0.5", "time-to-teleport=-1", "seed=7")
 
 
 def test_cfg_without_sections_and_short_names(files: Path) -> None:
