@@ -34,9 +34,10 @@ Per edge (``_estimate_edges``), every tick:
    tick: an information filter whose state carries over time, so a tick's noisy counts are
    smoothed over the following ticks. Everything is linear, so the mean of the per-tick
    estimates over a minute is the estimate of the minute's flow.
-4. Queues of unobserved edges: signalised approaches are point queues (arrivals at the
-   estimated flow, discharge at saturation flow on lanes whose signal shows green, what the
-   safety stage showed last tick). An edge holds ``floor(L n / JAM_SPACING_M)`` standing
+4. Queues of unobserved edges: signalised approaches are point queues, one per lane (the
+   estimated flow shared evenly among the lanes, each discharging at saturation flow while its
+   own signal shows green, what the safety stage showed last tick: a green turn lane does not
+   empty a red through lane). An edge holds ``floor(L n / JAM_SPACING_M)`` standing
    vehicles; what a measured or point queue has beyond that (up to ``SPILL_STORAGES`` times
    it, for a point queue) spills back onto the unsignalised edges feeding it, shared as their
    turn flows into it. Other unobserved edges have none.
@@ -182,7 +183,7 @@ def _estimate_edges(
     R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
-    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, spill, queue_s, tt, speed, density, delay, los,
+    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, lane_pq, spill, queue_s, tt, speed, density, delay, los,
     acc_flow, acc_queue, acc_time, m_flow, m_queue, m_tt, m_speed, m_density, m_delay, m_los,
 ):
     n_edges = x.size
@@ -349,17 +350,20 @@ def _estimate_edges(
         flow_now[e] = x[e]
         flow_s[e] += a * (x[e] - flow_s[e])
         if queue_now[e] < 0 and e_signal[e]:
-            green = 0.0
+            # a point queue per lane: the edge's arrivals shared evenly, each lane discharging
+            # while its own signal shows green (a green right-turn lane does not empty a red through lane)
+            nl = max(edge_lane_ptr[e + 1] - edge_lane_ptr[e], 1)
+            arrive = max(flow_s[e], 0.0) / nl
+            Q = 0.0
             for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
                 ln = edge_lane_idx[k]
                 g = lane_link_ptr[ln + 1] == lane_link_ptr[ln]  # no signal on this lane
                 for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
                     if link_green[lane_link_idx[j]]:
                         g = True
-                if g:
-                    green += 1.0
-            Q = point_queue[e] + (max(flow_s[e], 0.0) - SATURATION_VPH_PER_LANE * green) * dt / 3600.0
-            Q = min(max(Q, 0.0), e_spill_cap[e])
+                qn = lane_pq[ln] + (arrive - (SATURATION_VPH_PER_LANE if g else 0.0)) * dt / 3600.0
+                lane_pq[ln] = min(max(qn, 0.0), e_spill_cap[e] / nl)
+                Q += lane_pq[ln]
             queue_now[e] = min(Q, e_storage[e])
             spill[e] = Q - queue_now[e]
     for i in range(n_edges):
@@ -542,6 +546,7 @@ class Estimator:
         self._prior = np.zeros(1)
         self._queue_now = np.zeros(ne)
         self._point_queue = np.zeros(ne)
+        self._lane_pq = np.zeros(net.n_lanes)  # point queues of unobserved signalised lanes
         self._spill = np.zeros(ne)
         self._prior_set = False
         self._ra = np.zeros(ne)
@@ -584,7 +589,7 @@ class Estimator:
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
-            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, self._spill, s.edge_queue_veh,
+            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, self._lane_pq, self._spill, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
             self._acc_flow, self._acc_queue, self._acc_time, s.minute_flow_vph, s.minute_queue_veh,
             s.minute_travel_time_s, s.minute_speed_mps, s.minute_density_vpkm, s.minute_delay_s, s.minute_los,

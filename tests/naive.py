@@ -474,10 +474,14 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         st["flow_s"][e] += a * (x[e] - st["flow_s"][e])
         q = max(st["flow_s"][e], 0)
         if queue_now[e] is None and any(links.get(ln) for ln in lanes_of[e]):
-            n_green = sum(1 for ln in lanes_of[e] if not links.get(ln) or any(green[k] for k in links[ln]))
-            Q = st["pq"][e] + (q - est.SATURATION_VPH_PER_LANE * n_green) * dt / 3600
             cap = max(est.SPILL_STORAGES * storage[e], storage[e] + sum(storage[i] for i in set(into[e])))
-            Q = min(max(Q, 0), cap)
+            n = len(lanes_of[e])
+            Q = 0.0
+            for ln in lanes_of[e]:  # a point queue per lane: arrivals shared evenly, discharge on its own green
+                g = not links.get(ln) or any(green[k] for k in links[ln])
+                lq = st["lpq"].get(ln, 0.0) + (q / n - (est.SATURATION_VPH_PER_LANE if g else 0.0)) * dt / 3600
+                st["lpq"][ln] = min(max(lq, 0.0), cap / n)
+                Q += st["lpq"][ln]
             queue_now[e] = min(Q, storage[e])
             spill[e] = Q - queue_now[e]
     spilled = {}
