@@ -62,7 +62,7 @@ class SafetyConfig:
 def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, phase_link_idx,
              link_conflict_ptr, link_conflict_idx, link_yield_ptr, link_yield_idx, link_yielder_ptr,
              link_yielder_idx, min_green_ns, yellow_ns, red_ns, clear_ns, exit_ns, link_state, link_since_ns,
-             link_long_clear, want, active_phase, active_since_ns):
+             link_long_clear, want, active_phase, active_since_ns, box):
     changes = 0
     for t in range(tls_link_ptr.size - 1):
         lo = tls_link_ptr[t]
@@ -84,8 +84,8 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
                 # gives way to starts)
                 giving_way = _giving_way(now_ns, link, link_yield_ptr, link_yield_idx, link_state,
                                          link_since_ns, red_ns)
-                if _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns,
-                                    exit_ns, want):
+                if not box[link] == 0.0 and _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx,
+                                                             link_state, link_since_ns, exit_ns, want):
                     continue  # the streams it gives way to end first: it ends once their last vehicle is out
                 if giving_way and not _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx,
                                                         link_state, link_since_ns, min_green_ns):
@@ -117,14 +117,14 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
             clear = True
             for k in range(link_conflict_ptr[link], link_conflict_ptr[link + 1]):
                 c = link_conflict_idx[k]
-                if not _red_cleared(now_ns, c, link_state, link_since_ns, link_long_clear, clear_ns, red_ns):
+                if not _red_cleared(now_ns, c, link_state, link_since_ns, link_long_clear, clear_ns, red_ns, box):
                     clear = False
                     break
             for k in range(link_yielder_ptr[link], link_yielder_ptr[link + 1]):
                 a = link_yielder_idx[k]  # a gives way to this link: it must not be mid-protected-green
                 if link_state[a] == GREEN and link_since_ns[a] == now_ns:
                     continue  # starting together with this link: permissive from the first second
-                if not _red_cleared(now_ns, a, link_state, link_since_ns, link_long_clear, clear_ns, red_ns):
+                if not _red_cleared(now_ns, a, link_state, link_since_ns, link_long_clear, clear_ns, red_ns, box):
                     clear = False
                     break
             if clear:
@@ -187,10 +187,17 @@ def _flash(now_ns, flash, tls_link_ptr, link_state, link_since_ns, link_long_cle
 
 
 @njit(cache=True)
-def _red_cleared(now_ns, link, link_state, link_since_ns, link_long_clear, clear_ns, red_ns):
-    """Whether ``link`` has been red for its clearance: the long one if it ended giving way."""
-    need = clear_ns[link] if link_long_clear[link] else red_ns
-    return link_state[link] == RED and now_ns - link_since_ns[link] >= need
+def _red_cleared(now_ns, link, link_state, link_since_ns, link_long_clear, clear_ns, red_ns, box):
+    """Whether ``link`` has been red for its clearance: the long one if it ended giving way,
+    unless a box camera that watches the link's path through the junction sees it empty
+    (``box[link] == 0``): nothing of it is left in the junction, the red clearance is enough.
+    A box never asks for more than these fixed rules (a vehicle standing inside behind a full
+    exit would otherwise hold every conflicting stream, and jam the network)."""
+    if link_state[link] != RED:
+        return False
+    age = now_ns - link_since_ns[link]
+    need = clear_ns[link] if link_long_clear[link] and not box[link] == 0.0 else red_ns
+    return age >= need
 
 
 @njit(cache=True)
@@ -272,6 +279,7 @@ class Safety:
         self.active_phase = np.full(n_tls, -1, dtype=np.int32)
         self.active_since_ns = np.full(n_tls, start_ns, dtype=np.int64)
         self._want = np.zeros(n_links, dtype=np.bool_)
+        self._no_box = np.full(n_links, np.nan)
         self._long_clear = np.zeros(n_links, dtype=np.bool_)  # ended while giving way
         self._yielder_ptr, self._yielder_idx = yielders(net)
         # what a conflicting link waits after this one turns red: the configured red clearance,
@@ -292,8 +300,10 @@ class Safety:
         self.flash[t] = on
         self._flash_busy = True
 
-    def enforce(self, target_phase: np.ndarray, now_ns: int) -> int:
-        """Move every signal towards ``target_phase`` (int32[n_tls], -1 = none); returns changes."""
+    def enforce(self, target_phase: np.ndarray, now_ns: int, box: np.ndarray | None = None) -> int:
+        """Move every signal towards ``target_phase`` (int32[n_tls], -1 = none); returns changes.
+        ``box`` (float64[n_links]): vehicles a box camera sees on each link's path through its
+        junction, NaN where none watches it (then the fixed clearances apply)."""
         c, net = self.config, self.net
         self._now_ns = now_ns
         if self._flash_busy:  # a flashing signal (or one going to flash) wants no phase
@@ -305,7 +315,7 @@ class Safety:
             np.int64(round(c.min_green_s * 1e9)), np.int64(round(c.yellow_s * 1e9)),
             np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self._exit_ns, self.link_state, self.link_since_ns,
             self._long_clear, self._want,
-            self.active_phase, self.active_since_ns,
+            self.active_phase, self.active_since_ns, self._no_box if box is None else box,
         )
         if self._flash_busy:
             self._flash_busy = _flash(np.int64(now_ns), self.flash, net.tls_link_ptr, self.link_state,

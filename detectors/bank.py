@@ -59,6 +59,9 @@ def _clip64(x: int) -> int:
     return max(-(1 << 63), min(x, (1 << 63) - 1))
 
 
+BOX_BLIND_VEH = 5.0  # vehicles into the junction unseen by its box cameras: they are not trusted
+
+
 @dataclass
 class LaneObservations:
     """What the detectors said about each lane during one tick (float64[n_lanes] each).
@@ -82,6 +85,9 @@ class LaneObservations:
     turn_lane: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     turn_edge: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     turn_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # box cameras: vehicles on each signal link's path through its junction (float64[n_links],
+    # NaN where none watches it or it did not report this tick)
+    link_box_veh: np.ndarray | None = None
 
 
 class DetectorBank:
@@ -95,7 +101,17 @@ class DetectorBank:
         loop_lane, loop_role = [], []
         cam_ptr, cam_lanes, cam_range = [0], [], []
         turn_ptr, turn_lane, turn_edge = [0], [], []
+        self.box_index: dict[str, int] = {}
+        box_link: list[int] = []
         for spec in specs:
+            if spec.kind == "box":  # a camera over a link's path through the junction (internal lanes)
+                if not 0 <= spec.link < net.n_links:
+                    raise ValueError(f"detector {spec.id}: no signal link {spec.link}")
+                if spec.id in self.box_index:
+                    raise ValueError(f"detector id used twice: {spec.id}")
+                self.box_index[spec.id] = len(box_link)
+                box_link.append(spec.link)
+                continue
             missing = [x for x in (*spec.lanes, *(u for up in spec.upstream for u in up)) if x not in net.lane_index]
             if missing:
                 raise ValueError(f"detector {spec.id}: lanes not in the network: {missing}")
@@ -118,6 +134,17 @@ class DetectorBank:
                 turn_ptr.append(len(turn_lane))
             else:
                 raise ValueError(f"detector {spec.id}: unknown kind {spec.kind!r}")
+        self.box_link = np.array(box_link, dtype=np.int64)
+        self._box_veh = np.full(len(box_link), np.nan)
+        # box health: (link, entry lane) pairs of the watched links; per lane, vehicles its
+        # stop-bar loop counted since a box of one of its links last saw anybody
+        watched = np.zeros(net.n_links, dtype=np.bool_)
+        watched[self.box_link] = True
+        pl = {(int(net.move_link[m]), int(net.move_in_lane[m])) for m in range(net.n_movements)
+              if net.move_link[m] >= 0 and watched[net.move_link[m]]}
+        self._pl_lane = np.array([y for _, y in sorted(pl)], dtype=np.int64)
+        self._pl_link = np.array([x for x, _ in sorted(pl)], dtype=np.int64)
+        self._box_blind = np.zeros(net.n_lanes)
         self.loop_lane = np.array(loop_lane, dtype=np.int32)
         self.loop_role = np.array(loop_role, dtype=np.int8)
         self.camera_lane_ptr = np.array(cam_ptr, dtype=np.int64)
@@ -358,7 +385,17 @@ class DetectorBank:
                 return self.reject("late", f"{r!r} older than {lim.max_age_s} s")
         c = self.camera_index.get(r.camera)
         if c is None:
-            return self.reject("unknown_detector", r.camera)
+            b = self.box_index.get(r.camera)
+            if b is None:
+                return self.reject("unknown_detector", r.camera)
+            if len(r.counts) != 1 or len(r.queue_veh) != 1:
+                return self.reject("lanes_mismatch", f"{r.camera}: a box camera reports one zone")
+            n = float(_clip64(r.counts[0]))
+            if n < 0 or not math.isfinite(r.queue_veh[0]) or r.queue_veh[0] < 0:
+                return self.reject("negative", f"{r!r}")
+            self._box_veh[b] = n
+            self._py_accepted += 1
+            return None
         if r.seq >= 0 and r.seq <= self._cam_last_seq[c]:
             return self.reject("replay", f"{r.camera} seq {r.seq} after {self._cam_last_seq[c]}")
         ts = _clip64(r.ts_event_ns)
@@ -465,9 +502,34 @@ class DetectorBank:
                 turn_lane=self.turn_lane,
                 turn_edge=self.turn_edge,
                 turn_count=self._turn_count.copy(),
+                link_box_veh=self._link_box(stop_count),
             )
         L.reset_tick()
         self._cam_vehicles.fill(np.nan)
         self._cam_queue.fill(np.nan)
         self._turn_count.fill(np.nan)
+        self._box_veh.fill(np.nan)
         return obs
+
+    def _link_box(self, stop_count: np.ndarray) -> np.ndarray:
+        """float64[n_links]: vehicles the box cameras saw on each link's paths this tick (NaN:
+        no box camera, one of the link's did not report, or they are blind: the stop-bar loop
+        of an entry lane counted ``BOX_BLIND_VEH`` vehicles into the junction since any box of
+        that lane's links last saw one; a box stuck at "empty" must not shorten a clearance)."""
+        out = np.full(self.net.n_links, np.nan)
+        if self.box_link.size:
+            seen = np.zeros(self.net.n_links)
+            missing = np.zeros(self.net.n_links, dtype=np.bool_)
+            np.add.at(seen, self.box_link, np.nan_to_num(self._box_veh))
+            missing[self.box_link[np.isnan(self._box_veh)]] = True
+            has = np.zeros(self.net.n_links, dtype=np.bool_)
+            has[self.box_link] = True
+            ok = has & ~missing
+            out[ok] = seen[ok]
+            someone = np.zeros(self.net.n_lanes, dtype=np.bool_)
+            someone[self._pl_lane[out[self._pl_link] > 0]] = True
+            self._box_blind = np.where(someone, 0.0, self._box_blind + stop_count)
+            blind = np.zeros(self.net.n_links, dtype=np.bool_)
+            blind[self._pl_link[self._box_blind[self._pl_lane] >= BOX_BLIND_VEH]] = True
+            out[blind] = np.nan
+        return out

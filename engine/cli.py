@@ -95,7 +95,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             inject_faults=args.inject_fault or (),
             detector_coverage=args.detector_coverage, seed=args.seed,
             fail_detectors=args.fail_detectors, guidance_share=args.guidance_share,
-            kill_engine=args.kill_engine, workdir=args.outputs,
+            kill_engine=args.kill_engine, workdir=args.outputs, box_cameras=args.box_cameras,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -495,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "takes over. The JSON gains a kill_engine block (fallback_s, handbacks, commands "
                         "applied after the restart); safety_violations covers the whole run "
                         "(engine controllers only)")
+    e.add_argument("--box-cameras", action="store_true",
+                   help="also watch each signal link's path through its junction with a box camera (a "
+                        "lane-area zone on its internal lanes): where it sees the path empty, the safety "
+                        "stage skips the waits that protect turners left inside the junction "
+                        "(experimental; not with --detector-coverage)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

@@ -24,6 +24,9 @@ CAMERA_RANGE_M = 100.0
 class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One detector of the inventory.
 
+    ``kind`` "box" is a camera over one signal link's path through its junction (``lanes``: the
+    internal lanes, ``pos_m``: the length of the last; ``link``: the link's global index); its
+    readings give the vehicles on that path, and of them the halting ones.
     ``kind`` is ``"loop"`` (one lane, at ``pos_m`` from the lane start; ``role`` is ``"stop"``
     at the stop bar or ``"upstream"``) or ``"camera"`` (several lanes, each watched over the
     last ``range_m`` before the stop line; readings list lanes in this order). Where a lane is
@@ -41,6 +44,7 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     range_m: float = 0.0
     upstream: tuple[tuple[str, ...], ...] = ()
     turns: tuple[tuple[int, str], ...] = ()  # camera movement counts: (lane k, edge it turns into)
+    link: int = -1  # a box camera: the signal link (global index) whose path through the junction it watches
 
     def zone_m(self, k: int, lane_length_m) -> float:
         """Length of road camera lane ``k`` watches (``lane_length_m``: lane id -> metres)."""
@@ -70,6 +74,18 @@ def coverage_layout(net: CompiledNetwork, fraction: float, seed: int = 0,
     chosen = sorted(np.random.default_rng(seed).permutation(net.n_edges)[:n].tolist())
     lanes = [int(x) for e in chosen for x in net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]]
     return _instrument(net, sorted(lanes), camera_range_m)
+
+
+def box_layout(net: CompiledNetwork) -> list[DetectorSpec]:
+    """A box camera over every path through its junction of every signal link (one zone per path)."""
+    paths = net.graph.graph.get("link_internal_lanes", {})
+    specs = []
+    for t, tls in enumerate(net.tls_ids):
+        for i in range(int(net.tls_link_ptr[t + 1] - net.tls_link_ptr[t])):
+            for k, lanes in enumerate(paths.get((tls, i), ())):
+                specs.append(DetectorSpec(id=f"B:{tls}:{i}:{k}", kind="box", lanes=tuple(x for x, _ in lanes),
+                                          pos_m=float(lanes[-1][1]), link=int(net.tls_link_ptr[t]) + i))
+    return specs
 
 
 def instrumented_edges(net: CompiledNetwork, specs: list[DetectorSpec]) -> np.ndarray:
@@ -155,4 +171,4 @@ def load_layout(path: str | Path) -> list[DetectorSpec]:
         raise ValueError(f"bad detector inventory {path}: {exc}") from exc
 
 
-__all__ = ["DetectorSpec", "coverage_layout", "default_layout", "instrumented_edges", "load_layout", "save_layout"]
+__all__ = ["DetectorSpec", "box_layout", "coverage_layout", "default_layout", "instrumented_edges", "load_layout", "save_layout"]

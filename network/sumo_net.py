@@ -101,6 +101,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
     link_clear: dict[tuple[str, int], float] = {}
     link_paths: dict[tuple[str, int], list] = {}  # internal lane shapes of each link's paths
     link_sweeps: dict[tuple[str, int], list] = {}  # the chords a long vehicle's body sweeps on them
+    link_internal: dict[tuple[str, int], list] = {}  # per path: [(internal lane id, length)]
     for edge in net.getEdges(withInternal=False):
         for lane in edge.getLanes():
             for conn in lane.getOutgoing():
@@ -113,6 +114,9 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
                     link_clear[(tls, link)] = max(link_clear.get((tls, link), 0.0), _sneaker_clearance_s(net, conn))
                     path = _internal_path(net, conn)
                     link_paths.setdefault((tls, link), []).append(path)
+                    inner = [(x.getID(), x.getLength()) for x in _internal_lanes(net, conn)]
+                    if inner:
+                        link_internal.setdefault((tls, link), []).append(inner)
                     if _carries_long_vehicles(lane):
                         # SUMO lets a vehicle change lanes as soon as its front is out of the
                         # junction: its body then runs from its rear in the junction to the front
@@ -151,7 +155,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
         for j in signals[tls_id]["junctions"]:
             g.nodes[j]["tls"] = tls_id
 
-    g.graph.update(edges=edges, lanes=lanes, movements=movements, signals=signals)
+    g.graph.update(edges=edges, lanes=lanes, movements=movements, signals=signals, link_internal_lanes=link_internal)
     return g
 
 

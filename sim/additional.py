@@ -36,9 +36,15 @@ def loop_ids(specs: Iterable[DetectorSpec]) -> list[str]:
     return [s.id for s in specs if s.kind == "loop"]
 
 
+def zones_of(spec: DetectorSpec) -> int:
+    """Lane-area zones of a camera: one per lane; a box camera has one over its whole path."""
+    return 1 if spec.kind == "box" else len(spec.lanes)
+
+
 def camera_zone_ids(specs: Iterable[DetectorSpec]) -> list[str]:
-    """SUMO ids of the lane-area zones of the cameras of ``specs``: ``f"{id}#{k}"`` per lane."""
-    return [f"{s.id}#{k}" for s in specs if s.kind == "camera" for k in range(len(s.lanes))]
+    """SUMO ids of the lane-area zones of the cameras (and box cameras) of ``specs``:
+    ``f"{id}#{k}"`` per zone."""
+    return [f"{s.id}#{k}" for s in specs if s.kind in ("camera", "box") for k in range(zones_of(s))]
 
 
 def write_additional(
@@ -101,8 +107,11 @@ def write_additional(
                 ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#{k}", lanes=" ".join(reversed(chain)),
                               pos=_num(max(0.0, first_len - left)), endPos=_num(length),
                               period=_num(period_s), file=NULL_FILE)
+        elif spec.kind == "box":
+            ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#0", lanes=" ".join(spec.lanes), pos="0",
+                          endPos=_num(spec.pos_m), friendlyPos="true", period=_num(period_s), file=NULL_FILE)
         else:
-            raise ValueError(f"detector {spec.id!r}: unknown kind {spec.kind!r} (expected loop or camera)")
+            raise ValueError(f"detector {spec.id!r}: unknown kind {spec.kind!r} (expected loop, camera or box)")
     if tls_states_file is not None:
         dest = str(Path(tls_states_file).resolve())
         if tls_ids:

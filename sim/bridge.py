@@ -39,6 +39,7 @@ from engine import protocol as P
 from engine.adapter import JunctionSpec, SignalAdapter
 from network.compiled import CompiledNetwork
 from network.layout import DetectorSpec
+from sim.additional import zones_of
 
 log = logging.getLogger("traffic_engine.bridge")
 
@@ -73,9 +74,11 @@ class Bridge:
         self.ctx = context or zmq.Context.instance()
         self.timeout_ms = int(command_timeout_s * 1000)
         self.loop_ids = [s.id for s in specs if s.kind == "loop"]
-        self.cameras = [s for s in specs if s.kind == "camera"]
-        self.zone_ids = [f"{c.id}#{k}" for c in self.cameras for k in range(len(c.lanes))]
-        self.zone_ptr = np.cumsum([0] + [len(c.lanes) for c in self.cameras])
+        # approach cameras first, then box cameras (the fault injectors index approach cameras only)
+        self.cameras = [s for s in specs if s.kind == "camera"] + [s for s in specs if s.kind == "box"]
+        self.n_approach_cameras = sum(s.kind == "camera" for s in specs)
+        self.zone_ids = [f"{c.id}#{k}" for c in self.cameras for k in range(zones_of(c))]
+        self.zone_ptr = np.cumsum([0] + [zones_of(c) for c in self.cameras])
         # camera movement counts: (zone, edge turned into) -> (camera, slot in its `turns`)
         self.turn_slot: dict[tuple[int, str], tuple[int, int]] = {
             (int(self.zone_ptr[c]) + k, edge): (c, j)
@@ -172,11 +175,12 @@ class Bridge:
                         turns[slot[0]][slot[1]] += 1
                 send = self.faults.cameras(t_s, veh, halt) if self.faults else None
                 for c, cam in enumerate(self.cameras):
-                    if send is not None and not send[c]:
+                    approach = c < self.n_approach_cameras
+                    if send is not None and approach and not send[c]:
                         continue
                     lo, hi = self.zone_ptr[c], self.zone_ptr[c + 1]
                     seen = (veh[lo:hi], halt[lo:hi])
-                    if self.failures is not None:
+                    if self.failures is not None and approach:
                         seen = self.failures.camera(c, *seen)
                         if seen is None:
                             continue

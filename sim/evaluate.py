@@ -25,7 +25,7 @@ from controllers import CONTROLLERS
 from engine.client import OperatorClient, OperatorError
 from engine.config import Endpoints, dump_config, load_config
 from network.compiled import compile_network, signal_junctions
-from network.layout import coverage_layout, default_layout, instrumented_edges, save_layout
+from network.layout import box_layout, coverage_layout, default_layout, instrumented_edges, save_layout
 from network.sumo_net import NetworkError
 from sim.additional import write_additional
 from sim.baselines import SUMO_CONTROLLERS, normalize_net
@@ -54,7 +54,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
              config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
              inject_faults: Sequence[str | DetectorFault] = (), detector_coverage: float | None = None,
              fail_detectors: float | None = None, seed: int = 0, guidance_share: float | None = None,
-             kill_engine: str | None = None) -> dict:
+             kill_engine: str | None = None, box_cameras: bool = False) -> dict:
     """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
 
     ``kill_engine``: ``S`` or ``S:R``: kill -9 the engine at simulated second ``S`` (the signals'
@@ -66,7 +66,9 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
     injects into what the devices send; engine controllers only. ``detector_coverage``: instrument
     only that random fraction of the edges (drawn with ``seed``; :func:`network.layout.coverage_layout`)
     instead of every signalised approach. ``fail_detectors``: a random fraction (drawn with ``seed``)
-    of the detectors fails, silent or stuck (``sim.faults``); engine controllers only.
+    of the detectors fails, silent or stuck (``sim.faults``); engine controllers only (box cameras
+    are not among them). ``box_cameras``: a box camera over each signal link's path through its
+    junction (``network.layout.box_layout``; not with ``detector_coverage``).
     ``guidance_share``: that random fraction of the vehicles (drawn with ``seed``) follows the
     engine's speed advice (``sim.guidance``); the result gains stops per guided and unguided
     vehicle and the error of the published SPaT likely times. Engine controllers only.
@@ -113,7 +115,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
             result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
                                 faults=faults, detector_coverage=detector_coverage,
                                 fail_detectors=fail_detectors, seed=seed, guidance_share=guidance_share,
-                               kill=kill)
+                               kill=kill, box_cameras=box_cameras)
     if sc.unapplied:
         result["sumocfg_options_not_applied"] = list(sc.unapplied)
     if json_path:
@@ -207,7 +209,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                config: str | Path | None, progress: bool, faults: Sequence[DetectorFault] = (),
                detector_coverage: float | None = None, fail_detectors: float | None = None,
                seed: int = 0, guidance_share: float | None = None,
-               kill: tuple[float, float | None] | None = None) -> dict:
+               kill: tuple[float, float | None] | None = None, box_cameras: bool = False) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict, with the
     ``estimation`` block comparing the engine's published conditions with SUMO's edge data."""
     wall0 = time.perf_counter()
@@ -223,6 +225,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     if net.n_tls == 0:
         raise EvaluationError(f"{sc.net} has no traffic lights: nothing to control")
     specs = default_layout(net) if detector_coverage is None else coverage_layout(net, detector_coverage, seed)
+    if box_cameras and detector_coverage is None:  # a box camera over every signal link's path
+        specs = specs + box_layout(net)
     try:
         injector = FaultInjector(list(faults), specs, dict(zip(net.lane_ids, net.lane_length_m.tolist())))
     except FaultError as exc:
@@ -346,6 +350,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                              "state": a["detail"], "active": a["active"]} for a in fault_alarms],
         "detector_alarm_changes": health.get("alarm_changes"),  # as the engine counted them
         "detector_coverage": detector_coverage,
+        "box_cameras": sum(s.kind == "box" for s in specs),
         "detector_seed": seed if detector_coverage is not None else None,
         "estimation": estimation,
         **({"failed_detectors": failures.summary()} if failures is not None else {}),

@@ -73,6 +73,47 @@ def test_camera_readings_fill_their_lanes(net, bank):
     assert np.isnan(np.delete(obs.camera_vehicles, lanes)).all()
 
 
+def test_box_cameras_report_per_link_and_go_untrusted_when_blind(net):
+    """A box camera's reading lands on its link (a link with two paths sums them, and is unknown
+    when one is missing); a malformed one is rejected; a box that stays empty while the stop-bar
+    loop of its entry lane counts BOX_BLIND_VEH vehicles into the junction is not trusted."""
+    from detectors.bank import BOX_BLIND_VEH
+    from network.layout import box_layout
+
+    boxes = box_layout(net)
+    bank = DetectorBank(net, default_layout(net) + boxes)
+    by_link: dict[int, list[str]] = {}
+    for b in boxes:
+        by_link.setdefault(b.link, []).append(b.id)
+    one = next(link for link, ids in by_link.items() if len(ids) == 1)
+    for link, ids in by_link.items():
+        for i in ids:
+            bank.absorb(CameraReading(i, NOW, 1.0, [2 if link == one else 0], [0.0]), NOW)
+    obs = bank.close_tick(1.0)
+    assert obs.link_box_veh[one] == 2
+    assert (obs.link_box_veh[list(by_link)] >= 0).all()
+    unwatched = np.setdiff1d(np.arange(net.n_links), list(by_link))
+    assert np.isnan(obs.link_box_veh[unwatched]).all()
+    assert np.isnan(bank.close_tick(1.0).link_box_veh).all()  # nothing reported this tick: unknown
+    before = bank.rejected_count("lanes_mismatch")
+    bank.absorb(CameraReading(by_link[one][0], NOW, 1.0, [1, 1], [0.0, 0.0]), NOW)
+    assert bank.rejected_count("lanes_mismatch") == before + 1
+    # blind: the entry lane's stop-bar loop counts vehicles, every box of its links stays empty
+    m = next(k for k in range(net.n_movements) if net.move_link[k] == one)
+    lane = net.lane_ids[int(net.move_in_lane[m])]
+    loop = f"L:{lane}:stop"
+    links_of_lane = {int(net.move_link[k]) for k in range(net.n_movements) if net.lane_ids[int(net.move_in_lane[k])] == lane}
+    trusted = []
+    for sec in range(int(BOX_BLIND_VEH) + 1):
+        ts = NOW + (sec + 1) * 10**9
+        bank.absorb(LoopReading(loop, ts, 1.0, 1, 0.2), ts)
+        for link in links_of_lane & set(by_link):
+            for i in by_link[link]:
+                bank.absorb(CameraReading(i, ts, 1.0, [0], [0.0]), ts)
+        trusted.append(not np.isnan(bank.close_tick(1.0).link_box_veh[one]))
+    assert trusted[0] and not trusted[-1]
+
+
 BAD = [
     (LoopReading("nope", NOW, 1.0, 1, 0.1), "unknown_detector"),
     (LoopReading("L", NOW, 1.0, -1, 0.1), "negative"),

@@ -16,14 +16,23 @@ CFG = SafetyConfig(min_green_s=5.0, yellow_s=3.0, red_clearance_s=1.0)
 NS = 10**9
 
 
-def run_stream(table, steps, cfg=CFG):
-    """Drive the safety stage; yield (now_ns, previous states, states, since) after each tick."""
+def run_stream(table, steps, cfg=CFG, boxes=None):
+    """Drive the safety stage; yield (now_ns, previous states, states, since) after each tick.
+    ``boxes`` (a seed): box cameras report on a random half of the links, random vehicle counts
+    (mostly none), each tick; the readings of the tick are ``run_stream.box``."""
     safety = Safety(table, cfg, start_ns=0)
+    rng = np.random.default_rng(boxes) if boxes is not None else None
+    watched = rng.random(table.n_links) < 0.5 if rng is not None else None
     now = 0
     for dt, wanted in steps:
         now += int(dt * NS)
         before = safety.link_state.copy()
-        safety.enforce(np.array(wanted, dtype=np.int32), now)
+        box = None
+        if rng is not None:
+            box = np.where(watched & (rng.random(table.n_links) < 0.95),
+                           np.where(rng.random(table.n_links) < 0.7, 0.0, rng.integers(1, 4, table.n_links)), np.nan)
+        run_stream.box = box
+        safety.enforce(np.array(wanted, dtype=np.int32), now, box)
         yield now, before, safety.link_state.copy(), safety.link_since_ns.copy()
 
 
@@ -34,23 +43,25 @@ def conflict_pairs(table):
                 yield a, int(b)
 
 
+@pytest.mark.parametrize("boxes", [None, 7])
 @given(command_streams())
-def test_no_conflicting_links_green_or_yellow_together(stream):
+def test_no_conflicting_links_green_or_yellow_together(boxes, stream):
     """Whatever a controller asks, two conflicting links are never both showing green or yellow."""
     table, steps = stream
     pairs = list(conflict_pairs(table))
-    for _, _, state, _ in run_stream(table, steps):
+    for _, _, state, _ in run_stream(table, steps, boxes=boxes):
         for a, b in pairs:
             assert not (state[a] != RED and state[b] != RED), (a, b, state)
 
 
+@pytest.mark.parametrize("boxes", [None, 7])
 @given(command_streams())
-def test_every_green_lasts_min_green_and_ends_in_full_yellow(stream):
+def test_every_green_lasts_min_green_and_ends_in_full_yellow(boxes, stream):
     """No green shorter than minimum green, no green -> red without yellow, no short yellow."""
     table, steps = stream
     green_start = {}
     yellow_start = {}
-    for now, before, state, since in run_stream(table, steps):
+    for now, before, state, since in run_stream(table, steps, boxes=boxes):
         for link in range(table.n_links):
             b, s = before[link], state[link]
             if b == GREEN and s == RED:
@@ -64,6 +75,32 @@ def test_every_green_lasts_min_green_and_ends_in_full_yellow(stream):
                 yellow_start[link] = now
             if b == YELLOW and s == RED:
                 assert now - yellow_start[link] >= CFG.yellow_s * NS
+
+
+@given(command_streams())
+def test_with_box_cameras_the_long_clearance_is_waived_only_for_an_empty_path(stream):
+    """The long clearance after a turn that gave way is waived only where a box camera sees that
+    turn's path through the junction empty; otherwise the fixed clearances hold, and never less
+    than the red clearance."""
+    table, steps = stream
+    red_since = {link: -10**18 for link in range(table.n_links)}
+    gave_way = {link: False for link in range(table.n_links)}
+    for now, before, state, _ in run_stream(table, steps, boxes=11):
+        box = run_stream.box
+        for link in range(table.n_links):
+            if before[link] != GREEN and state[link] == GREEN:
+                assert before[link] == RED and now - red_since[link] >= CFG.red_clearance_s * NS
+                for c in naive.conflicts_of(table, link):
+                    assert before[c] == RED and state[c] == RED
+                    long = max(CFG.red_clearance_s, table.link_clearance_s[c]) if gave_way[c] else CFG.red_clearance_s
+                    if box[c] == 0:
+                        long = CFG.red_clearance_s  # the path is empty: nobody waits inside
+                    assert now - red_since[c] >= long * NS, (c, box[c])
+        for link in range(table.n_links):
+            if before[link] == GREEN and state[link] == YELLOW:
+                gave_way[link] = any(before[b] != RED for b in naive.yields_of(table, link))
+            if before[link] != RED and state[link] == RED:
+                red_since[link] = now
 
 
 @given(command_streams())
@@ -93,13 +130,14 @@ def test_green_starts_only_after_red_clearance_of_every_conflict(stream):
                 red_since[link] = now
 
 
+@pytest.mark.parametrize("boxes", [None, 7])
 @given(command_streams())
-def test_a_priority_stream_never_starts_under_a_protected_turn(stream):
+def test_a_priority_stream_never_starts_under_a_protected_turn(boxes, stream):
     """A link starts green only when every link that gives way to it is red past the clearance
     (or starts with it): no vehicle committed on a protected turn meets released oncoming traffic."""
     table, steps = stream
     yielders = {b: [a for a in range(table.n_links) if b in naive.yields_of(table, a)] for b in range(table.n_links)}
-    for now, before, state, since in run_stream(table, steps):
+    for now, before, state, since in run_stream(table, steps, boxes=boxes):
         for b in range(table.n_links):
             if before[b] != GREEN and state[b] == GREEN:
                 for a in yielders[b]:
