@@ -38,9 +38,9 @@ Per edge (``_estimate_edges``), every tick:
    estimated flow shared evenly among the lanes, each discharging at saturation flow while its
    own signal shows green, what the safety stage showed last tick: a green turn lane does not
    empty a red through lane). An edge holds ``floor(L n / JAM_SPACING_M)`` standing
-   vehicles; what a measured or point queue has beyond that (up to ``SPILL_STORAGES`` times
-   it, for a point queue) spills back onto the unsignalised edges feeding it, shared as their
-   turn flows into it. Other unobserved edges have none.
+   vehicles; what a measured or point queue has beyond that (a point queue up to ``spill_caps``:
+   what the edge and its feeders hold, at least ``SPILL_STORAGES`` times the edge) spills back
+   onto the unsignalised edges feeding it, shared as their turn flows into it. Other unobserved edges have none.
 5. Conditions from flow ``q`` and queue ``Q``: travel time ``(L - Q s / n) / v_c + Q / q``
    (cruise over the free part, then by Little's law the mean wait of a vehicle in the queue),
    space-mean speed ``L / tt``, density ``q tt / L``; for signalised approaches the control delay
@@ -75,7 +75,7 @@ CAMERA_WEIGHT = 1.0  # a movement a camera counts
 SPLIT_WEIGHT = 0.1  # the split of an edge's exits by its turning ratios: guessed where not counted
 SWEEPS = 2  # Gauss-Seidel sweeps of the flow solver per tick
 SATURATION_VPH_PER_LANE = 1800.0
-SPILL_STORAGES = 3.0  # a point queue grows to this many times what its edge holds, the rest upstream
+SPILL_STORAGES = 3.0  # a point queue grows to at least this many times what its edge holds (``spill_caps``)
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
 MIN_DELAY_FLOW_VPH = 60.0  # flow below which Little's law no longer gives a usable wait
 MINUTE_NS = 60 * 10**9
@@ -183,7 +183,7 @@ def _estimate_edges(
     R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
-    observed, flow_now, flow_s, flow_pub, queue_now, point_queue, lane_pq, spill, queue_s, tt, speed, density, delay, los,
+    observed, flow_now, flow_s, flow_pub, queue_now, lane_pq, spill, queue_s, tt, speed, density, delay, los,
     acc_flow, acc_queue, acc_time, m_flow, m_queue, m_tt, m_speed, m_density, m_delay, m_los,
 ):
     n_edges = x.size
@@ -382,9 +382,6 @@ def _estimate_edges(
         flow_pub[e] = q
         if queue_now[e] < 0:
             queue_now[e] = -1.0 - queue_now[e]
-            point_queue[e] = queue_now[e]
-        else:
-            point_queue[e] = queue_now[e] + spill[e]
         queue_s[e] += a * (queue_now[e] - queue_s[e])
         tt[e], speed[e], density[e], delay[e], los[e] = _conditions(
             q, queue_s[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
@@ -545,7 +542,6 @@ class Estimator:
         self._s_out = np.zeros(ne)
         self._prior = np.zeros(1)
         self._queue_now = np.zeros(ne)
-        self._point_queue = np.zeros(ne)
         self._lane_pq = np.zeros(net.n_lanes)  # point queues of unobserved signalised lanes
         self._spill = np.zeros(ne)
         self._prior_set = False
@@ -589,7 +585,7 @@ class Estimator:
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
-            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._point_queue, self._lane_pq, self._spill, s.edge_queue_veh,
+            s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._lane_pq, self._spill, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
             self._acc_flow, self._acc_queue, self._acc_time, s.minute_flow_vph, s.minute_queue_veh,
             s.minute_travel_time_s, s.minute_speed_mps, s.minute_density_vpkm, s.minute_delay_s, s.minute_los,

@@ -497,9 +497,6 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         q = max(st["flow_s"][e], 0)
         if e in spilled:
             queue_now[e] = spilled[e]
-            st["pq"][e] = queue_now[e]
-        else:
-            st["pq"][e] = queue_now[e] + spill[e]
         st["queue_s"][e] += a * (queue_now[e] - st["queue_s"][e])
         out["t", e] = (q, st["queue_s"][e], *edge_conditions(net, e, q, st["queue_s"][e], est))
         st["acc_flow"][e] += x[e] * dt

@@ -77,7 +77,7 @@ def test_edge_estimates_match_reference_over_a_run(which, small_net, resco_dir):
     n, ne = net.n_lanes, net.n_edges
     lanes = [np.zeros(n), np.zeros(n), np.zeros(n), net.lane_speed_mps.copy()]
     st = {"x": [0.0] * ne, "flow_s": [0.0] * ne, "queue_s": [0.0] * ne, "prior": 0.0,
-          "acc_flow": [0.0] * ne, "acc_queue": [0.0] * ne, "acc_time": 0.0, "turn_s": {}, "pq": [0.0] * ne, "lpq": {}, "y": {}}
+          "acc_flow": [0.0] * ne, "acc_queue": [0.0] * ne, "acc_time": 0.0, "turn_s": {}, "lpq": {}, "y": {}}
     # a fixed half of the edges has detectors; the rest never reports
     has = np.zeros(n, dtype=bool)
     for k in rng.permutation(ne)[: ne // 2]:
