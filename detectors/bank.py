@@ -86,7 +86,7 @@ class LaneObservations:
     turn_edge: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     turn_count: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # box cameras: vehicles on each signal link's path through its junction (float64[n_links],
-    # NaN where none watches it or it did not report this tick)
+    # NaN where none watches it or it did not report this tick; None: the bank has no box cameras)
     link_box_veh: np.ndarray | None = None
 
 
@@ -136,14 +136,16 @@ class DetectorBank:
                 raise ValueError(f"detector {spec.id}: unknown kind {spec.kind!r}")
         self.box_link = np.array(box_link, dtype=np.int64)
         self._box_veh = np.full(len(box_link), np.nan)
+        self._box_last_seq = np.full(len(box_link), -1, dtype=np.int64)
+        self._box_last_ts = np.full(len(box_link), NO_TIME, dtype=np.int64)
+        self._box_watched = np.zeros(net.n_links, dtype=np.bool_)  # links some box camera watches
+        self._box_watched[self.box_link] = True
         # box health: (link, entry lane) pairs of the watched links; per lane, vehicles its
         # stop-bar loop counted since a box of one of its links last saw anybody
-        watched = np.zeros(net.n_links, dtype=np.bool_)
-        watched[self.box_link] = True
-        pl = {(int(net.move_link[m]), int(net.move_in_lane[m])) for m in range(net.n_movements)
-              if net.move_link[m] >= 0 and watched[net.move_link[m]]}
-        self._pl_lane = np.array([y for _, y in sorted(pl)], dtype=np.int64)
-        self._pl_link = np.array([x for x, _ in sorted(pl)], dtype=np.int64)
+        pl = sorted({(int(net.move_link[m]), int(net.move_in_lane[m])) for m in range(net.n_movements)
+                     if net.move_link[m] >= 0 and self._box_watched[net.move_link[m]]})
+        self._pl_link = np.array([x for x, _ in pl], dtype=np.int64)
+        self._pl_lane = np.array([y for _, y in pl], dtype=np.int64)
         self._box_blind = np.zeros(net.n_lanes)
         self.loop_lane = np.array(loop_lane, dtype=np.int32)
         self.loop_role = np.array(loop_role, dtype=np.int8)
@@ -384,26 +386,22 @@ class DetectorBank:
             if r.ts_event_ns < now_ns - lim.max_age_s * 1e9:
                 return self.reject("late", f"{r!r} older than {lim.max_age_s} s")
         c = self.camera_index.get(r.camera)
-        if c is None:
-            b = self.box_index.get(r.camera)
-            if b is None:
-                return self.reject("unknown_detector", r.camera)
-            if len(r.counts) != 1 or len(r.queue_veh) != 1:
-                return self.reject("lanes_mismatch", f"{r.camera}: a box camera reports one zone")
-            n = float(_clip64(r.counts[0]))
-            if n < 0 or not math.isfinite(r.queue_veh[0]) or r.queue_veh[0] < 0:
-                return self.reject("negative", f"{r!r}")
-            self._box_veh[b] = n
-            self._py_accepted += 1
-            return None
-        if r.seq >= 0 and r.seq <= self._cam_last_seq[c]:
-            return self.reject("replay", f"{r.camera} seq {r.seq} after {self._cam_last_seq[c]}")
+        b = self.box_index.get(r.camera, -1) if c is None else -1
+        if c is None and b < 0:
+            return self.reject("unknown_detector", r.camera)
+        # a box camera: one zone (the link's path through the junction), no movements; its own
+        # sequence and clock, checked like a camera's
+        box = b >= 0
+        last_seq, last_ts, i = (self._box_last_seq, self._box_last_ts, b) if box else (
+            self._cam_last_seq, self._cam_last_ts, c)
+        if r.seq >= 0 and r.seq <= last_seq[i]:
+            return self.reject("replay", f"{r.camera} seq {r.seq} after {last_seq[i]}")
         ts = _clip64(r.ts_event_ns)
-        if ts < self._cam_last_ts[c]:
+        if ts < last_ts[i]:
             return self.reject("out_of_order", f"{r!r}")
-        if r.seq < 0 and ts == self._cam_last_ts[c]:
+        if r.seq < 0 and ts == last_ts[i]:
             return self.reject("duplicate", f"{r!r}")
-        lo, hi = int(self.camera_lane_ptr[c]), int(self.camera_lane_ptr[c + 1])
+        lo, hi = (0, 1) if box else (int(self.camera_lane_ptr[c]), int(self.camera_lane_ptr[c + 1]))
         if len(r.counts) != hi - lo or len(r.queue_veh) != hi - lo:
             return self.reject("lanes_mismatch", f"{r.camera}: expected {hi - lo} lanes")
         counts = np.array([_clip64(x) for x in r.counts], dtype=np.float64)
@@ -412,10 +410,11 @@ class DetectorBank:
             return self.reject("non_finite", f"{r!r}")
         if (counts < 0).any() or (queue < 0).any():
             return self.reject("negative", f"{r!r}")
-        cap = self._cam_capacity[lo:hi]
-        if (counts > cap).any() or (queue > cap).any():
-            return self.reject("count_impossible", f"{r!r}")
-        t0, t1 = int(self.camera_turn_ptr[c]), int(self.camera_turn_ptr[c + 1])
+        if not box:  # (the bank does not know the length of a box's internal lanes)
+            cap = self._cam_capacity[lo:hi]
+            if (counts > cap).any() or (queue > cap).any():
+                return self.reject("count_impossible", f"{r!r}")
+        t0, t1 = (0, 0) if box else (int(self.camera_turn_ptr[c]), int(self.camera_turn_ptr[c + 1]))
         turns = None
         if r.turn_counts:
             if len(r.turn_counts) != t1 - t0:
@@ -438,10 +437,13 @@ class DetectorBank:
             seen = self._turn_count[t0:t1]
             self._turn_count[t0:t1] = np.where(np.isnan(seen), 0.0, seen) + turns
         if r.seq >= 0:
-            self._cam_last_seq[c] = _clip64(r.seq)
-        self._cam_last_ts[c] = ts
-        self._cam_vehicles[lo:hi] = counts
-        self._cam_queue[lo:hi] = queue
+            last_seq[i] = _clip64(r.seq)
+        last_ts[i] = ts
+        if box:
+            self._box_veh[b] = counts[0]
+        else:
+            self._cam_vehicles[lo:hi] = counts
+            self._cam_queue[lo:hi] = queue
         self._py_accepted += 1
 
     # -- per tick -------------------------------------------------------------------------
@@ -511,25 +513,19 @@ class DetectorBank:
         self._box_veh.fill(np.nan)
         return obs
 
-    def _link_box(self, stop_count: np.ndarray) -> np.ndarray:
+    def _link_box(self, stop_count: np.ndarray) -> np.ndarray | None:
         """float64[n_links]: vehicles the box cameras saw on each link's paths this tick (NaN:
         no box camera, one of the link's did not report, or they are blind: the stop-bar loop
         of an entry lane counted ``BOX_BLIND_VEH`` vehicles into the junction since any box of
-        that lane's links last saw one; a box stuck at "empty" must not shorten a clearance)."""
-        out = np.full(self.net.n_links, np.nan)
-        if self.box_link.size:
-            seen = np.zeros(self.net.n_links)
-            missing = np.zeros(self.net.n_links, dtype=np.bool_)
-            np.add.at(seen, self.box_link, np.nan_to_num(self._box_veh))
-            missing[self.box_link[np.isnan(self._box_veh)]] = True
-            has = np.zeros(self.net.n_links, dtype=np.bool_)
-            has[self.box_link] = True
-            ok = has & ~missing
-            out[ok] = seen[ok]
-            someone = np.zeros(self.net.n_lanes, dtype=np.bool_)
-            someone[self._pl_lane[out[self._pl_link] > 0]] = True
-            self._box_blind = np.where(someone, 0.0, self._box_blind + stop_count)
-            blind = np.zeros(self.net.n_links, dtype=np.bool_)
-            blind[self._pl_link[self._box_blind[self._pl_lane] >= BOX_BLIND_VEH]] = True
-            out[blind] = np.nan
+        that lane's links last saw one; a box stuck at "empty" must not shorten a clearance).
+        None without box cameras."""
+        if not self.box_link.size:
+            return None
+        out = np.zeros(self.net.n_links)
+        np.add.at(out, self.box_link, self._box_veh)  # (a link whose box did not report: NaN)
+        out[~self._box_watched] = np.nan
+        someone = np.zeros(self.net.n_lanes, dtype=np.bool_)
+        someone[self._pl_lane[out[self._pl_link] > 0]] = True
+        self._box_blind = np.where(someone, 0.0, self._box_blind + stop_count)
+        out[self._pl_link[self._box_blind[self._pl_lane] >= BOX_BLIND_VEH]] = np.nan
         return out

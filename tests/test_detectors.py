@@ -96,8 +96,14 @@ def test_box_cameras_report_per_link_and_go_untrusted_when_blind(net):
     assert np.isnan(obs.link_box_veh[unwatched]).all()
     assert np.isnan(bank.close_tick(1.0).link_box_veh).all()  # nothing reported this tick: unknown
     before = bank.rejected_count("lanes_mismatch")
-    bank.absorb(CameraReading(by_link[one][0], NOW, 1.0, [1, 1], [0.0, 0.0]), NOW)
+    later = NOW + 10**9 // 2  # (a new time: the same one again would be refused as a duplicate first)
+    bank.absorb(CameraReading(by_link[one][0], later, 1.0, [1, 1], [0.0, 0.0]), later)
     assert bank.rejected_count("lanes_mismatch") == before + 1
+    # a box camera's readings are checked for order like any camera's: the same one again is a duplicate
+    before = bank.rejected_count("duplicate")
+    bank.absorb(CameraReading(by_link[one][0], NOW, 1.0, [0], [0.0]), NOW)
+    assert bank.rejected_count("duplicate") == before + 1
+    assert DetectorBank(net, default_layout(net)).close_tick(1.0).link_box_veh is None
     # blind: the entry lane's stop-bar loop counts vehicles, every box of its links stays empty
     m = next(k for k in range(net.n_movements) if net.move_link[k] == one)
     lane = net.lane_ids[int(net.move_in_lane[m])]
