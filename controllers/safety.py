@@ -193,11 +193,8 @@ def _red_cleared(now_ns, link, link_state, link_since_ns, link_long_clear, clear
     (``box[link] == 0``): nothing of it is left in the junction, the red clearance is enough.
     A box never asks for more than these fixed rules (a vehicle standing inside behind a full
     exit would otherwise hold every conflicting stream, and jam the network)."""
-    if link_state[link] != RED:
-        return False
-    age = now_ns - link_since_ns[link]
     need = clear_ns[link] if link_long_clear[link] and not box[link] == 0.0 else red_ns
-    return age >= need
+    return link_state[link] == RED and now_ns - link_since_ns[link] >= need
 
 
 @njit(cache=True)
