@@ -87,27 +87,23 @@ def _fixed_time(now_ns, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx
         if p1 == p0:
             target[t] = -1
             continue
-        if cycle_s[t] <= 0.0:
-            cycle_s[t] = webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx,
-                                      link_move_ptr, link_move_idx, move_in, move_in_share, sat_flow, intergreen,
-                                      min_green, cycle_min, cycle_max, max_y, green_s)
-            cur[t] = p0
-            cur_since_ns[t] = now_ns
-        else:
+        new_cycle = cycle_s[t] <= 0.0
+        if not new_cycle:
             p = cur[t]
             green_ns = np.int64(green_s[p] * 1e9)
             # a phase's green counts from when all its links show green, however long the change took
             start = max(active_since_ns[t], cur_since_ns[t])
             done = active_phase[t] == p and now_ns >= start + green_ns
             if done or now_ns >= cur_since_ns[t] + green_ns + give_up_ns:
-                p += 1
-                if p == p1:  # a new cycle: a new plan from the flows measured now
-                    cycle_s[t] = webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx,
-                                              link_move_ptr, link_move_idx, move_in, move_in_share, sat_flow,
-                                              intergreen, min_green, cycle_min, cycle_max, max_y, green_s)
-                    p = p0
-                cur[t] = p
+                new_cycle = p + 1 == p1
+                cur[t] = p + 1
                 cur_since_ns[t] = now_ns
+        if new_cycle:  # the first cycle, or the next one: a plan from the flows measured now
+            cycle_s[t] = webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx,
+                                      link_move_ptr, link_move_idx, move_in, move_in_share, sat_flow, intergreen,
+                                      min_green, cycle_min, cycle_max, max_y, green_s)
+            cur[t] = p0
+            cur_since_ns[t] = now_ns
         target[t] = cur[t]
 
 
