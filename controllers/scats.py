@@ -194,19 +194,16 @@ def _scats(now_ns, stop_count, vehicles, queue, flow, lane_ok, tls_phase_ptr, ph
         if p0 <= cur < p1 and window != cur and now_ns < asked_ns[t] + give_up_ns and not (
                 active_phase[t] == cur and now_ns >= max(active_since_ns[t], asked_ns[t]) + min_green_ns):
             continue  # the phase asked for has not had its green yet (its change took longer than planned)
-        if window == coord_phase[t] or cur < p0 or cur >= p1:
-            if window != cur:
-                asked_ns[t] = now_ns
-            target[t] = window
-            continue
-        called = False
-        for k in range(phase_link_ptr[window], phase_link_ptr[window + 1]):
-            link = phase_link_idx[k]
-            for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
-                lane = move_in[link_move_idx[j]]
-                if vehicles[lane] >= 0.5 or not lane_ok[lane]:
-                    called = True
-        if called:
+        # the window's phase goes when it is the coordinated one, or nothing runs yet, or it has a call
+        go = window == coord_phase[t] or cur < p0 or cur >= p1
+        if not go:
+            for k in range(phase_link_ptr[window], phase_link_ptr[window + 1]):
+                link = phase_link_idx[k]
+                for j in range(link_move_ptr[link], link_move_ptr[link + 1]):
+                    lane = move_in[link_move_idx[j]]
+                    if vehicles[lane] >= 0.5 or not lane_ok[lane]:
+                        go = True
+        if go:
             if window != cur:
                 asked_ns[t] = now_ns
             target[t] = window
