@@ -87,18 +87,23 @@ def strongest_phase_with(link, p0, p1, phase_link_ptr, phase_link_idx, pressure)
     return best
 
 
+def _phase_link_sets(net: CompiledNetwork, t: int) -> tuple[int, list[frozenset]]:
+    """The first phase of signal ``t`` and the set of links each of its phases shows green."""
+    p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
+    return p0, [frozenset(net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]].tolist())
+                for p in range(p0, p1)]
+
+
 def run_phases(net: CompiledNetwork) -> np.ndarray:
     """bool[n_phases]: the phases a cycle runs. A phase whose links are all green in another
     phase of its signal as well (a protected-turn stage, say) adds nothing a cycle needs: its
     movements are served in the larger one, and running it costs an intergreen and a minimum green."""
     on = np.ones(net.n_phases, dtype=np.bool_)
     for t in range(net.n_tls):
-        p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
-        sets = [frozenset(net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]].tolist())
-                for p in range(p0, p1)]
+        p0, sets = _phase_link_sets(net, t)
         for i, a in enumerate(sets):
             on[p0 + i] = bool(a) and not any(a < b or (a == b and j < i) for j, b in enumerate(sets) if j != i)
-        if not on[p0:p1].any() and p1 > p0:
+        if sets and not on[p0:p0 + len(sets)].any():
             on[p0] = True
     return on
 
@@ -108,9 +113,7 @@ def contained_phases(net: CompiledNetwork) -> tuple[np.ndarray, np.ndarray]:
     in it as well (a protected-turn stage inside the stage that also runs the turn permissively)."""
     rows: list[list[int]] = [[] for _ in range(net.n_phases)]
     for t in range(net.n_tls):
-        p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
-        sets = [frozenset(net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]].tolist())
-                for p in range(p0, p1)]
+        p0, sets = _phase_link_sets(net, t)
         for i, a in enumerate(sets):
             rows[p0 + i] = [p0 + j for j, b in enumerate(sets) if j != i and b and b < a]
     return csr(rows)
