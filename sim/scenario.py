@@ -113,9 +113,9 @@ def _existing(paths: Iterable[PathLike], base: Path, what: str, source: Path | N
     return tuple(out)
 
 
-def _read_cfg(path: Path) -> dict[str, str]:
-    """Option values of a ``.sumocfg``; sections are ignored as SUMO ignores them. The options
-    other than those of ``_CFG_KEYS`` come as ``"other"``: ``name=value`` joined by spaces."""
+def _read_cfg(path: Path) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Option values of a ``.sumocfg`` (sections are ignored as SUMO ignores them), and the
+    options other than those of ``_CFG_KEYS`` as ``name=value``."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -132,9 +132,7 @@ def _read_cfg(path: Path) -> dict[str, str]:
                 found[key] = value
         if elem.tag not in known and elem.get("value") is not None:
             other.append(f"{elem.tag}={elem.get('value')}")
-    if other:
-        found["other"] = " ".join(other)
-    return found
+    return found, tuple(other)
 
 
 def load_scenario(
@@ -162,7 +160,7 @@ def load_scenario(
         routes = [routes]
 
     if path.name.endswith(".sumocfg"):
-        cfg = _read_cfg(path)
+        cfg, unapplied = _read_cfg(path)
         if "net" not in cfg:
             raise ScenarioError(f"{path}: no input/net-file in the configuration")
         net_files = _split_files(cfg["net"])
@@ -178,7 +176,6 @@ def load_scenario(
         else:
             add_paths = _existing(_split_files(cfg.get("additional", "")), path.parent, "additional file", path)
         cfg_begin = parse_time(cfg["begin"]) if "begin" in cfg else 0.0
-        unapplied = tuple(cfg["other"].split()) if "other" in cfg else ()
     elif path.name.endswith((".net.xml", ".net.xml.gz")):
         if not routes:
             raise ScenarioError(
