@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also watch each signal link's path through its junction with a box camera (a "
                         "lane-area zone on its internal lanes): where it sees the path empty, the safety "
                         "stage skips the waits that protect turners left inside the junction "
-                        "(experimental; not with --detector-coverage)")
+                        "(experimental; engine controllers only, not with --detector-coverage)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

@@ -68,7 +68,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
     instead of every signalised approach. ``fail_detectors``: a random fraction (drawn with ``seed``)
     of the detectors fails, silent or stuck (``sim.faults``); engine controllers only (box cameras
     are not among them). ``box_cameras``: a box camera over each signal link's path through its
-    junction (``network.layout.box_layout``; not with ``detector_coverage``).
+    junction (``network.layout.box_layout``; an error with ``detector_coverage``).
     ``guidance_share``: that random fraction of the vehicles (drawn with ``seed``) follows the
     engine's speed advice (``sim.guidance``); the result gains stops per guided and unguided
     vehicle and the error of the published SPaT likely times. Engine controllers only.
@@ -98,6 +98,10 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         raise EvaluationError("--guidance-share needs an engine controller: the advice comes from the engine's feed")
     if guidance_share is not None and not 0.0 <= guidance_share <= 1.0:
         raise EvaluationError(f"--guidance-share must be a fraction within 0..1, not {guidance_share}")
+    if box_cameras and controller in BUILTIN:
+        raise EvaluationError("--box-cameras needs an engine controller (SUMO's own programs read no detector of ours)")
+    if box_cameras and detector_coverage is not None:
+        raise EvaluationError("--box-cameras goes with the default detectors, not with --detector-coverage")
     if fail_detectors is not None and not 0.0 <= fail_detectors <= 1.0:
         raise EvaluationError(f"--fail-detectors must be a fraction within 0..1, not {fail_detectors}")
     kill = parse_kill(kill_engine) if kill_engine else None
@@ -225,7 +229,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     if net.n_tls == 0:
         raise EvaluationError(f"{sc.net} has no traffic lights: nothing to control")
     specs = default_layout(net) if detector_coverage is None else coverage_layout(net, detector_coverage, seed)
-    if box_cameras and detector_coverage is None:  # a box camera over every signal link's path
+    if box_cameras:  # a box camera over every signal link's path
         specs = specs + box_layout(net)
     try:
         injector = FaultInjector(list(faults), specs, dict(zip(net.lane_ids, net.lane_length_m.tolist())))

@@ -53,6 +53,9 @@ def test_box_cameras_watch_every_link_path_and_their_readings_reach_the_engine(s
     assert not r["ingest_rejected"]
     assert r["trips_completed"] == r["trips_total"]
     assert r["collisions_where"]["at_signals"] == 0 and r["safety_violations"] == 0
+    with pytest.raises(EvaluationError, match="box-cameras"):
+        evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, box_cameras=True,
+                 detector_coverage=0.5)
 
 
 def test_adaptive_keeps_control_with_a_fifth_of_the_detectors_failed(small_scenario, tmp_path):
