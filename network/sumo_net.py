@@ -112,11 +112,11 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
                 if tls is not None and link >= 0:
                     link_conns.setdefault((tls, link), []).append((node, node.getLinkIndex(conn), to_lane.getID()))
                     link_clear[(tls, link)] = max(link_clear.get((tls, link), 0.0), _sneaker_clearance_s(net, conn))
-                    path = _internal_path(net, conn)
+                    inner = _internal_lanes(net, conn)
+                    path = [x.getShape() for x in inner]
                     link_paths.setdefault((tls, link), []).append(path)
-                    inner = [(x.getID(), x.getLength()) for x in _internal_lanes(net, conn)]
                     if inner:
-                        link_internal.setdefault((tls, link), []).append(inner)
+                        link_internal.setdefault((tls, link), []).append([(x.getID(), x.getLength()) for x in inner])
                     if _carries_long_vehicles(lane):
                         # SUMO lets a vehicle change lanes as soon as its front is out of the
                         # junction: its body then runs from its rear in the junction to the front
@@ -278,11 +278,6 @@ def _conflict_free_groups(links: list[int], conflicts: set[tuple[int, int]]) -> 
 
 
 VEHICLE_HALF_WIDTH_M = 0.9  # SUMO's default passenger car is 1.8 m wide
-
-
-def _internal_path(net, conn) -> list[list[tuple[float, float]]]:
-    """Shapes of the internal lanes a connection drives through, in order (empty: none)."""
-    return [lane.getShape() for lane in _internal_lanes(net, conn)]
 
 
 def _internal_lanes(net, conn) -> list:
