@@ -68,7 +68,8 @@ def phase_any(p, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, m
 
 @njit(cache=True)
 def _actuated(now_ns, call, extend, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
-              move_in, active_phase, active_since_ns, min_green_ns, max_green_ns, gap_ns, last_extend_ns, target):
+              move_in, in_cycle, active_phase, active_since_ns, min_green_ns, max_green_ns, gap_ns, last_extend_ns,
+              target):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
@@ -94,7 +95,7 @@ def _actuated(now_ns, call, extend, tls_phase_ptr, phase_link_ptr, phase_link_id
         n = p1 - p0
         for k in range(1, n):
             p = p0 + (cur - p0 + k) % n
-            if phase_any(p, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, call):
+            if in_cycle[p] and phase_any(p, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx, move_in, call):
                 target[t] = p
                 break
 
@@ -132,7 +133,8 @@ class Actuated:
                       state.lane_queue_veh, np.int64(c.fail_after_s * 1e9), self.last_report_ns, self.call,
                       self.extend)
         _actuated(np.int64(now_ns), self.call, self.extend, net.tls_phase_ptr, net.phase_link_ptr,
-                  net.phase_link_idx, net.link_move_ptr, net.link_move_idx, net.move_in_lane, active_phase,
+                  net.phase_link_idx, net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.phase_in_cycle,
+                  active_phase,
                   active_since_ns, np.int64(c.min_green_s * 1e9), np.int64(c.max_green_s * 1e9),
                   np.int64(c.gap_s * 1e9), self.last_extend_ns, target_phase)
 

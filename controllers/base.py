@@ -94,13 +94,16 @@ def _phase_link_sets(net: CompiledNetwork, t: int) -> tuple[int, list[frozenset]
                 for p in range(p0, p1)]
 
 
-def run_phases(net: CompiledNetwork) -> np.ndarray:
+def run_phases(net: CompiledNetwork, cycle_only: bool = False) -> np.ndarray:
     """bool[n_phases]: the phases a cycle runs. A phase whose links are all green in another
     phase of its signal as well (a protected-turn stage, say) adds nothing a cycle needs: its
-    movements are served in the larger one, and running it costs an intergreen and a minimum green."""
+    movements are served in the larger one, and running it costs an intergreen and a minimum green.
+    With ``cycle_only`` lane phases (``phase_in_cycle`` false) are neither run nor count as larger."""
     on = np.ones(net.n_phases, dtype=np.bool_)
     for t in range(net.n_tls):
         p0, sets = _phase_link_sets(net, t)
+        if cycle_only:
+            sets = [a if net.phase_in_cycle[p0 + i] else frozenset() for i, a in enumerate(sets)]
         for i, a in enumerate(sets):
             on[p0 + i] = bool(a) and not any(a < b or (a == b and j < i) for j, b in enumerate(sets) if j != i)
         if sets and not on[p0:p0 + len(sets)].any():

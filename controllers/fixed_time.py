@@ -46,13 +46,19 @@ class FixedTimeConfig:
 
 @njit(cache=True)
 def webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
-                 move_in, move_in_share, sat_flow, intergreen, min_green, cycle_min, cycle_max, max_y, green_s):
-    """Writes the green of each phase of signal ``t`` into ``green_s``; returns the cycle."""
+                 move_in, move_in_share, sat_flow, intergreen, min_green, cycle_min, cycle_max, max_y, in_cycle,
+                 green_s):
+    """Writes the green of each phase of signal ``t`` that ``in_cycle`` marks into ``green_s`` (0 for
+    the others); returns the cycle."""
     p0 = tls_phase_ptr[t]
     p1 = tls_phase_ptr[t + 1]
-    n = p1 - p0
+    n = 0
     y_sum = 0.0
     for p in range(p0, p1):
+        green_s[p] = 0.0
+        if not in_cycle[p]:
+            continue
+        n += 1
         y = 0.0
         for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
             link = phase_link_idx[k]
@@ -63,24 +69,25 @@ def webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, li
         y_sum += y
     lost = 0.0
     for p in range(p0, p1):
-        lost += intergreen[p]
+        if in_cycle[p]:
+            lost += intergreen[p]
     y_total = min(y_sum, max_y)
     cycle = (1.5 * lost + 5.0) / (1.0 - y_total)
     cycle = min(max(cycle, cycle_min, lost + n * min_green), cycle_max)
     effective = max(cycle - lost, n * min_green)
-    for p in range(p0, p1):
-        share = green_s[p] / y_sum if y_sum > 0.0 else 1.0 / n
-        green_s[p] = max(min_green, effective * share)
     total = 0.0
     for p in range(p0, p1):
-        total += green_s[p] + intergreen[p]
+        if in_cycle[p]:
+            share = green_s[p] / y_sum if y_sum > 0.0 else 1.0 / n
+            green_s[p] = max(min_green, effective * share)
+            total += green_s[p] + intergreen[p]
     return total
 
 
 @njit(cache=True)
 def _fixed_time(now_ns, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr, link_move_idx,
-                move_in, move_in_share, sat_flow, intergreen, min_green, cycle_min, cycle_max, max_y, green_s,
-                active_phase, active_since_ns, give_up_ns, cycle_s, cur, cur_since_ns, target):
+                move_in, move_in_share, sat_flow, intergreen, min_green, cycle_min, cycle_max, max_y, in_cycle,
+                green_s, active_phase, active_since_ns, give_up_ns, cycle_s, cur, cur_since_ns, target):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
@@ -95,13 +102,16 @@ def _fixed_time(now_ns, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx
             start = max(active_since_ns[t], cur_since_ns[t])
             done = active_phase[t] == p and now_ns >= start + green_ns
             if done or now_ns >= cur_since_ns[t] + green_ns + give_up_ns:
-                new_cycle = p + 1 == p1
-                cur[t] = p + 1
+                p += 1
+                while p < p1 and not in_cycle[p]:
+                    p += 1
+                new_cycle = p == p1
+                cur[t] = p
                 cur_since_ns[t] = now_ns
         if new_cycle:  # the first cycle, or the next one: a plan from the flows measured now
             cycle_s[t] = webster_plan(t, lane_flow, tls_phase_ptr, phase_link_ptr, phase_link_idx,
                                       link_move_ptr, link_move_idx, move_in, move_in_share, sat_flow, intergreen,
-                                      min_green, cycle_min, cycle_max, max_y, green_s)
+                                      min_green, cycle_min, cycle_max, max_y, in_cycle, green_s)
             cur[t] = p0
             cur_since_ns[t] = now_ns
         target[t] = cur[t]
@@ -137,6 +147,6 @@ class FixedTime:
             np.int64(now_ns), self.demand_vph, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
             net.link_move_ptr, net.link_move_idx, net.move_in_lane, self._in_share, c.saturation_flow_vph,
             self.intergreen_s, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.max_degree_of_saturation,
-            self.green_s, active_phase, active_since_ns, np.int64(c.give_up_s * 1e9), self.cycle_s, self.current,
+            net.phase_in_cycle, self.green_s, active_phase, active_since_ns, np.int64(c.give_up_s * 1e9), self.cycle_s, self.current,
             self.current_since_ns, target_phase,
         )

@@ -296,7 +296,7 @@ class Scats:
             if links.size:
                 extra[p] = max(0.0, float(net.link_clearance_s[links].max()) - c.red_clearance_s)
         self.intergreen_s = c.intergreen_s + extra
-        self.phase_on = run_phases(net)
+        self.phase_on = run_phases(net, cycle_only=True)
         self.root, self.offset_s, self.coord_phase = coordination(net, self.phase_on)
         n = net.n_lanes
         self.lane_healthy = np.ones(n, dtype=np.bool_)

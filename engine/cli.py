@@ -227,7 +227,7 @@ def _print_junction(r: dict) -> None:
                              f"{ad['identity']}  online {ad['online'] if ad['online'] is not None else '?'}  "
                              f"last seen {_ts(ad['last_seen_ns'])}"))
     for p in r["phases"]:
-        print(f"  phase {p['index']:<3} {p['pattern']}")
+        print(f"  phase {p['index']:<3} {p['pattern']}" + ("" if p.get("in_cycle", True) else "  (lane phase)"))
     for link in r["links"]:
         moves = ", ".join(f"{a} -> {b}" for a, b in link["movements"])
         print(f"  link {link['index']:<3}  {link['state']}  since {_ts(link['since_ns'])}  {moves}")

@@ -262,14 +262,20 @@ class Overrides:
         self._check_plan_fits(name, plan, t)
         return plan.cycle_s, list(plan.splits_s)
 
+    def _cycle_phases(self, t: int) -> int:
+        """How many phases signal ``t``'s cycle runs: its first ones, the lane phases follow them."""
+        p0, p1 = int(self.net.tls_phase_ptr[t]), int(self.net.tls_phase_ptr[t + 1])
+        return int(self.net.phase_in_cycle[p0:p1].sum())
+
     def _check_plan_fits(self, name, plan, t: int) -> None:
         net = self.net
         junction = net.tls_ids[t]
         if plan.junctions and junction not in plan.junctions:
             raise OverrideError(f"plan {name!r} is not for junction {junction!r} (only {', '.join(plan.junctions)})")
-        n = int(net.tls_phase_ptr[t + 1] - net.tls_phase_ptr[t])
+        n = self._cycle_phases(t)
         if len(plan.splits_s) != n:
-            raise OverrideError(f"plan {name!r} has {len(plan.splits_s)} splits, junction {junction!r} has {n} phases")
+            raise OverrideError(f"plan {name!r} has {len(plan.splits_s)} splits, junction {junction!r} has {n} phases "
+                                f"in its cycle")
         s = self.engine.config.safety
         least = s.min_green_s + s.yellow_s + s.red_clearance_s
         short = [k for k, x in enumerate(plan.splits_s) if 0 < x < least]
@@ -290,9 +296,9 @@ class Overrides:
         cycle = webster_plan(t, self.engine.estimator.state.lane_flow_vph, net.tls_phase_ptr, net.phase_link_ptr,
                              net.phase_link_idx, net.link_move_ptr, net.link_move_idx, net.move_in_lane,
                              ft._in_share, c.saturation_flow_vph, ft.intergreen_s, c.min_green_s, c.cycle_min_s,
-                             c.cycle_max_s, c.max_degree_of_saturation, green)
-        p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
-        splits = [round(float(green[p] + ft.intergreen_s[p]), 3) for p in range(p0, p1)]
+                             c.cycle_max_s, c.max_degree_of_saturation, net.phase_in_cycle, green)
+        p0 = int(net.tls_phase_ptr[t])
+        splits = [round(float(green[p] + ft.intergreen_s[p]), 3) for p in range(p0, p0 + self._cycle_phases(t))]
         return round(float(cycle), 3), splits
 
     def _install(self, t: int, ov: Override) -> None:
@@ -437,7 +443,8 @@ def junction_info(server, junction: str) -> dict:
     for p in range(p0, p1):
         green = {int(x) - lo for x in net.phase_link_idx[net.phase_link_ptr[p]:net.phase_link_ptr[p + 1]]}
         phases.append({"index": p - p0, "links": sorted(green),
-                       "pattern": "".join("G" if k in green else "r" for k in range(hi - lo))})
+                       "pattern": "".join("G" if k in green else "r" for k in range(hi - lo)),
+                       "in_cycle": bool(net.phase_in_cycle[p])})
     active = int(eng.safety.active_phase[t])
     # detectors on the lanes entering the junction, with their health
     from detectors.health import STATES

@@ -68,6 +68,7 @@ class CompiledNetwork:
     phase_tls: np.ndarray  # int32[n_phases]
     phase_link_ptr: np.ndarray  # CSR over phases: global links green in the phase
     phase_link_idx: np.ndarray
+    phase_in_cycle: np.ndarray  # bool[n_phases]: one of the phases a cycle runs (not a lane phase)
 
     lane_index: dict[str, int] = field(repr=False)
     edge_index: dict[str, int] = field(repr=False)
@@ -145,6 +146,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
     yield_pass: list[dict[int, float]] = [{} for _ in range(n_links)]
     phases: list[list[int]] = []
     phase_tls: list[int] = []
+    phase_in_cycle: list[bool] = []
     tls_phase_counts = []
     for t, tls in enumerate(tls_ids):
         base = int(tls_link_ptr[t])
@@ -159,9 +161,11 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
         clearance[base:base + sig["n_links"]] = sig["clearance_s"]
         for (a, b), s in zip(sig["yields"], sig.get("yield_pass_s", [0.0] * len(sig["yields"]))):
             yield_pass[base + a][base + b] = s
-        for p in sig["phases"]:
+        n_cycle = sig.get("cycle_phases", len(sig["phases"]))
+        for k, p in enumerate(sig["phases"]):
             phases.append([base + i for i in p])
             phase_tls.append(t)
+            phase_in_cycle.append(k < n_cycle)
         tls_phase_counts.append(len(sig["phases"]))
 
     moves = [m for m in g.graph["movements"]]
@@ -223,6 +227,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
         phase_tls=np.array(phase_tls, dtype=np.int32),
         phase_link_ptr=pl_ptr,
         phase_link_idx=pl_idx,
+        phase_in_cycle=np.array(phase_in_cycle, dtype=np.bool_),
         lane_index=lane_index,
         edge_index=edge_index,
         tls_index=tls_index,

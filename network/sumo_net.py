@@ -8,7 +8,7 @@ junctions when there are parallel ones). Everything the engine compiles lives on
 - ``G.graph["movements"]``: lane-to-lane connections ``{from_lane, to_lane, junction, tls,
   link_index, direction}`` (``tls`` is None where no signal controls the movement)
 - ``G.graph["signals"]``: signal id -> ``{n_links, junctions, conflicts, yields, permissive, clearance_s,
-  yield_pass_s, stop_on_red, phases, programs, intrusions, caution_conflicts}`` (``stop_on_red``: links
+  yield_pass_s, stop_on_red, phases, cycle_phases, programs, intrusions, caution_conflicts}`` (``stop_on_red``: links
   whose red is SUMO's ``s``, a right turn on red after stopping; ``caution_conflicts``: the conflicts
   that are only there because a turn would wait in the other's path)
 
@@ -21,7 +21,14 @@ stream's path (the junction's geometry puts its waiting point too close: ``_wait
 which also sweeps the body of a 12 m bus along every path buses may take, the bus changing lanes
 as soon as its front is out of the junction); such a turn is served protected instead.
 Phases are the distinct green sets of the network's programs, in program order, plus one
-greedy phase for each link no program serves, so every link can be served.
+greedy phase for each link no program serves, so every link can be served: the first
+``cycle_phases`` phases, the ones a cycle runs. Where one of them serves only some of a lane's
+links (a shared through-and-left lane whose left turn goes on its own), the lane is blocked
+whenever a vehicle for the unserved link reaches its head; *lane phases* follow them
+(``_lane_phases``): each greatest set of whole entry lanes that may be green together, so a
+controller free to choose its next phase can serve such a lane whole. A turn that gives way and
+would wait in another stream's path goes with the streams it gives way to in no lane phase, since
+it might still be waiting there when a later phase keeps those streams and adds the other.
 """
 
 from __future__ import annotations
@@ -98,6 +105,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
     movements = []
     # (tls, link) -> list of (node, junction-local index, to-lane id); and its clearance need
     link_conns: dict[tuple[str, int], list] = {}
+    link_from: dict[tuple[str, int], set] = {}  # (tls, link) -> its entry lanes
     link_clear: dict[tuple[str, int], float] = {}
     link_paths: dict[tuple[str, int], list] = {}  # internal lane shapes of each link's paths
     link_sweeps: dict[tuple[str, int], list] = {}  # the chords a long vehicle's body sweeps on them
@@ -111,6 +119,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
                 node = edge.getToNode()
                 if tls is not None and link >= 0:
                     link_conns.setdefault((tls, link), []).append((node, node.getLinkIndex(conn), to_lane.getID()))
+                    link_from.setdefault((tls, link), set()).add(lane.getID())
                     link_clear[(tls, link)] = max(link_clear.get((tls, link), 0.0), _sneaker_clearance_s(net, conn))
                     inner = _internal_lanes(net, conn)
                     path = [x.getShape() for x in inner]
@@ -147,7 +156,8 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
         if n_links == 0:
             continue
         intrusions = _waiting_intrusions(tls_id, n_links, link_paths, link_sweeps)
-        signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns, intrusions)
+        signals[tls_id] = _signal(tls_id, n_links, programs, link_conns, permissive_turns, intrusions,
+                                  {i: link_from.get((tls_id, i), set()) for i in range(n_links)})
         signals[tls_id]["clearance_s"] = [round(link_clear.get((tls_id, i), 0.0), 2) for i in range(n_links)]
         signals[tls_id]["yield_pass_s"] = [
             round(_pass_time_s(link_paths.get((tls_id, a), []), link_paths.get((tls_id, b), [])), 2)
@@ -160,12 +170,14 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
 
 
 def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: dict,
-            permissive_turns: bool = True, intrusions: frozenset = frozenset()) -> dict:
+            permissive_turns: bool = True, intrusions: frozenset = frozenset(),
+            link_from: dict | None = None) -> dict:
     """Conflicts, yields and phases of one signal, from its junctions' right-of-way tables.
 
     ``intrusions``: pairs ``(a, b)`` where a vehicle of ``a`` waiting inside the junction stands
     in the path of ``b`` (:func:`_waiting_intrusions`); if ``a`` would give way to ``b`` there,
-    giving way does not keep them apart, so the pair is a conflict instead.
+    giving way does not keep them apart, so the pair is a conflict instead. ``link_from``: each
+    link's entry lanes (for the lane phases; none without it).
     """
     conns = {i: link_conns.get((tls_id, i), []) for i in range(n_links)}
     junctions = sorted({node.getID() for cs in conns.values() for node, _, _ in cs})
@@ -248,6 +260,8 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
         phase.sort()
         phases.append(phase)
         served.update(phase)
+    cycle_phases = len(phases)
+    phases += _lane_phases(phases, conflict_set, yield_pairs, {a for a, _ in intrusions}, link_from or {})
 
     return {
         "n_links": n_links,
@@ -260,8 +274,41 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
         "permissive": sorted(set(range(n_links)) - shown_major),
         "stop_on_red": sorted({i for s in states for i, ch in enumerate(s) if ch == "s"}),
         "phases": phases,
+        "cycle_phases": cycle_phases,
         "programs": programs,
     }
+
+
+def _lane_phases(phases: list[list[int]], conflicts: set, yield_pairs: list, intruders: set,
+                 link_from: dict) -> list[list[int]]:
+    """The greatest sets of whole entry lanes that may be green together and that no phase in
+    ``phases`` already shows, each as a phase (sorted links); none unless some phase serves only
+    part of a lane. Two lanes go together when no link of one conflicts with a link of the other,
+    nor gives way to it while it would wait in some stream's path (``intruders``)."""
+    lanes: dict[str, set[int]] = {}
+    for link, entries in link_from.items():
+        for lane in entries:
+            lanes.setdefault(lane, set()).add(link)
+    apart = set(conflicts) | {(min(a, b), max(a, b)) for a, b in yield_pairs if a in intruders}
+
+    def together(x: set[int], y: set[int]) -> bool:
+        return all((min(i, j), max(i, j)) not in apart for i in x for j in y)
+
+    shown = [set(p) for p in phases]
+    whole = [lane for lane in sorted(lanes) if together(lanes[lane], lanes[lane])]
+    half = {lane for lane in whole if any(0 < len(lanes[lane] & p) < len(lanes[lane]) for p in shown)}
+    if not half:
+        return []
+    g = nx.Graph()
+    g.add_nodes_from(whole)
+    g.add_edges_from((x, y) for x, y in itertools.combinations(whole, 2) if together(lanes[x], lanes[y]))
+    extra: list[list[int]] = []
+    for clique in sorted(sorted(c) for c in nx.find_cliques(g) if half.intersection(c)):
+        links = set().union(*(lanes[lane] for lane in clique))
+        if not any(links <= p for p in shown):
+            shown.append(links)
+            extra.append(sorted(links))
+    return extra
 
 
 def _conflict_free_groups(links: list[int], conflicts: set[tuple[int, int]]) -> list[list[int]]:

@@ -133,8 +133,10 @@ def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green
 
 
 def webster(net, t, lane_flow, sat, intergreen, min_green, cycle_min, cycle_max, max_y):
-    """(cycle, [green per phase]) of signal t by Webster's method; ``intergreen`` per phase."""
-    phases = range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1]))
+    """(cycle, [green per phase]) of signal t by Webster's method; ``intergreen`` per phase. The
+    greens are of the phases a cycle runs, lane phases (``phase_in_cycle`` false) get 0."""
+    every = range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1]))
+    phases = [p for p in every if net.phase_in_cycle[p]]
     _, n_from, _ = _movement_counts(net)
     ys = []
     for p in phases:
@@ -149,7 +151,9 @@ def webster(net, t, lane_flow, sat, intergreen, min_green, cycle_min, cycle_max,
     cycle = min(max(cycle, cycle_min, lost + n * min_green), cycle_max)
     eff = max(cycle - lost, n * min_green)
     greens = [max(min_green, eff * (y / y_sum if y_sum > 0 else 1 / n)) for y in ys]
-    return sum(g + intergreen[p] for g, p in zip(greens, phases)), greens
+    cycle = sum(g + intergreen[p] for g, p in zip(greens, phases))
+    by_phase = dict(zip(phases, greens))
+    return cycle, [by_phase.get(p, 0.0) for p in every]
 
 
 def loop_reading_verdict(r, known, now_ns, last_seq, last_ts, max_interval_s=3600.0, max_future_s=5.0,
@@ -594,7 +598,7 @@ def actuated(net, obs, vehicles, healthy, target, active, active_since, now, min
         n = p1 - p0
         for k in range(1, n):
             p = p0 + (cur - p0 + k) % n
-            if any(call[x] for x in _phase_lanes(net, p)):
+            if net.phase_in_cycle[p] and any(call[x] for x in _phase_lanes(net, p)):
                 target[t] = p
                 break
 
@@ -725,10 +729,11 @@ def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active
 
 def scats_plan(net, t, lane_demand, elapsed, y_s, cycle_prev, intergreen, cfg):
     """SCATS-style re-plan of signal t at cycle end: (new smoothed y per phase, wanted cycle).
-    Phases whose links another phase of the signal also shows are not run (their y stays 0)."""
+    Phases whose links another phase of the signal also shows are not run (their y stays 0), nor
+    are lane phases (``phase_in_cycle`` false)."""
     _, n_from, _ = _movement_counts(net)
     every = list(range(int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])))
-    sets = {p: set(phase_links(net, p)) for p in every}
+    sets = {p: set(phase_links(net, p)) if net.phase_in_cycle[p] else set() for p in every}
     phases = [p for p in every if sets[p] and not any(sets[p] < sets[q] or (sets[p] == sets[q] and q < p)
                                                       for q in every if q != p)] or every[:1]
     headway = 3600.0 / cfg.saturation_flow_vph

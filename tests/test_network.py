@@ -85,6 +85,53 @@ def test_a_turn_that_waits_in_a_streams_path_is_never_green_with_it(resco_dir):
         assert any(a in p for p in sig["phases"]) and any(b in p for p in sig["phases"])
 
 
+def _entry_lanes(g, tls):
+    """Entry lane -> the set of ``tls`` links that leave it."""
+    lanes: dict[str, set[int]] = {}
+    for m in g.graph["movements"]:
+        if m["tls"] == tls:
+            lanes.setdefault(m["from_lane"], set()).add(m["link_index"])
+    return lanes
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_lane_phases_serve_whole_lanes_and_keep_waiting_turns_apart(resco_dir, name):
+    """Lane phases come after the program's (``cycle_phases``), only where a program phase serves
+    part of a lane; each serves whole entry lanes, is no subset of another phase, and never
+    shows a turn that would wait in some stream's path together with a stream it gives way to."""
+    g = read_sumo_net(net_file(resco_dir, name))
+    for tls, sig in g.graph["signals"].items():
+        lanes = _entry_lanes(g, tls)
+        k = sig["cycle_phases"]
+        cycle, extra = [set(p) for p in sig["phases"][:k]], [set(p) for p in sig["phases"][k:]]
+        half = [l for l, links in lanes.items() if any(0 < len(links & p) < len(links) for p in cycle)]
+        if not half:
+            assert not extra, tls
+        intruders = {a for a, _ in sig["intrusions"]}
+        for p in extra:
+            for l, links in lanes.items():
+                assert not (links & p) or links <= p, (tls, p, l)
+            assert not any(p < q for q in cycle + extra), (tls, p)
+            assert not any(a in p and b in p for a, b in sig["yields"] if a in intruders), (tls, p)
+
+
+def test_cologne1_lane_phases_serve_each_approach_whole(resco_dir):
+    """cologne1's left turns share a lane with a through lane and go protected in the program's
+    phases, so its through lane and its left turn are never green together there: each approach
+    gets a lane phase serving all of its lanes."""
+    g = read_sumo_net(net_file(resco_dir, "cologne1"))
+    tls, sig = next(iter(g.graph["signals"].items()))
+    extra = [set(p) for p in sig["phases"][sig["cycle_phases"]:]]
+    approaches: dict[str, set[int]] = {}
+    for lane, links in _entry_lanes(g, tls).items():
+        approaches.setdefault(g.graph["lanes"][lane]["edge"], set()).update(links)
+    assert len(approaches) == 4
+    for links in approaches.values():
+        assert any(links <= p for p in extra), links
+    net = compile_network(g)
+    assert net.phase_in_cycle.tolist() == [True] * sig["cycle_phases"] + [False] * len(extra)
+
+
 def _path(*points):
     return [list(points)]
 

@@ -238,8 +238,9 @@ def test_hold_plan_refusals_expiry_and_audit():
         return local
 
     assert run(10)[-1] == 0
-    with pytest.raises(OverrideError, match="phases 0..3"):
-        eng.overrides.override(j, "hold", now, "ann", False, phase=4)
+    n = int(net.tls_phase_ptr[1] - net.tls_phase_ptr[0])  # the 4 of its cycle, then its lane phases
+    with pytest.raises(OverrideError, match=f"phases 0..{n - 1}"):
+        eng.overrides.override(j, "hold", now, "ann", False, phase=n)
     with pytest.raises(OverrideError, match="unknown junction"):
         eng.overrides.override("atlantis", "hold", now, "ann", False, phase=0)
     with pytest.raises(OverrideError, match="unknown plan 'nope'; known: fixed, pair, quad"):
@@ -271,7 +272,7 @@ def test_hold_plan_refusals_expiry_and_audit():
                                          ("override", "applied"), ("release", "released")])
     assert entries[7]["who"] == "ann" and entries[7]["what"]["reason"] == "incident"
     assert entries[7]["expires_ns"] == entries[7]["ts_ns"] + 30 * NS
-    assert "phases 0..3" in entries[0]["error"]
+    assert f"phases 0..{n - 1}" in entries[0]["error"]
 
 
 def test_named_plan_with_offset_is_aligned_to_the_clock():
@@ -363,7 +364,8 @@ def test_operator_ops_over_the_socket(rig, tmp_path):
     j = rig.net.tls_ids[0]
     cmds = rig.tick(12)
     info = rig.ops.request("junction", junction=j)
-    assert info["junction"] == j and len(info["links"]) == rig.net.tls_n_links(0) and len(info["phases"]) == 4
+    assert info["junction"] == j and len(info["links"]) == rig.net.tls_n_links(0) and len(info["phases"]) == 8
+    assert [p["in_cycle"] for p in info["phases"]] == [True] * 4 + [False] * 4  # cologne1's lane phases follow
     assert info["state"] == cmds[-1].state and info["override"] is None
     assert info["adapter"]["registered"] and info["detectors"] and info["controller"] == "adaptive"
     assert {p["pattern"].count("G") for p in info["phases"]} == {len(p["links"]) for p in info["phases"]}
@@ -412,7 +414,7 @@ def test_ctl_cli_against_a_running_engine(rig, capsys):
     assert main(["ctl", "override", j, "--hold", "2", "--for", "120", "--reason", "parade", "--as", "ann", *ep]) == 0
     assert "hold phase 2" in capsys.readouterr().out
     assert main(["ctl", "override", j, "--hold", "9", *ep]) == 1
-    assert "phases 0..3" in capsys.readouterr().err
+    assert "phases 0..7" in capsys.readouterr().err
     assert main(["ctl", "override", j, "--hold", "1", "--flash", *ep]) == 2
     assert "exactly one" in capsys.readouterr().err
     assert main(["ctl", "release", *ep]) == 2
