@@ -53,8 +53,9 @@ detectors the inventory places; lanes marked unhealthy in ``lane_healthy`` distr
 a detector that sent nothing for ``fail_after_s`` is silent; a stop-bar loop that showed
 presence without a single count for ``stuck_after_s`` is stuck on; a camera that repeated one
 non-zero reading that long, or saw nobody while the loops counted ``blind_veh`` vehicles, is
-stuck. A lane whose camera (or, without a camera, either loop) is not to be trusted is on
-recall: its weight is what its upstream loop counted since its last green, at least
+stuck. A lane whose camera reports is judged by its camera; one whose camera fell silent (or
+was dropped by detector health) by its two loops, as a lane without a camera: the estimator then
+balances what they count in and out. A lane not to be trusted is on recall: its weight is what its upstream loop counted since its last green, at least
 ``recall_veh`` and what it averaged while trusted (on grid4x4, a generous guess such as one
 vehicle per 10 s of red starved the trusted lanes: 68.7 s time loss against 40.7 s with 20 %
 of detectors failed); as an exit lane it weighs only that average; a green serving it never
@@ -138,10 +139,9 @@ def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_cou
         stop_ok = (has_stop[i] and now_ns - seen_ns[i, 1] <= fail_after_ns
                    and now_ns - last_stop_count_ns[i] < stuck_after_ns)
         up_ok = has_up[i] and now_ns - seen_ns[i, 2] <= fail_after_ns
-        if has_cam[i]:
-            ok = (now_ns - seen_ns[i, 0] <= fail_after_ns and now_ns - cam_changed_ns[i] < stuck_after_ns
-                  and cam_blind[i] < blind_veh)
-        else:  # the estimator balances the two loops
+        if has_cam[i] and now_ns - seen_ns[i, 0] <= fail_after_ns:  # the estimator takes the camera's word
+            ok = now_ns - cam_changed_ns[i] < stuck_after_ns and cam_blind[i] < blind_veh
+        else:  # no camera, or it fell silent (or detector health dropped it): the estimator balances the loops
             ok = stop_ok and up_ok
         ok = ok and healthy[i]
         stop_ok = stop_ok and healthy[i]

@@ -634,10 +634,9 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg)
         stop_ok = (has[1][i] and now - mem["seen_stop"][i] <= fail and now - mem["last_stop_count"][i] < stuck
                    and healthy[i])
         up_ok = has[2][i] and now - mem["seen_up"][i] <= fail and healthy[i]
-        if has[0][i]:
-            ok = (now - mem["seen_cam"][i] <= fail and now - mem["cam_changed"][i] < stuck
-                  and mem["cam_blind"][i] < cfg.blind_veh)
-        else:
+        if has[0][i] and now - mem["seen_cam"][i] <= fail:  # a camera reporting: judged by its readings
+            ok = now - mem["cam_changed"][i] < stuck and mem["cam_blind"][i] < cfg.blind_veh
+        else:  # no camera, or a silent one: the two loops
             ok = stop_ok and up_ok
         ok = ok and healthy[i]
         passing = (stop_ok and obs.stop_count[i] > 0) or (up_ok and obs.upstream_count[i] > 0)

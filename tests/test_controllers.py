@@ -230,6 +230,9 @@ def test_adaptive_matches_reference(net, variant):
     has = tuple(ctl.entry & (rng.random(net.n_lanes) > x) for x in (0.2, 0.0, 0.3))
     ctl.set_detectors(*has)
     blind = rng.choice(net.n_lanes, size=max(1, net.n_lanes // 10), replace=False)
+    # cameras that fall silent while their lane's loops go on reporting
+    cam_off = np.setdiff1d(rng.choice(net.n_lanes, size=max(1, net.n_lanes // 5), replace=False),
+                           np.concatenate([silent, stuck, blind]))
     target = np.full(net.n_tls, -1, dtype=np.int32)
     ref_target = target.tolist()
     active = np.full(net.n_tls, -1, dtype=np.int32)
@@ -246,6 +249,8 @@ def test_adaptive_matches_reference(net, variant):
             obs.stop_occupancy[stuck] = 1.0
             obs.stop_count[stuck] = 0.0
             obs.camera_vehicles[blind] = 0.0  # a camera stuck at nobody while the loops count
+            obs.camera_vehicles[cam_off] = np.nan
+            obs.camera_queue_veh[cam_off] = np.nan
         quiet = rng.random(net.n_lanes) < 0.8
         obs.stop_count[quiet] = 0
         obs.upstream_count[quiet] = 0
@@ -269,6 +274,10 @@ def test_adaptive_matches_reference(net, variant):
     assert not ctl.trusted[np.intersect1d(quiet, np.flatnonzero(ctl.entry))].any()  # silence noticed
     assert not ctl.trusted[np.intersect1d(np.setdiff1d(stuck, blind), cams)].any()  # and stuck cameras
     assert not ctl.trusted[np.setdiff1d(np.intersect1d(blind, cams), silent)].any()  # and blind ones
+    # a lane whose camera fell silent is judged by its two loops, as one without a camera
+    both_loops = np.flatnonzero(ctl.entry & has[0] & has[1] & has[2] & healthy)
+    fallback = np.intersect1d(cam_off, both_loops)
+    assert fallback.size and ctl.trusted[fallback].all()
 
 
 def test_scats_plan_matches_reference(net):
