@@ -279,6 +279,10 @@ def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: di
     }
 
 
+MAX_LANE_PHASES = 16  # per signal (RESCO's have at most 4)
+MAX_LANE_CLIQUES = 2000  # sets of lanes looked at per signal
+
+
 def _lane_phases(phases: list[list[int]], conflicts: set, yield_pairs: list, intruders: set,
                  link_from: dict) -> list[list[int]]:
     """The greatest sets of whole entry lanes that may be green together and that no phase in
@@ -303,11 +307,15 @@ def _lane_phases(phases: list[list[int]], conflicts: set, yield_pairs: list, int
     g.add_nodes_from(whole)
     g.add_edges_from((x, y) for x, y in itertools.combinations(whole, 2) if together(lanes[x], lanes[y]))
     extra: list[list[int]] = []
-    for clique in sorted(sorted(c) for c in nx.find_cliques(g) if half.intersection(c)):
+    # (a signal joining several junctions may have very many such sets: a bounded number is looked at)
+    cliques = [sorted(c) for c in itertools.islice(nx.find_cliques(g), MAX_LANE_CLIQUES) if half.intersection(c)]
+    for clique in sorted(cliques):
         links = set().union(*(lanes[lane] for lane in clique))
         if not any(links <= p for p in shown):
             shown.append(links)
             extra.append(sorted(links))
+            if len(extra) == MAX_LANE_PHASES:
+                break
     return extra
 
 

@@ -115,6 +115,21 @@ def test_lane_phases_serve_whole_lanes_and_keep_waiting_turns_apart(resco_dir, n
             assert not any(a in p and b in p for a, b in sig["yields"] if a in intruders), (tls, p)
 
 
+def test_lane_phases_are_bounded():
+    """24 lanes in 12 conflicting pairs have 4,096 greatest compatible sets: a bounded number of
+    them is looked at and at most ``MAX_LANE_PHASES`` become phases, each whole-lane and
+    conflict-free, each serving the lane a phase serves only in part."""
+    from network.sumo_net import MAX_LANE_PHASES, _lane_phases
+
+    link_from = {i: {f"L{i:02d}"} for i in range(24)} | {24: {"L00"}}
+    conflicts = {(2 * k, 2 * k + 1) for k in range(12)}
+    extra = _lane_phases([[0]], conflicts, [], set(), link_from)
+    assert len(extra) == MAX_LANE_PHASES
+    for p in extra:
+        assert {0, 24} <= set(p) and len(p) == 13
+        assert not any((a, b) in conflicts for a, b in itertools.combinations(p, 2))
+
+
 def test_cologne1_lane_phases_serve_each_approach_whole(resco_dir):
     """cologne1's left turns share a lane with a through lane and go protected in the program's
     phases, so its through lane and its left turn are never green together there: each approach
