@@ -15,6 +15,11 @@ tick at a time, link by link, under four interlocks:
   protected ``G`` only while the other has been red for the clearance time; the other may then
   start only after the turn has gone through yellow and red clearance (or together with it), so
   no vehicle that entered on a protected green meets oncoming traffic released under it;
+- with box cameras (``box``, vehicles on each link's path through the junction, NaN unknown): a
+  link does not turn green while a box sees a vehicle on the path of a conflicting link whose
+  turners, waiting inside the junction, stand in its path (``CompiledNetwork.link_intruder_idx``,
+  from the network's ``intrusions``); a box that sees a path empty waives the long clearance and
+  the pass-time hold below (``_red_cleared``);
 - a permissive turn that ends while the streams it gives way to end too stays green until they
   have been red for their pass time (``CompiledNetwork.link_yield_pass_s``: the last vehicle
   that ran their yellow has passed where the turners wait), so the turners waiting inside the junction leave on their own green
@@ -62,7 +67,7 @@ class SafetyConfig:
 def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, phase_link_idx,
              link_conflict_ptr, link_conflict_idx, link_yield_ptr, link_yield_idx, link_yielder_ptr,
              link_yielder_idx, min_green_ns, yellow_ns, red_ns, clear_ns, exit_ns, link_state, link_since_ns,
-             link_long_clear, want, active_phase, active_since_ns, box):
+             link_long_clear, want, active_phase, active_since_ns, box, intruder_ptr, intruder_idx):
     changes = 0
     for t in range(tls_link_ptr.size - 1):
         lo = tls_link_ptr[t]
@@ -118,6 +123,10 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
             for k in range(link_conflict_ptr[link], link_conflict_ptr[link + 1]):
                 c = link_conflict_idx[k]
                 if not _red_cleared(now_ns, c, link_state, link_since_ns, link_long_clear, clear_ns, red_ns, box):
+                    clear = False
+                    break
+            for k in range(intruder_ptr[link], intruder_ptr[link + 1]):
+                if box[intruder_idx[k]] > 0.0:  # a turner a box sees inside may stand in its path
                     clear = False
                     break
             for k in range(link_yielder_ptr[link], link_yielder_ptr[link + 1]):
@@ -313,6 +322,7 @@ class Safety:
             np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self._exit_ns, self.link_state, self.link_since_ns,
             self._long_clear, self._want,
             self.active_phase, self.active_since_ns, self._no_box if box is None else box,
+            net.link_intruder_ptr, net.link_intruder_idx,
         )
         if self._flash_busy:
             self._flash_busy = _flash(np.int64(now_ns), self.flash, net.tls_link_ptr, self.link_state,

@@ -498,8 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--box-cameras", action="store_true",
                    help="also watch each signal link's path through its junction with a box camera (a "
                         "lane-area zone on its internal lanes): where it sees the path empty, the safety "
-                        "stage skips the waits that protect turners left inside the junction "
-                        "(experimental; engine controllers only, not with --detector-coverage)")
+                        "stage skips the waits that protect turners left inside the junction, and where "
+                        "it sees a turner inside whose waiting point is in a conflicting stream's path, "
+                        "that stream stays red (experimental; engine controllers only, not with "
+                        "--detector-coverage)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

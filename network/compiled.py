@@ -61,6 +61,8 @@ class CompiledNetwork:
     link_clearance_s: np.ndarray  # float64[n_links] red clearance the geometry needs (0: default)
     link_yield_pass_s: np.ndarray  # float64, aligned with link_yield_idx: how long after the stream
     # turns red its last yellow runner may still be coming past where the yielding link waits
+    link_intruder_ptr: np.ndarray  # CSR over links: conflicting links whose vehicles, waiting inside
+    link_intruder_idx: np.ndarray  # the junction, stand in this link's path (``intrusions``)
     link_move_ptr: np.ndarray  # CSR over links: movements the link controls
     link_move_idx: np.ndarray
 
@@ -144,6 +146,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
     stop_on_red = np.zeros(n_links, dtype=np.bool_)
     clearance = np.zeros(n_links, dtype=np.float64)
     yield_pass: list[dict[int, float]] = [{} for _ in range(n_links)]
+    intruders: list[list[int]] = [[] for _ in range(n_links)]
     phases: list[list[int]] = []
     phase_tls: list[int] = []
     phase_in_cycle: list[bool] = []
@@ -156,6 +159,10 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
             conflicts[base + b].append(base + a)
         for a, b in sig["yields"]:
             yields[base + a].append(base + b)
+        conflicting = {(min(a, b), max(a, b)) for a, b in sig["conflicts"]}
+        for a, b in sig.get("intrusions", []):
+            if (min(a, b), max(a, b)) in conflicting:
+                intruders[base + b].append(base + a)
         permissive[[base + i for i in sig["permissive"]]] = True
         stop_on_red[[base + i for i in sig["stop_on_red"]]] = True
         clearance[base:base + sig["n_links"]] = sig["clearance_s"]
@@ -190,6 +197,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
     lc_ptr, lc_idx = csr([sorted(c) for c in conflicts])
     ly_ptr, ly_idx = csr([sorted(y) for y in yields])
     lm_ptr, lm_idx = csr(link_moves)
+    in_ptr, in_idx = csr([sorted(set(x)) for x in intruders])
     pl_ptr, pl_idx = csr(phases)
 
     return CompiledNetwork(
@@ -221,6 +229,8 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
         link_clearance_s=clearance,
         link_yield_pass_s=np.array([yield_pass[i][b] for i, y in enumerate(yields) for b in sorted(y)],
                                    dtype=np.float64),
+        link_intruder_ptr=in_ptr,
+        link_intruder_idx=in_idx,
         link_move_ptr=lm_ptr,
         link_move_idx=lm_idx,
         tls_phase_ptr=tls_phase_ptr,

@@ -14,12 +14,13 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
     """A network-like namespace with just the signal arrays the safety stage reads.
 
     ``signals`` holds, per signal, ``(n_links, conflict pairs (a, b), phases as link lists)`` and
-    optionally yield pairs ``(a, b)`` (a gives way to b), per-link clearance seconds and, per
-    yield pair, its pass seconds;
-    signal-local link numbers.
+    optionally yield pairs ``(a, b)`` (a gives way to b), per-link clearance seconds, per
+    yield pair its pass seconds and intrusion pairs ``(a, b)`` (conflicting; a vehicle of ``a``
+    waiting inside the junction stands in ``b``'s path); signal-local link numbers.
     """
     link_ptr = np.zeros(len(signals) + 1, dtype=np.int64)
     conflicts, yields, phases, phase_counts, phase_tls, clearance, passes = [], [], [], [], [], [], []
+    intruders = []
     for t, (n, pairs, ph, *rest) in enumerate(signals):
         base = int(link_ptr[t])
         link_ptr[t + 1] = base + n
@@ -34,6 +35,10 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
         clearance.extend(rest[1] if len(rest) > 1 else [0.0] * n)
         pass_of = dict(zip(rest[0], rest[2])) if len(rest) > 2 else {}
         yields.extend(sorted(y) for y in ys)
+        ins = [[] for _ in range(n)]
+        for a, b in (rest[3] if len(rest) > 3 else ()):
+            ins[b].append(base + a)
+        intruders.extend(sorted(x) for x in ins)
         passes.extend(pass_of.get((a, b - base), 0.0) for a, y in enumerate(ys) for b in sorted(y))
         phases.extend([base + x for x in p] for p in ph)
         phase_counts.append(len(ph))
@@ -44,6 +49,7 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
     lc_ptr, lc_idx = csr(conflicts)
     pl_ptr, pl_idx = csr(phases)
     ly_ptr, ly_idx = csr(yields)
+    li_ptr, li_idx = csr(intruders)
     return SimpleNamespace(
         n_tls=len(signals), n_links=n_links, n_phases=int(phase_ptr[-1]),
         tls_link_ptr=link_ptr, tls_phase_ptr=phase_ptr, phase_tls=np.array(phase_tls, dtype=np.int32),
@@ -51,6 +57,7 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
         link_yield_ptr=ly_ptr, link_yield_idx=ly_idx,
         link_permissive=np.zeros(n_links, dtype=np.bool_), link_stop_on_red=np.zeros(n_links, dtype=np.bool_),
         link_clearance_s=np.array(clearance, dtype=np.float64), link_yield_pass_s=np.array(passes, dtype=np.float64),
+        link_intruder_ptr=li_ptr, link_intruder_idx=li_idx,
     )
 
 
@@ -67,7 +74,8 @@ def signals(draw, max_links: int = 8):
     clearance = draw(st.lists(st.sampled_from([0.0, 0.0, 3.4, 5.0]), min_size=n, max_size=n))
     yields = sorted(yields)
     passes = draw(st.lists(st.sampled_from([0.0, 0.0, 2.5, 4.6]), min_size=len(yields), max_size=len(yields)))
-    return n, pairs, phases, yields, clearance, passes
+    intrusions = [(a, b) if draw(st.booleans()) else (b, a) for a, b in sorted(pairs) if draw(st.booleans())]
+    return n, pairs, phases, yields, clearance, passes, intrusions
 
 
 @st.composite

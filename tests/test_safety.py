@@ -104,6 +104,21 @@ def test_with_box_cameras_the_long_clearance_is_waived_only_for_an_empty_path(st
 
 
 @given(command_streams())
+def test_no_green_while_a_box_sees_a_turner_that_would_stand_in_its_path(stream):
+    """A link does not turn green while a box camera sees a vehicle on the path of a conflicting
+    link whose turners, waiting inside the junction, stand in its path (a car waiting there for
+    a vehicle stuck ahead of it, which ingolstadt21's gneJ257 showed, would be hit); a box that
+    sees that path empty, or none that watches it, holds nothing."""
+    table, steps = stream
+    for now, before, state, _ in run_stream(table, steps, boxes=13):
+        box = run_stream.box
+        for link in range(table.n_links):
+            if before[link] != GREEN and state[link] == GREEN:
+                intruders = table.link_intruder_idx[table.link_intruder_ptr[link]:table.link_intruder_ptr[link + 1]]
+                assert not any(box[a] > 0 for a in intruders), (link, [(a, box[a]) for a in intruders])
+
+
+@given(command_streams())
 def test_green_starts_only_after_red_clearance_of_every_conflict(stream):
     """A link turns green only after its own red clearance and each conflicting link's clearance;
     a turn whose green ended while a foe it gives way to was showing gets the longer clearance
