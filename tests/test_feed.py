@@ -59,10 +59,15 @@ def ticking(server, period_s: float = 0.004):
         push.close(0)
 
 
-def settle(server, *clients, timeout_s=10.0):
+def settle(server, *clients, timeout_s=10.0, sent=None):
     """Poll the clients until each has applied everything the engine published (after the
-    engine has gone quiet: watermarks still queued on its ingest make more ticks)."""
+    engine has gone quiet: watermarks still queued on its ingest make more ticks; with ``sent``,
+    what ``ticking`` yielded, first until the engine's clock has reached the last of them, so no
+    tick can follow on a loaded machine)."""
     deadline = time.monotonic() + timeout_s
+    while sent is not None and server.clock.now_ns() < T0 + sent[0] * 10**9 and time.monotonic() < deadline:
+        for c in clients:
+            c.poll(10)
     last = -1
     while server.feed_seq != last and time.monotonic() < deadline:
         last = server.feed_seq
@@ -84,7 +89,7 @@ def test_late_joiner_gets_snapshot_then_consecutive_updates_and_the_same_state(d
         early = FeedClient(ep["feed"], ep["snapshot"], join_wait_s=0.0)
         first = early.start()
         assert [m.kind for m in first] == ["end"] and first[0].seq == 0  # nothing published yet
-        with ticking(server):
+        with ticking(server) as sent:
             deadline = time.monotonic() + 10
             while server.feed_seq < 300 and time.monotonic() < deadline:
                 early.poll(50)
@@ -97,7 +102,7 @@ def test_late_joiner_gets_snapshot_then_consecutive_updates_and_the_same_state(d
                 got += late.poll(20)
                 got_spat += spat_only.poll(0)
                 early.poll(0)
-        settle(server, early, late)
+        settle(server, early, late, sent=sent)
         while spat_only.poll(50):
             pass
     kinds = [m.kind for m in got]
