@@ -134,8 +134,7 @@ class Actuated:
                       self.extend)
         _actuated(np.int64(now_ns), self.call, self.extend, net.tls_phase_ptr, net.phase_link_ptr,
                   net.phase_link_idx, net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.phase_in_cycle,
-                  active_phase,
-                  active_since_ns, np.int64(c.min_green_s * 1e9), np.int64(c.max_green_s * 1e9),
+                  active_phase, active_since_ns, np.int64(c.min_green_s * 1e9), np.int64(c.max_green_s * 1e9),
                   np.int64(c.gap_s * 1e9), self.last_extend_ns, target_phase)
 
 

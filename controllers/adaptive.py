@@ -55,11 +55,12 @@ presence without a single count for ``stuck_after_s`` is stuck on; a camera that
 non-zero reading that long, or saw nobody while the loops counted ``blind_veh`` vehicles, is
 stuck. A lane whose camera reports is judged by its camera; one whose camera fell silent (or
 was dropped by detector health) by its two loops, as a lane without a camera: the estimator then
-balances what they count in and out. A lane not to be trusted is on recall: its weight is what its upstream loop counted since its last green, at least
-``recall_veh`` and what it averaged while trusted (on grid4x4, a generous guess such as one
-vehicle per 10 s of red starved the trusted lanes: 68.7 s time loss against 40.7 s with 20 %
-of detectors failed); as an exit lane it weighs only that average; a green serving it never
-ends early; its working loops still extend greens.
+balances what they count in and out. A lane not to be trusted is on recall: its weight is what
+its upstream loop counted since its last green, at least ``recall_veh`` and what it averaged
+while trusted (on grid4x4, a generous guess such as one vehicle per 10 s of red starved the
+trusted lanes: 68.7 s time loss against 40.7 s with 20 % of detectors failed); as an exit lane
+it weighs only that average; a green serving it never ends early; its working loops still
+extend greens.
 """
 
 from __future__ import annotations

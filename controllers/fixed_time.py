@@ -147,6 +147,6 @@ class FixedTime:
             np.int64(now_ns), self.demand_vph, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx,
             net.link_move_ptr, net.link_move_idx, net.move_in_lane, self._in_share, c.saturation_flow_vph,
             self.intergreen_s, c.min_green_s, c.cycle_min_s, c.cycle_max_s, c.max_degree_of_saturation,
-            net.phase_in_cycle, self.green_s, active_phase, active_since_ns, np.int64(c.give_up_s * 1e9), self.cycle_s, self.current,
-            self.current_since_ns, target_phase,
+            net.phase_in_cycle, self.green_s, active_phase, active_since_ns, np.int64(c.give_up_s * 1e9),
+            self.cycle_s, self.current, self.current_since_ns, target_phase,
         )
