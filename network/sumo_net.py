@@ -303,14 +303,22 @@ def _lane_phases(phases: list[list[int]], conflicts: set, yield_pairs: list, int
     half = {lane for lane in whole if any(0 < len(lanes[lane] & p) < len(lanes[lane]) for p in shown)}
     if not half:
         return []
+    # nodes are the lanes' places in ``whole``: integers iterate in the same order in every
+    # process, lane ids (strings) do not, and the clique search walks sets
     g = nx.Graph()
-    g.add_nodes_from(whole)
-    g.add_edges_from((x, y) for x, y in itertools.combinations(whole, 2) if together(lanes[x], lanes[y]))
+    g.add_nodes_from(range(len(whole)))
+    g.add_edges_from((i, j) for i, j in itertools.combinations(range(len(whole)), 2)
+                     if together(lanes[whole[i]], lanes[whole[j]]))
     extra: list[list[int]] = []
-    # (a signal joining several junctions may have very many such sets: a bounded number is looked at)
-    cliques = [sorted(c) for c in itertools.islice(nx.find_cliques(g), MAX_LANE_CLIQUES) if half.intersection(c)]
+    # only sets holding a half-served lane are wanted, so each such lane's are searched for; a
+    # signal joining several junctions may have very many: a bounded number is looked at
+    cliques: set[tuple[int, ...]] = set()
+    per_lane = max(1, MAX_LANE_CLIQUES // len(half))
+    for i, lane in enumerate(whole):
+        if lane in half:
+            cliques.update(tuple(sorted(c)) for c in itertools.islice(nx.find_cliques(g, nodes=[i]), per_lane))
     for clique in sorted(cliques):
-        links = set().union(*(lanes[lane] for lane in clique))
+        links = set().union(*(lanes[whole[i]] for i in clique))
         if not any(links <= p for p in shown):
             shown.append(links)
             extra.append(sorted(links))
