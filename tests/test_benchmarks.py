@@ -179,3 +179,26 @@ def test_unseen_benchmark_builds_fresh_scenarios_and_reports_broken_promises(tmp
     assert 0 < row["trips_completed"] < row["trips_total"]
     assert data["broken"] == [f"grid0 fixed-time: {row['trips_completed']}/{row['trips_total']} trips"]
     assert "grid0 fixed-time" in r.stdout and (tmp_path / "seed7" / "grid0" / "grid.net.xml").is_file()
+
+
+def test_unseen_grids_have_a_signal_at_every_junction(tmp_path):
+    """Seed 4 draws a grid of one-lane roads without turn lanes, where netconvert's guess (by the
+    sum of incoming lane speeds) put no signal anywhere: every junction of a generated grid or
+    arterial is signalised, its dead ends are not."""
+    import random
+
+    import sumolib
+
+    from benchmarks.unseen import MAKERS
+
+    rng = random.Random(4)
+    for kind in ("town", "grid", "arterial"):
+        d = tmp_path / kind
+        d.mkdir()
+        MAKERS[kind](d, rng, rng.randrange(1, 1_000_000))
+        if kind == "town":
+            continue  # (keeps the draws of seed 4 in order)
+        net = sumolib.net.readNet(str(d / f"{kind}.net.xml"))
+        signalised = {n.getID() for n in net.getNodes() if n.getType() == "traffic_light"}
+        crossings = {n.getID() for n in net.getNodes() if len(n.getIncoming()) >= 3}
+        assert signalised and signalised == crossings, (kind, sorted(crossings - signalised))
