@@ -32,7 +32,15 @@ cross street waits yellow + 2 s). Both at 3 vehicles (the defaults), mean time l
 (``bridge_veh = 0``) gave cologne3 30.0 and ingolstadt7 35.7, but on cologne3 a permissive left
 turner and the opposing through, both on green, collided inside the junction. Bridging while
 every stage runs (``optional_phase_veh = 0``, ``bridge_veh = 0.5``) made ingolstadt1 worse (21.1);
-skipping alone (``optional_phase_veh = 3``, no bridging) made cologne3 worse (35.8).
+skipping alone (``optional_phase_veh = 3``, no bridging) made cologne3 worse (35.8). Re-measured
+with the lane phases and intruder holds (27 Nov), ``bridge_veh = 0`` against the default 3:
+cologne3 27.7 / 29.2, ingolstadt7 35.7 / 38.5, ingolstadt21 89.8 / 95.1, ingolstadt1 17.0 / 17.5,
+the demo 72.9 / 78.4, cologne8 31.6 / 31.1, grid4x4 and arterial4x4 unchanged; but cologne1 41.2 /
+38.8 with a collision: a through vehicle stuck inside the junction behind a waiting turner
+restarted when the bridge stage showed that turn its protected ``G`` (its stream red for 2 s), and
+the turner drove into it. ``bridge_veh = 1`` collided the same way there. What a direct switch
+costs instead is the turn's hold, its own yellow and clearance: from the through's yellow to the
+next green, 11 s on cologne8 and 15 s on ingolstadt1, where SUMO's programs take 3 s.
 
 For SPaT (``engine.spat``) the controller publishes its ``plan``: with the default
 ``commit_s = 0`` it commits only to a change it has already asked for, so the end of a green is
