@@ -8,7 +8,9 @@ and travel time, teleports, collisions (and how many at signals) and safety viol
 per scenario the limit measured in the same run, the best SUMO controller, and the ratio of
 ``adaptive`` to it (the issue's target: at most 0.85). ``--fail-detectors 0.2`` adds a run of
 ``adaptive`` with that fraction of detectors failed and its ratio to ``adaptive`` with all
-working (the target: at most 1.10).
+working (the target: at most 1.10). ``--box-cameras`` runs the engine's controllers (and that
+failure case) with a box camera over every signal link's path through its junction
+(``evaluate --box-cameras``); SUMO's programs read no detector of ours and run as before.
 
 A run's outcome is kept as JSON under ``--cache`` (keyed by scenario, controller, horizon,
 failure case and engine config) and reused by later invocations, so a long table can be
@@ -56,9 +58,10 @@ def scenario_path(name: str, resco: Path) -> Path:
     return resco / name / f"{name}.sumocfg"
 
 
-def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed: int, config: str | None) -> str:
+def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed: int, config: str | None,
+         box: bool = False) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([str(cfg.resolve()), controller, end, fail, seed]).encode())
+    h.update(json.dumps([str(cfg.resolve()), controller, end, fail, seed] + (["box"] if box else [])).encode())
     if config and controller in CONTROLLERS:
         h.update(Path(config).read_bytes())
     return f"{cfg.stem}.{controller}.{h.hexdigest()[:12]}.json"
@@ -67,13 +70,14 @@ def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed
 def run_one(cfg: Path, controller: str, args) -> dict:
     fail = args.fail_detectors if controller == FAILED else None
     name = "adaptive" if controller == FAILED else controller
-    cache = Path(args.cache) / _key(cfg, controller, args.end, fail, args.seed, args.config) if args.cache else None
+    box = bool(args.box_cameras) and name in CONTROLLERS
+    cache = Path(args.cache) / _key(cfg, controller, args.end, fail, args.seed, args.config, box) if args.cache else None
     if cache is not None and cache.exists() and not args.fresh:
         return json.loads(cache.read_text())
     print(f"-- {cfg.stem}: {controller}", file=sys.stderr, flush=True)
     r = evaluate(cfg, controller=name, end=None if args.end is None else _end(cfg, args.end),
                  config=args.config if name in CONTROLLERS else None, progress=not args.quiet,
-                 fail_detectors=fail, seed=args.seed)
+                 fail_detectors=fail, seed=args.seed, box_cameras=box)
     if cache is not None:
         write_json(cache, r)
     return r
@@ -144,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-detectors", type=float, metavar="FRACTION",
                    help="also run adaptive with this fraction of detectors failed (silent or stuck)")
     p.add_argument("--seed", type=int, default=0, help="which detectors fail (default %(default)s)")
+    p.add_argument("--box-cameras", action="store_true",
+                   help="the engine's controllers (and the failure case) also get a box camera over every "
+                   "signal link's path through its junction (evaluate --box-cameras)")
     p.add_argument("--cache", default="reports/control-runs",
                    help="keep and reuse each run's outcome here (default %(default)s; '' to disable)")
     p.add_argument("--fresh", action="store_true", help="run again even what is cached")
@@ -183,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         horizon = "until every vehicle arrived (at most 3 h)" if args.end is None else f"first {args.end:g} s"
-        Path(args.markdown).write_text(f"# Controllers on the RESCO scenarios\n\nEach run: {horizon}; "
+        boxes = "; the engine's controllers with box cameras" if args.box_cameras else ""
+        Path(args.markdown).write_text(f"# Controllers on the RESCO scenarios\n\nEach run: {horizon}{boxes}; "
                                        "`python -m benchmarks.control` wrote this.\n\n" + text)
     if args.json:
         write_json(args.json, {"rows": rows, "summary": summary})

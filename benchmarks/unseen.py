@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(default %(default)s; a folder per seed)")
     p.add_argument("--end", type=float, help="simulate at most this many seconds (default: until every "
                    "vehicle has arrived, at most 3 h; a shorter run leaves vehicles on the road)")
+    p.add_argument("--box-cameras", action="store_true",
+                   help="the engine's controllers also get box cameras (evaluate --box-cameras)")
     p.add_argument("--json", help="write the rows, the summary and what broke to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     args = p.parse_args(argv)
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     code = control.main(["--scenarios", ",".join(str(c) for c in cfgs), "--controllers", args.controllers,
                          "--cache", "", "--markdown", str(root / "unseen.md"), "--json", str(rows_json)]
                         + (["--end", f"{args.end:g}"] if args.end is not None else [])
+                        + (["--box-cameras"] if args.box_cameras else [])
                         + (["-q"] if args.quiet else []))
     if code:
         return code
