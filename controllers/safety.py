@@ -12,7 +12,9 @@ tick at a time, link by link, under four interlocks:
   (``CompiledNetwork.link_clearance_s``);
 - so no two conflicting links are ever green (or green and yellow) together;
 - a link that gives way to another when both are green (a permissive left turn) shows a
-  protected ``G`` only while the other has been red for the clearance time; the other may then
+  protected ``G`` only while the other has been red for the clearance time (and, with box
+  cameras, while no box sees a vehicle of the other left on its path: a vehicle stuck inside the
+  junction when its stream turned red is not one a protected turner looks out for); the other may then
   start only after the turn has gone through yellow and red clearance (or together with it), so
   no vehicle that entered on a protected green meets oncoming traffic released under it;
 - with box cameras (``box``, vehicles on each link's path through the junction, NaN unknown): a
@@ -286,6 +288,7 @@ class Safety:
         self.active_since_ns = np.full(n_tls, start_ns, dtype=np.int64)
         self._want = np.zeros(n_links, dtype=np.bool_)
         self._no_box = np.full(n_links, np.nan)
+        self._box = self._no_box
         self._long_clear = np.zeros(n_links, dtype=np.bool_)  # ended while giving way
         self._yielder_ptr, self._yielder_idx = yielders(net)
         # what a conflicting link waits after this one turns red: the configured red clearance,
@@ -312,6 +315,7 @@ class Safety:
         junction, NaN where none watches it (then the fixed clearances apply)."""
         c, net = self.config, self.net
         self._now_ns = now_ns
+        self._box = self._no_box if box is None else box
         if self._flash_busy:  # a flashing signal (or one going to flash) wants no phase
             target_phase = np.where(self.flash, np.int32(-1), target_phase).astype(np.int32)
         changes = _enforce(
@@ -332,11 +336,12 @@ class Safety:
     def state_chars(self) -> bytes:
         """SUMO state characters of every link: y, r, s (stop), G, or g for a green that gives
         way to a foe showing green or yellow, or red for less than the clearance time (vehicles
-        of a yellow foe may still be crossing)."""
+        of a yellow foe may still be crossing), or whose path a box camera sees a vehicle on (the
+        box readings of the last ``enforce``)."""
         net = self.net
         _link_chars(np.int64(self._now_ns), self._clear_ns, self.link_state,
                     self.link_since_ns, net.link_yield_ptr, net.link_yield_idx, net.link_permissive,
-                    net.link_stop_on_red, self._chars)
+                    net.link_stop_on_red, self._chars, self._box)
         return self._chars.tobytes()
 
     def state_strings(self) -> list[str]:
@@ -347,7 +352,7 @@ class Safety:
 
 
 @njit(cache=True)
-def _link_chars(now_ns, clear_ns, link_state, link_since_ns, yield_ptr, yield_idx, permissive, stop_on_red, out):
+def _link_chars(now_ns, clear_ns, link_state, link_since_ns, yield_ptr, yield_idx, permissive, stop_on_red, out, box):
     for link in range(link_state.size):
         s = link_state[link]
         if s == GREEN:
@@ -357,7 +362,7 @@ def _link_chars(now_ns, clear_ns, link_state, link_since_ns, yield_ptr, yield_id
             else:
                 for k in range(yield_ptr[link], yield_ptr[link + 1]):
                     b = yield_idx[k]
-                    if link_state[b] != RED or now_ns - link_since_ns[b] < clear_ns[b]:
+                    if link_state[b] != RED or now_ns - link_since_ns[b] < clear_ns[b] or box[b] > 0.0:
                         c = 103
                         break
         elif s == YELLOW:

@@ -119,6 +119,27 @@ def test_no_green_while_a_box_sees_a_turner_that_would_stand_in_its_path(stream)
 
 
 @given(command_streams())
+def test_no_protected_green_while_a_box_sees_a_vehicle_of_a_stream_it_gives_way_to(stream):
+    """A turn shows its protected ``G`` only while no box camera sees a vehicle on the path of a
+    stream it gives way to: a vehicle left inside the junction (on ingolstadt21 and cologne1,
+    one stuck behind a waiting turner, restarting after its stream's red) keeps it ``g``."""
+    table, steps = stream
+    safety = Safety(table, CFG, start_ns=0)
+    rng = np.random.default_rng(17)
+    now = 0
+    for dt, wanted in steps:
+        now += int(dt * NS)
+        box = np.where(rng.random(table.n_links) < 0.8,
+                       np.where(rng.random(table.n_links) < 0.6, 0.0, rng.integers(1, 4, table.n_links)), np.nan)
+        safety.enforce(np.array(wanted, dtype=np.int32), now, box)
+        chars = safety.state_chars().decode()
+        for link, ch in enumerate(chars):
+            if ch == "G":
+                seen = [b for b in naive.yields_of(table, link) if box[b] > 0]
+                assert not seen, (link, seen)
+
+
+@given(command_streams())
 def test_green_starts_only_after_red_clearance_of_every_conflict(stream):
     """A link turns green only after its own red clearance and each conflicting link's clearance;
     a turn whose green ended while a foe it gives way to was showing gets the longer clearance
