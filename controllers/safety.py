@@ -325,7 +325,7 @@ class Safety:
             np.int64(round(c.min_green_s * 1e9)), np.int64(round(c.yellow_s * 1e9)),
             np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self._exit_ns, self.link_state, self.link_since_ns,
             self._long_clear, self._want,
-            self.active_phase, self.active_since_ns, self._no_box if box is None else box,
+            self.active_phase, self.active_since_ns, self._box,
             net.link_intruder_ptr, net.link_intruder_idx,
         )
         if self._flash_busy:
