@@ -21,7 +21,11 @@ tick at a time, link by link, under four interlocks:
   link does not turn green while a box sees a vehicle on the path of a conflicting link whose
   turners, waiting inside the junction, stand in its path (``CompiledNetwork.link_intruder_idx``,
   from the network's ``intrusions``); a box that sees a path empty waives the long clearance and
-  the pass-time hold below (``_red_cleared``);
+  the pass-time hold below (``_red_cleared``); and a turn is not green while a stream it gives
+  way to is in its yellow or red clearance with a box seeing a vehicle on its path (it ends,
+  once past its minimum green, and does not start: ``_straggler``): a vehicle of that stream
+  held up inside the junction, restarting as its light ends, is one that turners entering on a
+  permissive green misjudge (cologne3, where one drove into such a vehicle);
 - a permissive turn that ends while the streams it gives way to end too stays green until they
   have been red for their pass time (``CompiledNetwork.link_yield_pass_s``: the last vehicle
   that ran their yellow has passed where the turners wait), so the turners waiting inside the junction leave on their own green
@@ -85,13 +89,14 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
         for link in range(lo, hi):
             age = now_ns - link_since_ns[link]
             s = link_state[link]
-            if s == GREEN and age >= min_green_ns and (not want[link] or _blocks_priority(
+            straggler = _straggler(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, clear_ns, box)
+            if s == GREEN and age >= min_green_ns and (not want[link] or straggler or _blocks_priority(
                     link, link_yield_ptr, link_yield_idx, link_state, want)):
                 # (a wanted protected turn still ends, through yellow, before the stream it
                 # gives way to starts)
                 giving_way = _giving_way(now_ns, link, link_yield_ptr, link_yield_idx, link_state,
                                          link_since_ns, red_ns)
-                if not box[link] == 0.0 and _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx,
+                if not straggler and not box[link] == 0.0 and _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx,
                                                              link_state, link_since_ns, exit_ns, want):
                     continue  # the streams it gives way to end first: it ends once their last vehicle is out
                 if giving_way and not _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx,
@@ -121,6 +126,8 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
                 continue  # (a link's own red also lasts the clearance time: no yellow -> green)
             if _waits_for_priority(link, link_yield_ptr, link_yield_idx, link_state, want):
                 continue  # a permissive turn starts with, or after, the stream it gives way to
+            if _straggler(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, clear_ns, box):
+                continue  # not while a vehicle of a stream it gives way to is left inside it
             clear = True
             for k in range(link_conflict_ptr[link], link_conflict_ptr[link + 1]):
                 c = link_conflict_idx[k]
@@ -259,6 +266,25 @@ def _blocks_priority(link, link_yield_ptr, link_yield_idx, link_state, want):
     for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
         b = link_yield_idx[k]
         if want[b] and link_state[b] == RED:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _straggler(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, clear_ns, box):
+    """Whether a stream ``link`` gives way to (but not back) is in its yellow or red clearance
+    while a box camera sees a vehicle on its path: a vehicle left inside the junction (it may
+    have stood there, held up) that turners entering now might misjudge.
+
+    Bounded by the clearance on purpose: a bound of 15 s after the stream's red kept turns
+    back behind vehicles stuck at blocked exits (ingolstadt21 with box cameras: 94.2 s mean time
+    loss, 7 teleports and a collision of a turn restarting with its stream; with this bound
+    79.3 s, none)."""
+    for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
+        b = link_yield_idx[k]
+        if (link_state[b] != GREEN and box[b] > 0.0
+                and (link_state[b] == YELLOW or now_ns - link_since_ns[b] < clear_ns[b])
+                and not _yields_to(b, link, link_yield_ptr, link_yield_idx)):
             return True
     return False
 

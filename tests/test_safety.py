@@ -140,6 +140,39 @@ def test_no_protected_green_while_a_box_sees_a_vehicle_of_a_stream_it_gives_way_
 
 
 @given(command_streams())
+def test_no_turn_green_while_a_box_sees_a_vehicle_of_an_ending_stream_it_gives_way_to(stream):
+    """While a stream a turn gives way to is in its yellow or red clearance and a box camera sees
+    a vehicle on its path (one held up inside, restarting as its light ends: cologne3), the turn
+    does not start, and ends once past its minimum green."""
+    table, steps = stream
+    safety = Safety(table, CFG, start_ns=0)
+    clear_ns = np.round(np.maximum(CFG.red_clearance_s, table.link_clearance_s) * NS)
+    rng = np.random.default_rng(23)
+    yields = {a: [b for b in naive.yields_of(table, a) if a not in naive.yields_of(table, b)]
+              for a in range(table.n_links)}
+
+    def straggler(link, state, since, now, box):
+        return [b for b in yields[link] if box[b] > 0 and (
+            state[b] == YELLOW or state[b] == RED and now - since[b] < clear_ns[b])]
+
+    now = 0
+    for dt, wanted in steps:
+        now += int(dt * NS)
+        before, since_before = safety.link_state.copy(), safety.link_since_ns.copy()
+        box = np.where(rng.random(table.n_links) < 0.8,
+                       np.where(rng.random(table.n_links) < 0.5, 0.0, rng.integers(1, 4, table.n_links)), np.nan)
+        safety.enforce(np.array(wanted, dtype=np.int32), now, box)
+        state, since = safety.link_state, safety.link_since_ns
+        for link in range(table.n_links):
+            if before[link] == GREEN and now - since_before[link] >= CFG.min_green_s * NS:
+                seen = straggler(link, before, since_before, now, box)
+                assert not (seen and state[link] == GREEN), (link, seen)
+            if before[link] != GREEN and state[link] == GREEN:
+                seen = straggler(link, state, since, now, box)
+                assert not seen, (link, seen)
+
+
+@given(command_streams())
 def test_green_starts_only_after_red_clearance_of_every_conflict(stream):
     """A link turns green only after its own red clearance and each conflicting link's clearance;
     a turn whose green ended while a foe it gives way to was showing gets the longer clearance
