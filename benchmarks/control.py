@@ -8,9 +8,10 @@ and travel time, teleports, collisions (and how many at signals) and safety viol
 per scenario the limit measured in the same run, the best SUMO controller, and the ratio of
 ``adaptive`` to it (the issue's target: at most 0.85). ``--fail-detectors 0.2`` adds a run of
 ``adaptive`` with that fraction of detectors failed and its ratio to ``adaptive`` with all
-working (the target: at most 1.10). ``--box-cameras`` runs the engine's controllers (and that
-failure case) with a box camera over every signal link's path through its junction
-(``evaluate --box-cameras``); SUMO's programs read no detector of ours and run as before.
+working (the target: at most 1.10). The engine's controllers (and that failure case) run with
+the detectors ``evaluate`` places by default, box cameras over every signal link's path through
+its junction among them; ``--no-box-cameras`` leaves those out. SUMO's programs read no
+detector of ours and run the same either way.
 
 A run's outcome is kept as JSON under ``--cache`` (keyed by scenario, controller, horizon,
 failure case and engine config) and reused by later invocations, so a long table can be
@@ -19,6 +20,7 @@ built up piecewise; ``--fresh`` ignores what is cached.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import sys
@@ -77,7 +79,7 @@ def run_one(cfg: Path, controller: str, args) -> dict:
     print(f"-- {cfg.stem}: {controller}", file=sys.stderr, flush=True)
     r = evaluate(cfg, controller=name, end=None if args.end is None else _end(cfg, args.end),
                  config=args.config if name in CONTROLLERS else None, progress=not args.quiet,
-                 fail_detectors=fail, seed=args.seed, box_cameras=box)
+                 fail_detectors=fail, seed=args.seed, box_cameras=box if name in CONTROLLERS else None)
     if cache is not None:
         write_json(cache, r)
     return r
@@ -148,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-detectors", type=float, metavar="FRACTION",
                    help="also run adaptive with this fraction of detectors failed (silent or stuck)")
     p.add_argument("--seed", type=int, default=0, help="which detectors fail (default %(default)s)")
-    p.add_argument("--box-cameras", action="store_true",
-                   help="the engine's controllers (and the failure case) also get a box camera over every "
-                   "signal link's path through its junction (evaluate --box-cameras)")
+    p.add_argument("--box-cameras", action=argparse.BooleanOptionalAction, default=True,
+                   help="the engine's controllers (and the failure case) get a box camera over every signal "
+                   "link's path through its junction, as evaluate does by default (default: on; "
+                   "--no-box-cameras: loops and approach cameras only)")
     p.add_argument("--cache", default="reports/control-runs",
                    help="keep and reuse each run's outcome here (default %(default)s; '' to disable)")
     p.add_argument("--fresh", action="store_true", help="run again even what is cached")
@@ -190,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         horizon = "until every vehicle arrived (at most 3 h)" if args.end is None else f"first {args.end:g} s"
-        boxes = "; the engine's controllers with box cameras" if args.box_cameras else ""
+        boxes = ("; the engine's controllers with box cameras" if args.box_cameras
+                 else "; the engine's controllers without box cameras")
         Path(args.markdown).write_text(f"# Controllers on the RESCO scenarios\n\nEach run: {horizon}{boxes}; "
                                        "`python -m benchmarks.control` wrote this.\n\n" + text)
     if args.json:

@@ -21,6 +21,7 @@ sees no safety violation. Exit status 1 when that fails.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import sys
@@ -125,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(default %(default)s; a folder per seed)")
     p.add_argument("--end", type=float, help="simulate at most this many seconds (default: until every "
                    "vehicle has arrived, at most 3 h; a shorter run leaves vehicles on the road)")
-    p.add_argument("--box-cameras", action="store_true",
-                   help="the engine's controllers also get box cameras (evaluate --box-cameras)")
+    p.add_argument("--box-cameras", action=argparse.BooleanOptionalAction, default=True,
+                   help="the engine's controllers get box cameras, as evaluate does by default (default: on; "
+                   "--no-box-cameras: loops and approach cameras only)")
     p.add_argument("--json", help="write the rows, the summary and what broke to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     args = p.parse_args(argv)
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     code = control.main(["--scenarios", ",".join(str(c) for c in cfgs), "--controllers", args.controllers,
                          "--cache", "", "--markdown", str(root / "unseen.md"), "--json", str(rows_json)]
                         + (["--end", f"{args.end:g}"] if args.end is not None else [])
-                        + (["--box-cameras"] if args.box_cameras else [])
+                        + (["--box-cameras"] if args.box_cameras else ["--no-box-cameras"])
                         + (["-q"] if args.quiet else []))
     if code:
         return code

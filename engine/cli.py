@@ -495,13 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "takes over. The JSON gains a kill_engine block (fallback_s, handbacks, commands "
                         "applied after the restart); safety_violations covers the whole run "
                         "(engine controllers only)")
-    e.add_argument("--box-cameras", action="store_true",
-                   help="also watch each signal link's path through its junction with a box camera (a "
-                        "lane-area zone on its internal lanes): where it sees the path empty, the safety "
-                        "stage skips the waits that protect turners left inside the junction, and where "
-                        "it sees a turner inside whose waiting point is in a conflicting stream's path, "
-                        "that stream stays red (experimental; engine controllers only, not with "
-                        "--detector-coverage)")
+    e.add_argument("--box-cameras", action=argparse.BooleanOptionalAction, default=None,
+                   help="watch each signal link's path through its junction with a box camera (a lane-area "
+                        "zone on its internal lanes): where it sees the path empty, the safety stage skips "
+                        "the waits that protect turners left inside the junction; where it sees a vehicle "
+                        "inside that a stream entering now could meet, that stream waits. Default: on for "
+                        "the engine's controllers with the default detectors, off with --detector-coverage "
+                        "and for SUMO's programs; --no-box-cameras runs loops and approach cameras only")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

@@ -59,8 +59,9 @@ def run_demo(report: str | Path = "reports/demo.md",
     text = (
         f"# traffic-engine demo: {scenario.parent.name} town\n\n"
         f"{trips} trips; SUMO {scenario.name}; {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.\n"
-        "Engine controllers see only detector readings, sent over the engine's ingest socket; their\n"
-        "signal commands reach SUMO through one adapter per junction.\n\n" + body + "\n"
+        "Engine controllers see only detector readings (loops and cameras on every signalised approach,\n"
+        "box cameras over each signal link's path through its junction), sent over the engine's ingest\n"
+        "socket; their signal commands reach SUMO through one adapter per junction.\n\n" + body + "\n"
     )
     path = Path(report)
     path.parent.mkdir(parents=True, exist_ok=True)

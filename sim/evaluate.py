@@ -54,7 +54,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
              config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
              inject_faults: Sequence[str | DetectorFault] = (), detector_coverage: float | None = None,
              fail_detectors: float | None = None, seed: int = 0, guidance_share: float | None = None,
-             kill_engine: str | None = None, box_cameras: bool = False) -> dict:
+             kill_engine: str | None = None, box_cameras: bool | None = None) -> dict:
     """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
 
     ``kill_engine``: ``S`` or ``S:R``: kill -9 the engine at simulated second ``S`` (the signals'
@@ -68,7 +68,9 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
     instead of every signalised approach. ``fail_detectors``: a random fraction (drawn with ``seed``)
     of the detectors fails, silent or stuck (``sim.faults``); engine controllers only (box cameras
     are not among them). ``box_cameras``: a box camera over each signal link's path through its
-    junction (``network.layout.box_layout``; an error with ``detector_coverage``).
+    junction (``network.layout.box_layout``). By default (None) an engine controller gets them
+    with the default detectors (not with ``detector_coverage``, nor for SUMO's own programs,
+    which read no detector of ours); False runs without them, True where impossible is an error.
     ``guidance_share``: that random fraction of the vehicles (drawn with ``seed``) follows the
     engine's speed advice (``sim.guidance``); the result gains stops per guided and unguided
     vehicle and the error of the published SPaT likely times. Engine controllers only.
@@ -98,6 +100,8 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         raise EvaluationError("--guidance-share needs an engine controller: the advice comes from the engine's feed")
     if guidance_share is not None and not 0.0 <= guidance_share <= 1.0:
         raise EvaluationError(f"--guidance-share must be a fraction within 0..1, not {guidance_share}")
+    if box_cameras is None:
+        box_cameras = controller not in BUILTIN and detector_coverage is None
     if box_cameras and controller in BUILTIN:
         raise EvaluationError("--box-cameras needs an engine controller (SUMO's own programs read no detector of ours)")
     if box_cameras and detector_coverage is not None:

@@ -151,21 +151,24 @@ def test_control_benchmark_writes_one_table(small_scenario, tmp_path):
 
 @pytest.mark.sumo
 def test_control_benchmark_runs_the_engine_with_box_cameras(small_scenario, tmp_path):
-    """``--box-cameras``: the engine's row comes from a run with box cameras, kept apart in the
-    cache from one without; SUMO's run is the same either way (reused); the markdown says so."""
+    """By default the engine's row comes from a run with box cameras (as ``evaluate`` places
+    them), kept apart in the cache from one with ``--no-box-cameras``; SUMO's run is the same
+    either way (reused); the markdown says which."""
     md, out = tmp_path / "control.md", tmp_path / "control.json"
     args = [sys.executable, "-m", "benchmarks.control", "--scenarios", str(small_scenario.sumocfg),
             "--controllers", "adaptive,sumo-actuated", "--end", "120", "--cache", str(tmp_path / "runs"), "-q",
             "--json", str(out)]
-    r = subprocess.run(args + ["--box-cameras", "--markdown", str(md)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(args + ["--markdown", str(md)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     ad, sumo = json.loads(out.read_text())["rows"]
     assert ad["box_cameras"] > 0 and "box_cameras" not in sumo
     assert "with box cameras" in md.read_text()
-    plain = subprocess.run(args + ["--markdown", ""], capture_output=True, text=True, timeout=600)
+    plain = subprocess.run(args + ["--no-box-cameras", "--markdown", str(md)], capture_output=True, text=True,
+                           timeout=600)
     assert plain.returncode == 0, plain.stderr
     assert "-- small: adaptive" in plain.stderr and "-- small: sumo-actuated" not in plain.stderr
     assert json.loads(out.read_text())["rows"][0]["box_cameras"] == 0
+    assert "without box cameras" in md.read_text()
 
 
 def test_feed_benchmark_prints_and_writes_its_figures(tmp_path):

@@ -40,11 +40,14 @@ def test_engine_controls_a_small_city_safely(small_scenario, controller, tmp_pat
 
 
 def test_box_cameras_watch_every_link_path_and_their_readings_reach_the_engine(small_scenario, tmp_path):
-    """With --box-cameras SUMO loads a zone on every signal link's internal lanes, the bridge sends
-    their readings, the engine accepts them all, and the run stays safe."""
+    """By default (an engine controller, the default detectors) SUMO loads a box camera zone on
+    every signal link's internal lanes, the bridge sends their readings, the engine accepts them
+    all, and the run stays safe; --no-box-cameras and --detector-coverage run without them."""
     kept = tmp_path / "run"
-    r = evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, box_cameras=True, workdir=kept)
-    plain = evaluate(small_scenario.sumocfg, controller="adaptive", progress=False)
+    r = evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, workdir=kept)
+    plain = evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, box_cameras=False)
+    sparse = evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, detector_coverage=0.5, end=60)
+    assert sparse["box_cameras"] == 0
     boxes = [d for d in json.loads((kept / "detectors.json").read_text()) if d["kind"] == "box"]
     assert r["box_cameras"] == len(boxes) > 0 and plain["box_cameras"] == 0
     assert all(d["lanes"] and all(x.startswith(":") for x in d["lanes"]) and d["link"] >= 0 for d in boxes)
