@@ -89,7 +89,8 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
         for link in range(lo, hi):
             age = now_ns - link_since_ns[link]
             s = link_state[link]
-            straggler = _straggler(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, clear_ns, box)
+            straggler = s == GREEN and age >= min_green_ns and _straggler(
+                now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, clear_ns, box)
             if s == GREEN and age >= min_green_ns and (not want[link] or straggler or _blocks_priority(
                     link, link_yield_ptr, link_yield_idx, link_state, want)):
                 # (a wanted protected turn still ends, through yellow, before the stream it
