@@ -79,7 +79,7 @@ def run_one(cfg: Path, controller: str, args) -> dict:
     print(f"-- {cfg.stem}: {controller}", file=sys.stderr, flush=True)
     r = evaluate(cfg, controller=name, end=None if args.end is None else _end(cfg, args.end),
                  config=args.config if name in CONTROLLERS else None, progress=not args.quiet,
-                 fail_detectors=fail, seed=args.seed, box_cameras=box if name in CONTROLLERS else None)
+                 fail_detectors=fail, seed=args.seed, box_cameras=box)
     if cache is not None:
         write_json(cache, r)
     return r
