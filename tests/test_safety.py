@@ -36,6 +36,13 @@ def run_stream(table, steps, cfg=CFG, boxes=None):
         yield now, before, safety.link_state.copy(), safety.link_since_ns.copy()
 
 
+def random_boxes(rng, n_links, empty):
+    """One tick of box readings: 80 % of the links reported, of those a share ``empty`` saw
+    nobody, the others 1-3 vehicles; NaN where none reported."""
+    return np.where(rng.random(n_links) < 0.8,
+                    np.where(rng.random(n_links) < empty, 0.0, rng.integers(1, 4, n_links)), np.nan)
+
+
 def conflict_pairs(table):
     for a in range(table.n_links):
         for b in table.link_conflict_idx[table.link_conflict_ptr[a]:table.link_conflict_ptr[a + 1]]:
@@ -129,8 +136,7 @@ def test_no_protected_green_while_a_box_sees_a_vehicle_of_a_stream_it_gives_way_
     now = 0
     for dt, wanted in steps:
         now += int(dt * NS)
-        box = np.where(rng.random(table.n_links) < 0.8,
-                       np.where(rng.random(table.n_links) < 0.6, 0.0, rng.integers(1, 4, table.n_links)), np.nan)
+        box = random_boxes(rng, table.n_links, empty=0.6)
         safety.enforce(np.array(wanted, dtype=np.int32), now, box)
         chars = safety.state_chars().decode()
         for link, ch in enumerate(chars):
@@ -159,8 +165,7 @@ def test_no_turn_green_while_a_box_sees_a_vehicle_of_an_ending_stream_it_gives_w
     for dt, wanted in steps:
         now += int(dt * NS)
         before, since_before = safety.link_state.copy(), safety.link_since_ns.copy()
-        box = np.where(rng.random(table.n_links) < 0.8,
-                       np.where(rng.random(table.n_links) < 0.5, 0.0, rng.integers(1, 4, table.n_links)), np.nan)
+        box = random_boxes(rng, table.n_links, empty=0.5)
         safety.enforce(np.array(wanted, dtype=np.int32), now, box)
         state, since = safety.link_state, safety.link_since_ns
         for link in range(table.n_links):
