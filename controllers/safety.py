@@ -18,9 +18,11 @@ tick at a time, link by link, under four interlocks:
   start only after the turn has gone through yellow and red clearance (or together with it), so
   no vehicle that entered on a protected green meets oncoming traffic released under it;
 - with box cameras (``box``, vehicles on each link's path through the junction, NaN unknown): a
-  link does not turn green while a box sees a vehicle on the path of a conflicting link whose
-  turners, waiting inside the junction, stand in its path (``CompiledNetwork.link_intruder_idx``,
-  from the network's ``intrusions``); a box that sees a path empty waives the long clearance and
+  link does not turn green while a box sees a vehicle on the path of a link, not green, whose
+  vehicles stand in its path when they wait or are held up inside the junction
+  (``CompiledNetwork.link_intruder_idx``: turners waiting at their internal stop, the network's
+  ``intrusions``, and any car standing on a path that passes close to this one away from where
+  they cross, its ``stand_ins``); a box that sees a path empty waives the long clearance and
   the pass-time hold below (``_red_cleared``); and a turn is not green while a stream it gives
   way to is in its yellow or red clearance with a box seeing a vehicle on its path (it ends,
   once past its minimum green, and does not start: ``_straggler``): a vehicle of that stream
@@ -135,10 +137,8 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
                 if not _red_cleared(now_ns, c, link_state, link_since_ns, link_long_clear, clear_ns, red_ns, box):
                     clear = False
                     break
-            for k in range(intruder_ptr[link], intruder_ptr[link + 1]):
-                if box[intruder_idx[k]] > 0.0:  # a turner a box sees inside may stand in its path
-                    clear = False
-                    break
+            if clear and _stood_in(link, link_state, box, intruder_ptr, intruder_idx):
+                clear = False
             for k in range(link_yielder_ptr[link], link_yielder_ptr[link + 1]):
                 a = link_yielder_idx[k]  # a gives way to this link: it must not be mid-protected-green
                 if link_state[a] == GREEN and link_since_ns[a] == now_ns:
@@ -153,7 +153,11 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
         reached = p >= 0
         if p >= 0:
             for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
-                if link_state[phase_link_idx[k]] != GREEN:
+                link = phase_link_idx[k]
+                # (a link held by a vehicle standing in its path does not keep the phase from
+                # counting as shown: that vehicle may stand there for minutes, behind a full
+                # exit, and a controller waiting for the phase would starve every other stream)
+                if link_state[link] != GREEN and not _stood_in(link, link_state, box, intruder_ptr, intruder_idx):
                     reached = False
                     break
         if reached:
@@ -203,6 +207,17 @@ def _flash(now_ns, flash, tls_link_ptr, link_state, link_since_ns, link_long_cle
                 link_since_ns[link] = now_ns
                 link_long_clear[link] = True
     return busy
+
+
+@njit(cache=True)
+def _stood_in(link, link_state, box, intruder_ptr, intruder_idx):
+    """Whether a box camera sees a vehicle on the path of a link, not green, whose vehicles
+    stand in ``link``'s path when they wait or are held up inside the junction."""
+    for k in range(intruder_ptr[link], intruder_ptr[link + 1]):
+        a = intruder_idx[k]
+        if link_state[a] != GREEN and box[a] > 0.0:
+            return True
+    return False
 
 
 @njit(cache=True)

@@ -61,8 +61,8 @@ class CompiledNetwork:
     link_clearance_s: np.ndarray  # float64[n_links] red clearance the geometry needs (0: default)
     link_yield_pass_s: np.ndarray  # float64, aligned with link_yield_idx: how long after the stream
     # turns red its last yellow runner may still be coming past where the yielding link waits
-    link_intruder_ptr: np.ndarray  # CSR over links: conflicting links whose vehicles, waiting inside
-    link_intruder_idx: np.ndarray  # the junction, stand in this link's path (``intrusions``)
+    link_intruder_ptr: np.ndarray  # CSR over links: links whose vehicles, waiting or held up inside
+    link_intruder_idx: np.ndarray  # the junction, stand in this link's path (``intrusions``, ``stand_ins``)
     link_move_ptr: np.ndarray  # CSR over links: movements the link controls
     link_move_idx: np.ndarray
 
@@ -163,6 +163,8 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
         for a, b in sig.get("intrusions", []):
             if (min(a, b), max(a, b)) in conflicting:
                 intruders[base + b].append(base + a)
+        for a, b in sig.get("stand_ins", []):
+            intruders[base + b].append(base + a)
         permissive[[base + i for i in sig["permissive"]]] = True
         stop_on_red[[base + i for i in sig["stop_on_red"]]] = True
         clearance[base:base + sig["n_links"]] = sig["clearance_s"]

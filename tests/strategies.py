@@ -15,8 +15,8 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
 
     ``signals`` holds, per signal, ``(n_links, conflict pairs (a, b), phases as link lists)`` and
     optionally yield pairs ``(a, b)`` (a gives way to b), per-link clearance seconds, per
-    yield pair its pass seconds and intrusion pairs ``(a, b)`` (conflicting; a vehicle of ``a``
-    waiting inside the junction stands in ``b``'s path); signal-local link numbers.
+    yield pair its pass seconds and intrusion pairs ``(a, b)`` (a vehicle of ``a`` waiting or held
+    up inside the junction stands in ``b``'s path); signal-local link numbers.
     """
     link_ptr = np.zeros(len(signals) + 1, dtype=np.int64)
     conflicts, yields, phases, phase_counts, phase_tls, clearance, passes = [], [], [], [], [], [], []
@@ -75,6 +75,10 @@ def signals(draw, max_links: int = 8):
     yields = sorted(yields)
     passes = draw(st.lists(st.sampled_from([0.0, 0.0, 2.5, 4.6]), min_size=len(yields), max_size=len(yields)))
     intrusions = [(a, b) if draw(st.booleans()) else (b, a) for a, b in sorted(pairs) if draw(st.booleans())]
+    # stand-ins: a car of a, held up inside the junction, stands in b's path (any two links,
+    # conflicting or not; they share the intruder table)
+    intrusions += sorted(draw(st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
+                                      .filter(lambda ab: ab[0] != ab[1]), max_size=n)))
     return n, pairs, phases, yields, clearance, passes, intrusions
 
 

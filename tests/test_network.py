@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from network import compile_network, default_layout, read_sumo_net
 from network.layout import load_layout, save_layout
-from network.sumo_net import NetworkError, _polyline_distance, _swept_chords, _waiting_intrusions
+from network.sumo_net import NetworkError, _polyline_distance, _standing_intrusions, _swept_chords, _waiting_intrusions
 
 SCENARIOS = ["cologne1", "cologne8", "ingolstadt21", "grid4x4", "arterial4x4"]
 
@@ -163,6 +163,31 @@ corner does too, one further out does not."""
     assert _waiting_intrusions("t", 4, paths) == {(0, 1), (0, 2)}
     # a link without a waiting point (one internal lane) waits nowhere
     assert _waiting_intrusions("t", 2, {("t", 0): [_path((0.0, 0.0), (10.0, 0.0))], ("t", 1): [near]}) == set()
+
+
+def test_standing_intrusions_geometry():
+    """Link 0 runs east and ends at (20, 0); a car held up there (its front anywhere in the last
+    7.5 m) is 1.8 m wide. A path 1.5 m beside its end, one that crosses it and then runs 1.6 m
+    beside it (the unseen town's five-way junction, in miniature), count; one that only crosses
+    it (SUMO guards a crossing), one 2.5 m away, and one into the same exit lane do not."""
+    paths = {
+        ("t", 0): [_path((0.0, 0.0), (20.0, 0.0))],
+        ("t", 1): [_path((14.0, 1.5), (30.0, 1.5))],       # beside its end, never crossing
+        ("t", 2): [_path((17.0, -10.0), (17.0, 10.0))],    # crosses it, square
+        ("t", 3): [_path((14.0, 2.5), (30.0, 2.5))],       # 1.6 m from its body: clear
+        ("t", 4): [_path((14.0, 1.5), (30.0, 1.5))],       # beside it, but into its exit lane
+        ("t", 5): [_path((5.0, -10.0), (5.0, 1.6), (25.0, 1.6))],  # crosses at x=5, then beside
+    }
+    conns = {("t", i): [(None, i, f"out{i}")] for i in range(6)}
+    conns[("t", 4)] = [(None, 4, "out0")]
+    entries = {("t", i): {f"in{i}"} for i in range(6)}
+    found = _standing_intrusions("t", 6, paths, conns, entries)
+    assert {(a, b) for a, b in found if a == 0} == {(0, 1), (0, 5)}
+    # a car standing at the end of link 1 or 5 reaches back over link 0 nowhere near a crossing
+    assert (2, 0) not in found and (3, 0) not in found
+    # the same pairs with a shared entry lane: they follow each other, SUMO handles it
+    entries[("t", 1)] = {"in0"}
+    assert (0, 1) not in _standing_intrusions("t", 6, paths, conns, entries)
 
 
 def test_swept_chords_of_a_long_vehicle_cut_the_curve():
