@@ -43,6 +43,20 @@ def random_boxes(rng, n_links, empty):
                     np.where(rng.random(n_links) < empty, 0.0, rng.integers(1, 4, n_links)), np.nan)
 
 
+def drive_with_boxes(table, steps, seed, empty):
+    """Drive a fresh safety stage with fresh box readings each tick (``random_boxes``); yield
+    (safety, box, target) after each tick."""
+    safety = Safety(table, CFG, start_ns=0)
+    rng = np.random.default_rng(seed)
+    now = 0
+    for dt, wanted in steps:
+        now += int(dt * NS)
+        box = random_boxes(rng, table.n_links, empty=empty)
+        target = np.array(wanted, dtype=np.int32)
+        safety.enforce(target, now, box)
+        yield safety, box, target
+
+
 def conflict_pairs(table):
     for a in range(table.n_links):
         for b in table.link_conflict_idx[table.link_conflict_ptr[a]:table.link_conflict_ptr[a + 1]]:
@@ -136,14 +150,7 @@ def test_a_phase_held_only_by_a_vehicle_standing_in_its_path_counts_as_shown(str
     ingolstadt21 that gridlocked, 179 s mean time loss and 56 teleports instead of 79 s and none);
     never while a link of it is red for any other reason."""
     table, steps = stream
-    safety = Safety(table, CFG, start_ns=0)
-    rng = np.random.default_rng(23)
-    now = 0
-    for dt, wanted in steps:
-        now += int(dt * NS)
-        box = random_boxes(rng, table.n_links, empty=0.5)
-        target = np.array(wanted, dtype=np.int32)
-        safety.enforce(target, now, box)
+    for safety, box, target in drive_with_boxes(table, steps, seed=23, empty=0.5):
         state = safety.link_state
         for t in range(table.n_tls):
             p = int(target[t])
@@ -166,13 +173,7 @@ def test_no_protected_green_while_a_box_sees_a_vehicle_of_a_stream_it_gives_way_
     stream it gives way to: a vehicle left inside the junction (on ingolstadt21 and cologne1,
     one stuck behind a waiting turner, restarting after its stream's red) keeps it ``g``."""
     table, steps = stream
-    safety = Safety(table, CFG, start_ns=0)
-    rng = np.random.default_rng(17)
-    now = 0
-    for dt, wanted in steps:
-        now += int(dt * NS)
-        box = random_boxes(rng, table.n_links, empty=0.6)
-        safety.enforce(np.array(wanted, dtype=np.int32), now, box)
+    for safety, box, _ in drive_with_boxes(table, steps, seed=17, empty=0.6):
         chars = safety.state_chars().decode()
         for link, ch in enumerate(chars):
             if ch == "G":
