@@ -42,6 +42,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import sumolib
+from scipy.spatial import cKDTree
 
 _GREEN = "Gg"
 
@@ -401,7 +402,6 @@ def _waiting_intrusions(tls_id: str, n_links: int, link_paths: dict, link_sweeps
     return frozenset(out)
 
 
-
 CAR_LENGTH_M = 5.0  # SUMO's default passenger car
 MIN_GAP_M = 2.5  # and the gap it keeps to the car ahead
 STAND_STEP_M = 0.25  # sampling of paths and car bodies
@@ -420,8 +420,6 @@ def _standing_intrusions(tls_id: str, n_links: int, link_paths: dict, link_conns
     ``benchmarks.unseen``, seed 5: three collisions so, at signal ``1``, links 17 and 4).
     Links that share an entry or an exit lane are left out (they follow or merge, which SUMO
     handles)."""
-    from scipy.spatial import cKDTree
-
     to_lanes = {i: {to for _, _, to in link_conns.get((tls_id, i), [])} for i in range(n_links)}
     flat: dict[int, list[np.ndarray]] = {}
     for i in range(n_links):
@@ -467,10 +465,20 @@ def _unprotected_stretch(near: np.ndarray, along: np.ndarray, crossings: list[tu
 
 def _resample(path: np.ndarray, step_m: float) -> tuple[np.ndarray, np.ndarray]:
     """Points every ``step_m`` along the polyline ``path``, and how far along each is (m)."""
-    seg = np.diff(path, axis=0)
-    cum = np.concatenate([[0.0], np.cumsum(np.hypot(seg[:, 0], seg[:, 1]))])
+    cum = _cumulative_m(path)
     s = np.append(np.arange(0.0, cum[-1], step_m), cum[-1])
-    return np.column_stack([np.interp(s, cum, path[:, 0]), np.interp(s, cum, path[:, 1])]), s
+    return _points_at(path, cum, s), s
+
+
+def _cumulative_m(path: np.ndarray) -> np.ndarray:
+    """How far along the polyline ``path`` each of its points is (m)."""
+    seg = np.diff(path, axis=0)
+    return np.concatenate([[0.0], np.cumsum(np.hypot(seg[:, 0], seg[:, 1]))])
+
+
+def _points_at(path: np.ndarray, cum: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The points of ``path`` (its points ``cum`` metres along) ``s`` metres along it."""
+    return np.column_stack([np.interp(s, cum, path[:, 0]), np.interp(s, cum, path[:, 1])])
 
 
 def _body_points(path: np.ndarray, from_end_m: float, length_m: float = CAR_LENGTH_M, step_m: float = 0.5) -> np.ndarray:
@@ -480,10 +488,7 @@ def _body_points(path: np.ndarray, from_end_m: float, length_m: float = CAR_LENG
     front, s = _resample(path, step_m)
     keep = s >= s[-1] - from_end_m
     front, s = front[keep], s[keep]
-    rs = np.maximum(s - length_m, 0.0)
-    seg = np.diff(path, axis=0)
-    cum = np.concatenate([[0.0], np.cumsum(np.hypot(seg[:, 0], seg[:, 1]))])
-    rear = np.column_stack([np.interp(rs, cum, path[:, 0]), np.interp(rs, cum, path[:, 1])])
+    rear = _points_at(path, _cumulative_m(path), np.maximum(s - length_m, 0.0))
     d = front - rear
     n = np.hypot(d[:, 0], d[:, 1])
     ok = n > 0
@@ -514,6 +519,7 @@ def _crossings_along(path_b: np.ndarray, path_a: np.ndarray) -> list[tuple[float
                 out.append((run + t * length, abs(den) / (length * float(np.hypot(s[0], s[1])))))
         run += length
     return out
+
 
 LONG_VEHICLE_CLASSES = ("bus", "coach", "truck", "trailer")
 LONG_VEHICLE_LENGTH_M = 12.0  # a standard city bus
