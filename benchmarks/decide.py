@@ -90,7 +90,7 @@ def synthetic_grid(n_junctions: int, block_m: float = 200.0, speed_mps: float = 
         link_conflict_ptr=lc_ptr, link_conflict_idx=lc_idx, link_yield_ptr=none_ptr, link_yield_idx=none_idx,
         link_permissive=np.zeros(n_links, dtype=np.bool_), link_stop_on_red=np.zeros(n_links, dtype=np.bool_),
         link_clearance_s=np.zeros(n_links), link_yield_pass_s=np.zeros(none_idx.size), link_move_ptr=lm_ptr, link_move_idx=lm_idx,
-        link_intruder_ptr=none_ptr, link_intruder_idx=none_idx,
+        link_intruder_ptr=none_ptr, link_intruder_idx=none_idx, link_cross_ptr=none_ptr, link_cross_idx=none_idx,
         tls_phase_ptr=np.arange(0, 4 * nj + 1, 4, dtype=np.int64),
         phase_tls=np.repeat(np.arange(nj, dtype=np.int32), 4), phase_link_ptr=pl_ptr, phase_link_idx=pl_idx,
         phase_in_cycle=np.ones(4 * nj, dtype=np.bool_),

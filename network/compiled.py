@@ -63,6 +63,8 @@ class CompiledNetwork:
     # turns red its last yellow runner may still be coming past where the yielding link waits
     link_intruder_ptr: np.ndarray  # CSR over links: links whose vehicles, waiting or held up inside
     link_intruder_idx: np.ndarray  # the junction, stand in this link's path (``intrusions``, ``stand_ins``)
+    link_cross_ptr: np.ndarray  # CSR over links: links with a stretch of path in this link's way
+    link_cross_idx: np.ndarray  # (``crossing_zones``: a box camera zone watches each such stretch)
     link_move_ptr: np.ndarray  # CSR over links: movements the link controls
     link_move_idx: np.ndarray
 
@@ -147,6 +149,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
     clearance = np.zeros(n_links, dtype=np.float64)
     yield_pass: list[dict[int, float]] = [{} for _ in range(n_links)]
     intruders: list[list[int]] = [[] for _ in range(n_links)]
+    crossers: list[set[int]] = [set() for _ in range(n_links)]
     phases: list[list[int]] = []
     phase_tls: list[int] = []
     phase_in_cycle: list[bool] = []
@@ -165,6 +168,8 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
                 intruders[base + b].append(base + a)
         for a, b in sig.get("stand_ins", []):
             intruders[base + b].append(base + a)
+        for a, b, *_ in sig.get("crossing_zones", []):
+            crossers[base + b].add(base + a)
         permissive[[base + i for i in sig["permissive"]]] = True
         stop_on_red[[base + i for i in sig["stop_on_red"]]] = True
         clearance[base:base + sig["n_links"]] = sig["clearance_s"]
@@ -200,6 +205,7 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
     ly_ptr, ly_idx = csr([sorted(y) for y in yields])
     lm_ptr, lm_idx = csr(link_moves)
     in_ptr, in_idx = csr([sorted(set(x)) for x in intruders])
+    cr_ptr, cr_idx = csr([sorted(x) for x in crossers])
     pl_ptr, pl_idx = csr(phases)
 
     return CompiledNetwork(
@@ -233,6 +239,8 @@ def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns:
                                    dtype=np.float64),
         link_intruder_ptr=in_ptr,
         link_intruder_idx=in_idx,
+        link_cross_ptr=cr_ptr,
+        link_cross_idx=cr_idx,
         link_move_ptr=lm_ptr,
         link_move_idx=lm_idx,
         tls_phase_ptr=tls_phase_ptr,

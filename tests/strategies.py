@@ -15,12 +15,13 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
 
     ``signals`` holds, per signal, ``(n_links, conflict pairs (a, b), phases as link lists)`` and
     optionally yield pairs ``(a, b)`` (a gives way to b), per-link clearance seconds, per
-    yield pair its pass seconds and intrusion pairs ``(a, b)`` (a vehicle of ``a`` waiting or held
-    up inside the junction stands in ``b``'s path); signal-local link numbers.
+    yield pair its pass seconds, intrusion pairs ``(a, b)`` (a vehicle of ``a`` waiting or held
+    up inside the junction stands in ``b``'s path) and crossing pairs ``(a, b)`` (a box camera
+    zone watches the stretch of ``a``'s path in ``b``'s way); signal-local link numbers.
     """
     link_ptr = np.zeros(len(signals) + 1, dtype=np.int64)
     conflicts, yields, phases, phase_counts, phase_tls, clearance, passes = [], [], [], [], [], [], []
-    intruders = []
+    intruders, crossers = [], []
     for t, (n, pairs, ph, *rest) in enumerate(signals):
         base = int(link_ptr[t])
         link_ptr[t + 1] = base + n
@@ -39,6 +40,10 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
         for a, b in (rest[3] if len(rest) > 3 else ()):
             ins[b].append(base + a)
         intruders.extend(sorted(x) for x in ins)
+        cr = [set() for _ in range(n)]
+        for a, b in (rest[4] if len(rest) > 4 else ()):
+            cr[b].add(base + a)
+        crossers.extend(sorted(x) for x in cr)
         passes.extend(pass_of.get((a, b - base), 0.0) for a, y in enumerate(ys) for b in sorted(y))
         phases.extend([base + x for x in p] for p in ph)
         phase_counts.append(len(ph))
@@ -50,6 +55,7 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
     pl_ptr, pl_idx = csr(phases)
     ly_ptr, ly_idx = csr(yields)
     li_ptr, li_idx = csr(intruders)
+    lx_ptr, lx_idx = csr(crossers)
     return SimpleNamespace(
         n_tls=len(signals), n_links=n_links, n_phases=int(phase_ptr[-1]),
         tls_link_ptr=link_ptr, tls_phase_ptr=phase_ptr, phase_tls=np.array(phase_tls, dtype=np.int32),
@@ -57,7 +63,8 @@ def signal_table(signals: list[tuple[int, set[tuple[int, int]], list[list[int]]]
         link_yield_ptr=ly_ptr, link_yield_idx=ly_idx,
         link_permissive=np.zeros(n_links, dtype=np.bool_), link_stop_on_red=np.zeros(n_links, dtype=np.bool_),
         link_clearance_s=np.array(clearance, dtype=np.float64), link_yield_pass_s=np.array(passes, dtype=np.float64),
-        link_intruder_ptr=li_ptr, link_intruder_idx=li_idx,
+        link_intruder_ptr=li_ptr, link_intruder_idx=li_idx, link_cross_ptr=lx_ptr,
+        link_cross_idx=lx_idx,
     )
 
 
@@ -79,7 +86,9 @@ def signals(draw, max_links: int = 8):
     # conflicting or not; they share the intruder table)
     intrusions += sorted(draw(st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
                                       .filter(lambda ab: ab[0] != ab[1]), max_size=n)))
-    return n, pairs, phases, yields, clearance, passes, intrusions
+    # crossing zones: the stretch of a's path in b's way, for links that conflict or give way
+    crossings = [(a, b) if draw(st.booleans()) else (b, a) for a, b in sorted(pairs) + yields if draw(st.booleans())]
+    return n, pairs, phases, yields, clearance, passes, intrusions, crossings
 
 
 @st.composite

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from network import compile_network, default_layout, read_sumo_net
 from network.layout import load_layout, save_layout
-from network.sumo_net import NetworkError, _polyline_distance, _standing_intrusions, _swept_chords, _waiting_intrusions
+from network.sumo_net import (NetworkError, _crossing_zones, _polyline_distance, _standing_intrusions, _swept_chords,
+                              _waiting_intrusions)
 
 SCENARIOS = ["cologne1", "cologne8", "ingolstadt21", "grid4x4", "arterial4x4"]
 
@@ -188,6 +189,39 @@ def test_standing_intrusions_geometry():
     # the same pairs with a shared entry lane: they follow each other, SUMO handles it
     entries[("t", 1)] = {"in0"}
     assert (0, 1) not in _standing_intrusions("t", 6, paths, conns, entries)
+
+
+def test_crossing_zones_geometry():
+    """Link 0 runs east 20 m, link 1 north across it at x = 10. A car of link 0 (5 m long, 1.8 m
+    wide) is in link 1's way while its body is within half a car width of x = 10: front between
+    about 9.1 and 15.9 m along. Link 0's second lane is twice as long as its shape (SUMO's own
+    lane metres), so the zone ends further along in lane metres; link 2, beside link 1 but into
+    link 0's exit lane, merges with it: no zone."""
+    paths = {
+        ("t", 0): [[[(0.0, 0.0), (10.0, 0.0)], [(10.0, 0.0), (20.0, 0.0)]]],
+        ("t", 1): [[[(10.0, -10.0), (10.0, 10.0)]]],
+        ("t", 2): [[[(12.0, -10.0), (12.0, 0.0), (20.0, 0.0)]]],
+    }
+    internal = {("t", 0): [[("a", 10.0), ("b", 20.0)]], ("t", 1): [[("c", 20.0)]], ("t", 2): [[("d", 18.0)]]}
+    conns = {("t", 0): [(None, 0, "out0")], ("t", 1): [(None, 1, "out1")], ("t", 2): [(None, 2, "out0")]}
+    entries = {("t", i): {f"in{i}"} for i in range(3)}
+    zones = {(a, b): (k, lo, hi) for a, b, k, lo, hi in
+             _crossing_zones("t", [(0, 1), (0, 2)], internal, paths, conns, entries)}
+    assert set(zones) == {(0, 1), (1, 0)}
+    k, lo, hi = zones[(0, 1)]
+    assert k == 0 and 9.0 <= lo <= 9.6 and 10.0 + 2 * 5.4 <= hi <= 10.0 + 2 * 6.0
+    _, lo, hi = zones[(1, 0)]  # link 1's cars across link 0 (y = 0): front between about 9.1 and 15.9 m
+    assert 9.0 <= lo <= 9.6 and 15.4 <= hi <= 16.0
+
+
+def test_a_crossing_zone_counts_a_car_while_its_front_is_in_the_stretch():
+    """A zone from the stretch's start to its end less a car length: a lane-area zone counts a car
+    while any of it is inside, so from its front entering to its rear leaving, its front then at
+    the stretch's end; over two lanes, in each lane's own metres."""
+    from network.layout import _zone_on
+    lanes = [("a", 10.0), ("b", 20.0)]
+    assert _zone_on(lanes, 8.0, 16.0, 7) == (0, 8.0, 1, 1.0, 7)
+    assert _zone_on(lanes, 12.0, 14.0, 7) == (1, 2.0, 1, 2.1, 7)  # shorter than a car: a tenth of a metre
 
 
 def test_swept_chords_of_a_long_vehicle_cut_the_curve():
