@@ -88,6 +88,10 @@ class LaneObservations:
     # box cameras: vehicles on each signal link's path through its junction (float64[n_links],
     # NaN where none watches it or it did not report this tick; None: the bank has no box cameras)
     link_box_veh: np.ndarray | None = None
+    # box cameras' crossing zones: per entry of ``link_cross_idx`` (a link, a link crossing it),
+    # halting vehicles on the stretch of the crossing link's path in the link's way (NaN:
+    # unknown; None: the bank has no crossing zones)
+    cross_box_veh: np.ndarray | None = None
 
 
 class DetectorBank:
@@ -103,6 +107,7 @@ class DetectorBank:
         turn_ptr, turn_lane, turn_edge = [0], [], []
         self.box_index: dict[str, int] = {}
         box_link: list[int] = []
+        box_zone_ptr, zone_entry, zone_link = [0], [], []  # box crossing zones, see ``_cross_box``
         for spec in specs:
             if spec.kind == "box":  # a camera over a link's path through the junction (internal lanes)
                 if not 0 <= spec.link < net.n_links:
@@ -111,6 +116,16 @@ class DetectorBank:
                     raise ValueError(f"detector id used twice: {spec.id}")
                 self.box_index[spec.id] = len(box_link)
                 box_link.append(spec.link)
+                for *_, foe in spec.crossings:
+                    row = range(int(net.link_cross_ptr[foe]), int(net.link_cross_ptr[foe + 1])) if (
+                        0 <= foe < net.n_links) else range(0)
+                    entry = [k for k in row if net.link_cross_idx[k] == spec.link]
+                    if not entry:
+                        raise ValueError(f"detector {spec.id}: a crossing zone in the way of link {foe}, "
+                                         f"which the network does not know link {spec.link} to cross")
+                    zone_entry.append(entry[0])
+                    zone_link.append(spec.link)
+                box_zone_ptr.append(len(zone_entry))
                 continue
             missing = [x for x in (*spec.lanes, *(u for up in spec.upstream for u in up)) if x not in net.lane_index]
             if missing:
@@ -136,6 +151,10 @@ class DetectorBank:
                 raise ValueError(f"detector {spec.id}: unknown kind {spec.kind!r}")
         self.box_link = np.array(box_link, dtype=np.int64)
         self._box_veh = np.full(len(box_link), np.nan)
+        self.box_zone_ptr = np.array(box_zone_ptr, dtype=np.int64)
+        self.zone_entry = np.array(zone_entry, dtype=np.int64)  # per crossing zone: its entry in link_cross_idx
+        self.zone_link = np.array(zone_link, dtype=np.int64)  # and the link whose path it is on
+        self._zone_veh = np.full(len(zone_entry), np.nan)
         self._box_last_seq = np.full(len(box_link), -1, dtype=np.int64)
         self._box_last_ts = np.full(len(box_link), NO_TIME, dtype=np.int64)
         self._box_watched = np.zeros(net.n_links, dtype=np.bool_)  # links some box camera watches
@@ -401,9 +420,10 @@ class DetectorBank:
             return self.reject("out_of_order", f"{r!r}")
         if r.seq < 0 and ts == last_ts[i]:
             return self.reject("duplicate", f"{r!r}")
-        lo, hi = (0, 1) if box else (int(self.camera_lane_ptr[c]), int(self.camera_lane_ptr[c + 1]))
+        lo, hi = (0, 1 + int(self.box_zone_ptr[b + 1] - self.box_zone_ptr[b])) if box else (
+            int(self.camera_lane_ptr[c]), int(self.camera_lane_ptr[c + 1]))
         if len(r.counts) != hi - lo or len(r.queue_veh) != hi - lo:
-            return self.reject("lanes_mismatch", f"{r.camera}: expected {hi - lo} lanes")
+            return self.reject("lanes_mismatch", f"{r.camera}: expected {hi - lo} {'zones' if box else 'lanes'}")
         counts = np.array([_clip64(x) for x in r.counts], dtype=np.float64)
         queue = np.asarray(r.queue_veh, dtype=np.float64)
         if not (np.isfinite(queue).all()):
@@ -441,6 +461,7 @@ class DetectorBank:
         last_ts[i] = ts
         if box:
             self._box_veh[b] = counts[0]
+            self._zone_veh[self.box_zone_ptr[b]:self.box_zone_ptr[b + 1]] = queue[1:]  # (halting)
         else:
             self._cam_vehicles[lo:hi] = counts
             self._cam_queue[lo:hi] = queue
@@ -490,6 +511,7 @@ class DetectorBank:
         cam_queue = np.full(n, np.nan)
         cam_veh[self.camera_lane_idx] = self._cam_vehicles
         cam_queue[self.camera_lane_idx] = self._cam_queue
+        box = self._link_box(stop_count)
         with np.errstate(invalid="ignore", divide="ignore"):
             obs = LaneObservations(
                 stop_count=stop_count,
@@ -504,14 +526,28 @@ class DetectorBank:
                 turn_lane=self.turn_lane,
                 turn_edge=self.turn_edge,
                 turn_count=self._turn_count.copy(),
-                link_box_veh=self._link_box(stop_count),
+                link_box_veh=box,
+                cross_box_veh=self._cross_box(box),
             )
         L.reset_tick()
         self._cam_vehicles.fill(np.nan)
         self._cam_queue.fill(np.nan)
         self._turn_count.fill(np.nan)
         self._box_veh.fill(np.nan)
+        self._zone_veh.fill(np.nan)
         return obs
+
+    def _cross_box(self, link_box: np.ndarray | None) -> np.ndarray | None:
+        """float64[entries of ``link_cross_idx``]: per link and link crossing it, halting vehicles
+        a box camera saw this tick on the stretch of the crossing link's path that is in the
+        link's way (a vehicle passing through is not held up there). NaN: no such zone, it did
+        not report, or the box of its path is not trusted (``_link_box``). None without crossing
+        zones."""
+        if not self.zone_entry.size:
+            return None
+        out = np.full(self.net.link_cross_idx.size, np.nan)
+        out[self.zone_entry] = np.where(np.isnan(link_box[self.zone_link]), np.nan, self._zone_veh)
+        return out
 
     def _link_box(self, stop_count: np.ndarray) -> np.ndarray | None:
         """float64[n_links]: vehicles the box cameras saw on each link's paths this tick (NaN:

@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 
 from network.compiled import CompiledNetwork
+from network.sumo_net import CAR_LENGTH_M
 
 STOP_BAR_SETBACK_M = 1.5
 UPSTREAM_DISTANCE_M = 60.0
@@ -26,7 +27,8 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     ``kind`` "box" is a camera over one signal link's path through its junction (``lanes``: the
     internal lanes, ``pos_m``: the length of the last; ``link``: the link's global index); its
-    readings give the vehicles on that path, and of them the halting ones.
+    readings give the vehicles on that path, and of them the halting ones, then the same for each
+    of its ``crossings``.
     ``kind`` is ``"loop"`` (one lane, at ``pos_m`` from the lane start; ``role`` is ``"stop"``
     at the stop bar or ``"upstream"``) or ``"camera"`` (several lanes, each watched over the
     last ``range_m`` before the stop line; readings list lanes in this order). Where a lane is
@@ -45,6 +47,10 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     upstream: tuple[tuple[str, ...], ...] = ()
     turns: tuple[tuple[int, str], ...] = ()  # camera movement counts: (lane k, edge it turns into)
     link: int = -1  # a box camera: the signal link (global index) whose path through the junction it watches
+    # a box camera: zones over the stretches of the path where a car standing there is in the way
+    # of a conflicting link, each (first lane k, pos on it, last lane k, end pos on it, that link's
+    # global index); its readings count the whole path first, then these zones in this order
+    crossings: tuple[tuple[int, float, int, float, int], ...] = ()
 
     def zone_m(self, k: int, lane_length_m) -> float:
         """Length of road camera lane ``k`` watches (``lane_length_m``: lane id -> metres)."""
@@ -77,15 +83,41 @@ def coverage_layout(net: CompiledNetwork, fraction: float, seed: int = 0,
 
 
 def box_layout(net: CompiledNetwork) -> list[DetectorSpec]:
-    """A box camera over every path through its junction of every signal link (one zone per path)."""
+    """A box camera over every path through its junction of every signal link: one zone over the
+    path, and one over each stretch of it in the way of a conflicting link (the network's
+    ``crossing_zones``)."""
     paths = net.graph.graph.get("link_internal_lanes", {})
+    signals = net.graph.graph.get("signals", {})
     specs = []
     for t, tls in enumerate(net.tls_ids):
-        for i in range(int(net.tls_link_ptr[t + 1] - net.tls_link_ptr[t])):
+        base = int(net.tls_link_ptr[t])
+        zones: dict[tuple[int, int], list] = {}
+        for a, b, k, lo, hi in signals.get(tls, {}).get("crossing_zones", ()):
+            zones.setdefault((a, k), []).append((lo, hi, base + b))
+        for i in range(int(net.tls_link_ptr[t + 1]) - base):
             for k, lanes in enumerate(paths.get((tls, i), ())):
-                specs.append(DetectorSpec(id=f"B:{tls}:{i}:{k}", kind="box", lanes=tuple(x for x, _ in lanes),
-                                          pos_m=float(lanes[-1][1]), link=int(net.tls_link_ptr[t]) + i))
+                specs.append(DetectorSpec(
+                    id=f"B:{tls}:{i}:{k}", kind="box", lanes=tuple(x for x, _ in lanes), pos_m=float(lanes[-1][1]),
+                    link=base + i, crossings=tuple(_zone_on(lanes, lo, hi, b) for lo, hi, b in zones.get((i, k), ()))))
     return specs
+
+
+def _zone_on(lanes: list, lo_m: float, hi_m: float, foe: int) -> tuple[int, float, int, float, int]:
+    """The lane-area zone over a path's lanes (``[(id, length)]``) that counts a car (of SUMO's
+    default length) while its front is between ``lo_m`` and ``hi_m`` metres along the path: from
+    ``lo_m`` to ``hi_m`` less a car length (a zone counts a car while any of it is inside), at
+    least a tenth of a metre long."""
+    end_m = max(hi_m - CAR_LENGTH_M, lo_m + 0.1)
+    return (*_lane_at(lanes, lo_m), *_lane_at(lanes, end_m), foe)
+
+
+def _lane_at(lanes: list, s_m: float) -> tuple[int, float]:
+    """Which of a path's lanes ``s_m`` metres along it falls on, and where on it."""
+    for k, (_, length) in enumerate(lanes):
+        if s_m <= length or k == len(lanes) - 1:
+            return k, round(min(max(s_m, 0.0), float(length)), 2)
+        s_m -= length
+    raise ValueError("a path without lanes")
 
 
 def instrumented_edges(net: CompiledNetwork, specs: list[DetectorSpec]) -> np.ndarray:

@@ -37,8 +37,9 @@ def loop_ids(specs: Iterable[DetectorSpec]) -> list[str]:
 
 
 def zones_of(spec: DetectorSpec) -> int:
-    """Lane-area zones of a camera: one per lane; a box camera has one over its whole path."""
-    return 1 if spec.kind == "box" else len(spec.lanes)
+    """Lane-area zones of a camera: one per lane; a box camera has one over its whole path, and
+    one per stretch of it in the way of a conflicting link (``crossings``)."""
+    return 1 + len(spec.crossings) if spec.kind == "box" else len(spec.lanes)
 
 
 def camera_zone_ids(specs: Iterable[DetectorSpec]) -> list[str]:
@@ -110,6 +111,10 @@ def write_additional(
         elif spec.kind == "box":
             ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#0", lanes=" ".join(spec.lanes), pos="0",
                           endPos=_num(spec.pos_m), friendlyPos="true", period=_num(period_s), file=NULL_FILE)
+            for j, (k0, pos, k1, end, _) in enumerate(spec.crossings):
+                ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#{j + 1}", lanes=" ".join(spec.lanes[k0:k1 + 1]),
+                              pos=_num(pos), endPos=_num(end), friendlyPos="true", period=_num(period_s),
+                              file=NULL_FILE)
         else:
             raise ValueError(f"detector {spec.id!r}: unknown kind {spec.kind!r} (expected loop, camera or box)")
     if tls_states_file is not None:

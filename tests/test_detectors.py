@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given
@@ -86,9 +87,10 @@ def test_box_cameras_report_per_link_and_go_untrusted_when_blind(net):
     for b in boxes:
         by_link.setdefault(b.link, []).append(b.id)
     one = next(link for link, ids in by_link.items() if len(ids) == 1)
+    zones = {b.id: len(b.crossings) for b in boxes}
     for link, ids in by_link.items():
         for i in ids:
-            bank.absorb(CameraReading(i, NOW, 1.0, [2 if link == one else 0], [0.0]), NOW)
+            bank.absorb(CameraReading(i, NOW, 1.0, [2 if link == one else 0] + [0] * zones[i], [0.0] * (1 + zones[i])), NOW)
     obs = bank.close_tick(1.0)
     assert obs.link_box_veh[one] == 2
     assert (obs.link_box_veh[list(by_link)] >= 0).all()
@@ -97,11 +99,12 @@ def test_box_cameras_report_per_link_and_go_untrusted_when_blind(net):
     assert np.isnan(bank.close_tick(1.0).link_box_veh).all()  # nothing reported this tick: unknown
     before = bank.rejected_count("lanes_mismatch")
     later = NOW + 10**9 // 2  # (a new time: the same one again would be refused as a duplicate first)
-    bank.absorb(CameraReading(by_link[one][0], later, 1.0, [1, 1], [0.0, 0.0]), later)
+    n = 1 + zones[by_link[one][0]]
+    bank.absorb(CameraReading(by_link[one][0], later, 1.0, [1] * (n + 1), [0.0] * (n + 1)), later)
     assert bank.rejected_count("lanes_mismatch") == before + 1
     # a box camera's readings are checked for order like any camera's: the same one again is a duplicate
     before = bank.rejected_count("duplicate")
-    bank.absorb(CameraReading(by_link[one][0], NOW, 1.0, [0], [0.0]), NOW)
+    bank.absorb(CameraReading(by_link[one][0], NOW, 1.0, [0] * n, [0.0] * n), NOW)
     assert bank.rejected_count("duplicate") == before + 1
     assert DetectorBank(net, default_layout(net)).close_tick(1.0).link_box_veh is None
     # blind: the entry lane's stop-bar loop counts vehicles, every box of its links stays empty
@@ -115,9 +118,36 @@ def test_box_cameras_report_per_link_and_go_untrusted_when_blind(net):
         bank.absorb(LoopReading(loop, ts, 1.0, 1, 0.2), ts)
         for link in links_of_lane & set(by_link):
             for i in by_link[link]:
-                bank.absorb(CameraReading(i, ts, 1.0, [0], [0.0]), ts)
+                bank.absorb(CameraReading(i, ts, 1.0, [0] * (1 + zones[i]), [0.0] * (1 + zones[i])), ts)
         trusted.append(not np.isnan(bank.close_tick(1.0).link_box_veh[one]))
     assert trusted[0] and not trusted[-1]
+
+
+def test_crossing_zones_report_their_halting_vehicles_in_the_way_of_the_link_they_cross(net):
+    """A box camera's crossing zones land on the entry of ``link_cross_idx`` of the link whose way
+    they watch, as the halting vehicles there (a car passing through is not one held up); the
+    rest is unknown, and so is every zone of a box whose path is not trusted."""
+    from network.layout import box_layout
+    boxes = [b for b in box_layout(net) if b.crossings]
+    assert boxes, "cologne8 has crossing paths"
+    bank = DetectorBank(net, default_layout(net) + boxes)
+    spec = boxes[0]
+    n = 1 + len(spec.crossings)
+    halting = [0.0] + [0.0] * (n - 2) + [1.0]
+    bank.absorb(CameraReading(spec.id, NOW, 1.0, [3] * n, halting), NOW)
+    cross = bank.close_tick(1.0).cross_box_veh
+
+    def entry(foe):  # where the way of link ``foe`` lists the box's link
+        row = range(int(net.link_cross_ptr[foe]), int(net.link_cross_ptr[foe + 1]))
+        return next(k for k in row if net.link_cross_idx[k] == spec.link)
+
+    k = entry(spec.crossings[-1][-1])
+    others = [entry(z[-1]) for z in spec.crossings[:-1]]
+    assert cross[k] == 1.0 and (cross[others] == 0.0).all()
+    assert np.isnan(np.delete(cross, [k] + others)).all()
+    assert np.isnan(bank.close_tick(1.0).cross_box_veh).all()  # nothing reported this tick: unknown
+    with pytest.raises(ValueError, match="crossing zone"):
+        DetectorBank(net, [msgspec.structs.replace(spec, crossings=((0, 0.0, 0, 1.0, spec.link),))])
 
 
 BAD = [
