@@ -22,7 +22,11 @@ tick at a time, link by link, under four interlocks:
   vehicles stand in its path when they wait or are held up inside the junction
   (``CompiledNetwork.link_intruder_idx``: turners waiting at their internal stop, the network's
   ``intrusions``, and any car standing on a path that passes close to this one away from where
-  they cross, its ``stand_ins``); a box that sees a path empty waives the long clearance and
+  they cross, its ``stand_ins``), nor while a box sees a vehicle of a conflicting link, not
+  green, halting in its way (``CompiledNetwork.link_cross_idx``, the network's
+  ``crossing_zones``: held up mid-junction, short of where the paths cross, where SUMO lets
+  the other stream drive into it); a phase held back only so counts as shown once the fixed
+  clearances are done; a box that sees a path empty waives the long clearance and
   the pass-time hold below (``_red_cleared``); and a turn is not green while a stream it gives
   way to is in its yellow or red clearance with a box seeing a vehicle on its path (it ends,
   once past its minimum green, and does not start: ``_straggler``): a vehicle of that stream
@@ -75,13 +79,15 @@ class SafetyConfig:
 def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, phase_link_idx,
              link_conflict_ptr, link_conflict_idx, link_yield_ptr, link_yield_idx, link_yielder_ptr,
              link_yielder_idx, min_green_ns, yellow_ns, red_ns, clear_ns, exit_ns, link_state, link_since_ns,
-             link_long_clear, want, active_phase, active_since_ns, box, intruder_ptr, intruder_idx):
+             link_long_clear, want, active_phase, active_since_ns, box, intruder_ptr, intruder_idx,
+             cross_ptr, cross_idx, cross, held):
     changes = 0
     for t in range(tls_link_ptr.size - 1):
         lo = tls_link_ptr[t]
         hi = tls_link_ptr[t + 1]
         for link in range(lo, hi):
             want[link] = False
+            held[link] = False
         p = target_phase[t]
         if p < tls_phase_ptr[t] or p >= tls_phase_ptr[t + 1]:
             p = -1  # not one of this signal's phases: hold what is safe, start nothing
@@ -137,8 +143,6 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
                 if not _red_cleared(now_ns, c, link_state, link_since_ns, link_long_clear, clear_ns, red_ns, box):
                     clear = False
                     break
-            if clear and _stood_in(link, link_state, box, intruder_ptr, intruder_idx):
-                clear = False
             for k in range(link_yielder_ptr[link], link_yielder_ptr[link + 1]):
                 a = link_yielder_idx[k]  # a gives way to this link: it must not be mid-protected-green
                 if link_state[a] == GREEN and link_since_ns[a] == now_ns:
@@ -146,19 +150,27 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
                 if not _red_cleared(now_ns, a, link_state, link_since_ns, link_long_clear, clear_ns, red_ns, box):
                     clear = False
                     break
+            if clear and (_stood_in(link, link_state, box, intruder_ptr, intruder_idx) or _in_the_way(
+                    link, link_state, cross_ptr, cross_idx, cross)):
+                held[link] = True  # only a vehicle a box sees in its way holds it
+                clear = False
             if clear:
                 link_state[link] = GREEN
                 link_since_ns[link] = now_ns
                 changes += 1
+                for k in range(link_conflict_ptr[link], link_conflict_ptr[link + 1]):
+                    held[link_conflict_idx[k]] = False  # (not held by a box any more, but by this green)
         reached = p >= 0
         if p >= 0:
             for k in range(phase_link_ptr[p], phase_link_ptr[p + 1]):
                 link = phase_link_idx[k]
-                # (a link held by a vehicle standing in its path does not keep the phase from
+                # (a link held only by a vehicle standing in its way does not keep the phase from
                 # counting as shown: that vehicle may stand there for minutes, behind a full
                 # exit, and a controller waiting for the phase would starve every other stream)
-                if link_state[link] != GREEN and not _stood_in(link, link_state, box, intruder_ptr, intruder_idx):
-                    reached = False
+                if link_state[link] != GREEN and not (held[link] and (
+                        _stood_in(link, link_state, box, intruder_ptr, intruder_idx)
+                        or _in_the_way(link, link_state, cross_ptr, cross_idx, cross))):
+                    reached = False  # (a link started after it in this pass may have let it go)
                     break
         if reached:
             if active_phase[t] != p:
@@ -216,6 +228,17 @@ def _stood_in(link, link_state, box, intruder_ptr, intruder_idx):
     for k in range(intruder_ptr[link], intruder_ptr[link + 1]):
         a = intruder_idx[k]
         if link_state[a] != GREEN and box[a] > 0.0:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _in_the_way(link, link_state, cross_ptr, cross_idx, cross):
+    """Whether a box camera sees a vehicle of a conflicting link, not green, halting where it is
+    in ``link``'s way (a crossing zone, ``link_cross_idx``): held up inside the junction, behind
+    a vehicle stuck at a full exit, it may stand there long after its clearance."""
+    for k in range(cross_ptr[link], cross_ptr[link + 1]):
+        if cross[k] > 0.0 and link_state[cross_idx[k]] != GREEN:
             return True
     return False
 
@@ -329,8 +352,11 @@ class Safety:
         self.active_phase = np.full(n_tls, -1, dtype=np.int32)
         self.active_since_ns = np.full(n_tls, start_ns, dtype=np.int64)
         self._want = np.zeros(n_links, dtype=np.bool_)
+        self._held = np.zeros(n_links, dtype=np.bool_)  # red, wanted, held back only by what boxes see
         self._no_box = np.full(n_links, np.nan)
         self._box = self._no_box
+        self._no_cross = np.full(net.link_cross_idx.size, np.nan)
+        self._cross = self._no_cross
         self._long_clear = np.zeros(n_links, dtype=np.bool_)  # ended while giving way
         self._yielder_ptr, self._yielder_idx = yielders(net)
         # what a conflicting link waits after this one turns red: the configured red clearance,
@@ -351,13 +377,17 @@ class Safety:
         self.flash[t] = on
         self._flash_busy = True
 
-    def enforce(self, target_phase: np.ndarray, now_ns: int, box: np.ndarray | None = None) -> int:
+    def enforce(self, target_phase: np.ndarray, now_ns: int, box: np.ndarray | None = None,
+                cross: np.ndarray | None = None) -> int:
         """Move every signal towards ``target_phase`` (int32[n_tls], -1 = none); returns changes.
         ``box`` (float64[n_links]): vehicles a box camera sees on each link's path through its
-        junction, NaN where none watches it (then the fixed clearances apply)."""
+        junction, NaN where none watches it (then the fixed clearances apply). ``cross``
+        (float64, per entry of ``link_cross_idx``): halting vehicles a box camera sees on the
+        stretch of the crossing link's path that is in the link's way, NaN where none watches it."""
         c, net = self.config, self.net
         self._now_ns = now_ns
         self._box = self._no_box if box is None else box
+        self._cross = self._no_cross if cross is None else cross
         if self._flash_busy:  # a flashing signal (or one going to flash) wants no phase
             target_phase = np.where(self.flash, np.int32(-1), target_phase).astype(np.int32)
         changes = _enforce(
@@ -368,7 +398,8 @@ class Safety:
             np.int64(round(c.red_clearance_s * 1e9)), self._clear_ns, self._exit_ns, self.link_state, self.link_since_ns,
             self._long_clear, self._want,
             self.active_phase, self.active_since_ns, self._box,
-            net.link_intruder_ptr, net.link_intruder_idx,
+            net.link_intruder_ptr, net.link_intruder_idx, net.link_cross_ptr, net.link_cross_idx, self._cross,
+            self._held,
         )
         if self._flash_busy:
             self._flash_busy = _flash(np.int64(now_ns), self.flash, net.tls_link_ptr, self.link_state,

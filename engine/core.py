@@ -118,7 +118,7 @@ class Engine:
         self.controller.decide(state, self.safety.active_phase, self.safety.active_since_ns, now_ns,
                                self.target_phase)
         self.overrides.apply(self.target_phase, now_ns)
-        self.safety.enforce(self.target_phase, now_ns, obs.link_box_veh)
+        self.safety.enforce(self.target_phase, now_ns, obs.link_box_veh, obs.cross_box_veh)
         chars = self.safety.state_chars()
         self.last_tick_ns = now_ns
         self._durations_ns[self.ticks % TICK_HISTORY] = time.perf_counter_ns() - t0

@@ -113,6 +113,7 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
     found = 0
     nobox = np.full(n_links, np.nan)  # (ahead, what box cameras will see is unknown: fixed clearances)
     no_intruders = np.zeros(n_links + 1, dtype=np.int64)  # (so no hold for turners a box sees inside)
+    held = np.zeros(n_links, dtype=np.bool_)  # (and no crossing zones: no_intruders again, no readings)
     for step in range(1, n_steps + 1):
         ts = now_ns + step * tick_ns
         for t in range(n_tls):
@@ -133,7 +134,7 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
         _enforce(ts, target, tls_link_ptr, tls_phase_ptr, phase_link_ptr, phase_link_idx, conflict_ptr,
                  conflict_idx, yield_ptr, yield_idx, yielder_ptr, yielder_idx, min_green_ns, yellow_ns, red_ns,
                  clear_ns, exit_ns, st, since, long_clear, want, active, active_since, nobox, no_intruders,
-                 no_intruders[:0])
+                 no_intruders[:0], no_intruders, no_intruders[:0], nobox[:0], held)
         for link in range(n_links):
             t = link_tls[link]
             if not known[t]:
