@@ -47,8 +47,8 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     upstream: tuple[tuple[str, ...], ...] = ()
     turns: tuple[tuple[int, str], ...] = ()  # camera movement counts: (lane k, edge it turns into)
     link: int = -1  # a box camera: the signal link (global index) whose path through the junction it watches
-    # a box camera: zones over the stretches of the path where a car standing there is in the way
-    # of a conflicting link, each (first lane k, pos on it, last lane k, end pos on it, that link's
+    # a box camera: zones over the stretches of the path, from its start, where a car standing
+    # there is (or will be, moving on) in the way of a conflicting link, each (first lane k, pos on it, last lane k, end pos on it, that link's
     # global index); its readings count the whole path first, then these zones in this order
     crossings: tuple[tuple[int, float, int, float, int], ...] = ()
 

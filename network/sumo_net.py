@@ -456,17 +456,20 @@ def _standing_intrusions(tls_id: str, n_links: int, link_paths: dict, link_conns
 def _crossing_zones(tls_id: str, conflicts: list, link_internal: dict, link_paths: dict, link_conns: dict,
                     link_from: dict) -> list[list]:
     """Per pair of conflicting links ``(a, b)`` (``conflicts``, either way round) and path ``k``
-    of ``a`` (``link_internal[(tls, a)][k]``): ``[a, b, k, lo_m, hi_m]``, the stretch of that
-    path, in lane-length metres from its start, such that a car standing with its front anywhere
-    in it has its body within half a car width of ``b``'s centre line: in the way of ``b``'s
-    vehicles.
+    of ``a`` (``link_internal[(tls, a)][k]``): ``[a, b, k, 0.0, hi_m]``, the stretch of that
+    path, in lane-length metres from its start, where a car standing with its front anywhere in
+    it is in the way of ``b``'s vehicles (its body within half a car width of ``b``'s centre
+    line) or will be when it moves on: from the path's start to the last such front position.
 
     A box camera counts the vehicles, and the halting ones, in that stretch (a lane-area zone
     from ``lo_m`` to ``hi_m`` less a car length, so a car counts once its front is in and until
     its front is past). SUMO lets ``b``'s vehicles drive into a car of ``a`` held up there, where ``a``
     gives way to ``b`` and its front has not reached the point where the centre lines cross
     (an unseen town of ``benchmarks.unseen``, seed 7, signal ``228``: twelve collisions so,
-    under max-pressure). Links sharing an entry or an exit lane are left out (they follow or
+    under max-pressure). A car halted before the stretch where it is in the way counts too: on
+    the same town under fixed-time a car stood 30 s at the start of its path behind a full exit,
+    the conflicting stream started, one of its cars got stuck across that path, and the first
+    car, moving on, drove into it. Links sharing an entry or an exit lane are left out (they follow or
     merge, which SUMO handles). Pairs where one only gives way to the other are left out too: a
     permissive turner waits in the oncoming stream's way by design (zones on them as well, holding
     on any vehicle in a zone, not only a halting one, cost ingolstadt21 under adaptive 122.7 s
@@ -494,8 +497,8 @@ def _crossing_zones(tls_id: str, conflicts: list, link_internal: dict, link_path
             d = centre[b].query(grid.reshape(-1, 2), distance_upper_bound=VEHICLE_HALF_WIDTH_M)[0]
             hit = (d.reshape(grid.shape[:2]) < VEHICLE_HALF_WIDTH_M).any(axis=1)
             if hit.any():
-                lo, hi = _lane_metres(shapes, lanes, float(s[hit].min())), _lane_metres(shapes, lanes, float(s[hit].max()))
-                out.append([a, b, k, round(lo, 2), round(hi, 2)])
+                hi = _lane_metres(shapes, lanes, float(s[hit].max()))
+                out.append([a, b, k, 0.0, round(hi, 2)])
     return out
 
 

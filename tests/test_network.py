@@ -194,7 +194,8 @@ def test_standing_intrusions_geometry():
 def test_crossing_zones_geometry():
     """Link 0 runs east 20 m, link 1 north across it at x = 10. A car of link 0 (5 m long, 1.8 m
     wide) is in link 1's way while its body is within half a car width of x = 10: front between
-    about 9.1 and 15.9 m along. Link 0's second lane is twice as long as its shape (SUMO's own
+    about 9.1 and 15.9 m along; before that it will be when it moves on, so its zone runs from the
+    path's start to about 15.9 m. Link 0's second lane is twice as long as its shape (SUMO's own
     lane metres), so the zone ends further along in lane metres; link 2, beside link 1 but into
     link 0's exit lane, merges with it: no zone."""
     paths = {
@@ -209,9 +210,9 @@ def test_crossing_zones_geometry():
              _crossing_zones("t", [(0, 1), (0, 2)], internal, paths, conns, entries)}
     assert set(zones) == {(0, 1), (1, 0)}
     k, lo, hi = zones[(0, 1)]
-    assert k == 0 and 9.0 <= lo <= 9.6 and 10.0 + 2 * 5.4 <= hi <= 10.0 + 2 * 6.0
-    _, lo, hi = zones[(1, 0)]  # link 1's cars across link 0 (y = 0): front between about 9.1 and 15.9 m
-    assert 9.0 <= lo <= 9.6 and 15.4 <= hi <= 16.0
+    assert k == 0 and lo == 0.0 and 10.0 + 2 * 5.4 <= hi <= 10.0 + 2 * 6.0
+    _, lo, hi = zones[(1, 0)]  # link 1's cars across link 0 (y = 0): front up to about 15.9 m
+    assert lo == 0.0 and 15.4 <= hi <= 16.0
 
 
 def test_a_crossing_zone_counts_a_car_while_its_front_is_in_the_stretch():
