@@ -477,6 +477,7 @@ def _crossing_zones(tls_id: str, conflicts: list, link_internal: dict, link_path
     to_lanes = {i: {to for _, _, to in link_conns.get((tls_id, i), [])} for i in
                 {x for pair in conflicts for x in pair}}
     centre: dict[int, cKDTree] = {}
+    bodies: dict[int, list] = {}  # per link, per path: (shapes, lanes, body grid, front positions)
     out: list[list] = []
     for a, b in sorted({(a, b) for a, b in conflicts} | {(b, a) for a, b in conflicts}):
         if to_lanes[a] & to_lanes[b] or link_from.get((tls_id, a), set()) & link_from.get((tls_id, b), set()):
@@ -485,17 +486,23 @@ def _crossing_zones(tls_id: str, conflicts: list, link_internal: dict, link_path
             pts = [_resample(_flat(p), STAND_STEP_M)[0] for p in link_paths.get((tls_id, b), []) if len(_flat(p)) >= 2]
             if not pts:
                 continue
-            centre[b] = cKDTree(np.concatenate(pts))
-        paths = [p for p in link_paths.get((tls_id, a), []) if p]
-        for k, (shapes, lanes) in enumerate(zip(paths, link_internal.get((tls_id, a), []))):
-            flat = _flat(shapes)
-            if len(flat) < 2:
+            pts = np.concatenate(pts)
+            centre[b] = (cKDTree(pts), pts.min(axis=0) - VEHICLE_HALF_WIDTH_M, pts.max(axis=0) + VEHICLE_HALF_WIDTH_M)
+        if a not in bodies:
+            paths = [p for p in link_paths.get((tls_id, a), []) if p]
+            bodies[a] = [(shapes, lanes, *_body_grid(flat, 0.5)) if len(flat := _flat(shapes)) >= 2 else None
+                         for shapes, lanes in zip(paths, link_internal.get((tls_id, a), []))]
+        for k, body in enumerate(bodies[a]):
+            if body is None or not body[3].size:
                 continue
-            grid, s = _body_grid(flat, 0.5)
-            if not s.size:
+            shapes, lanes, grid, s = body
+            tree, lo_b, hi_b = centre[b]
+            near = ((grid >= lo_b) & (grid <= hi_b)).all(axis=2)  # (only points near b's box are looked up)
+            if not near.any():
                 continue
-            d = centre[b].query(grid.reshape(-1, 2), distance_upper_bound=VEHICLE_HALF_WIDTH_M)[0]
-            hit = (d.reshape(grid.shape[:2]) < VEHICLE_HALF_WIDTH_M).any(axis=1)
+            d = np.full(near.shape, np.inf)
+            d[near] = tree.query(grid[near], distance_upper_bound=VEHICLE_HALF_WIDTH_M)[0]
+            hit = (d < VEHICLE_HALF_WIDTH_M).any(axis=1)
             if hit.any():
                 hi = _lane_metres(shapes, lanes, float(s[hit].max()))
                 out.append([a, b, k, 0.0, round(hi, 2)])
