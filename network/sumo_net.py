@@ -8,11 +8,14 @@ junctions when there are parallel ones). Everything the engine compiles lives on
 - ``G.graph["movements"]``: lane-to-lane connections ``{from_lane, to_lane, junction, tls,
   link_index, direction}`` (``tls`` is None where no signal controls the movement)
 - ``G.graph["signals"]``: signal id -> ``{n_links, junctions, conflicts, yields, permissive, clearance_s,
-  yield_pass_s, stop_on_red, phases, cycle_phases, programs, intrusions, stand_ins, caution_conflicts}`` (``stop_on_red``: links
+  yield_pass_s, stop_on_red, phases, cycle_phases, programs, intrusions, stand_ins, crossing_zones,
+  caution_conflicts}`` (``stop_on_red``: links
   whose red is SUMO's ``s``, a right turn on red after stopping; ``caution_conflicts``: the conflicts
   that are only there because a turn would wait in the other's path; ``stand_ins``: pairs
   ``(a, b)`` where a car of ``a`` held up inside the junction stands in ``b``'s path away from
-  where they cross, :func:`_standing_intrusions`)
+  where they cross, :func:`_standing_intrusions`; ``crossing_zones``: ``[a, b, k, 0.0, hi_m]``,
+  the stretch of path ``k`` of ``a`` where a car halted is, or will be, in conflicting ``b``'s
+  way, :func:`_crossing_zones`)
 
 Conflicts come from the junction's own right-of-way table: two links are *foes* when SUMO's
 request table says they cross or merge. A foe pair that some phase of the network's own signal
@@ -423,12 +426,7 @@ def _standing_intrusions(tls_id: str, n_links: int, link_paths: dict, link_conns
     Links that share an entry or an exit lane are left out (they follow or merge, which SUMO
     handles)."""
     to_lanes = {i: {to for _, _, to in link_conns.get((tls_id, i), [])} for i in range(n_links)}
-    flat: dict[int, list[np.ndarray]] = {}
-    for i in range(n_links):
-        for path in link_paths.get((tls_id, i), []):
-            pts = _flat(path)
-            if len(pts) >= 2:
-                flat.setdefault(i, []).append(pts)
+    flat = _polylines(tls_id, range(n_links), link_paths)
     samples = {i: [_resample(x, STAND_STEP_M) for x in paths] for i, paths in flat.items()}
     out = set()
     for a, paths_a in flat.items():
@@ -462,31 +460,30 @@ def _crossing_zones(tls_id: str, conflicts: list, link_internal: dict, link_path
     line) or will be when it moves on: from the path's start to the last such front position.
 
     A box camera counts the vehicles, and the halting ones, in that stretch (a lane-area zone
-    from ``lo_m`` to ``hi_m`` less a car length, so a car counts once its front is in and until
-    its front is past). SUMO lets ``b``'s vehicles drive into a car of ``a`` held up there, where ``a``
-    gives way to ``b`` and its front has not reached the point where the centre lines cross
-    (an unseen town of ``benchmarks.unseen``, seed 7, signal ``228``: twelve collisions so,
-    under max-pressure). A car halted before the stretch where it is in the way counts too: on
-    the same town under fixed-time a car stood 30 s at the start of its path behind a full exit,
-    the conflicting stream started, one of its cars got stuck across that path, and the first
-    car, moving on, drove into it. Links sharing an entry or an exit lane are left out (they follow or
-    merge, which SUMO handles). Pairs where one only gives way to the other are left out too: a
-    permissive turner waits in the oncoming stream's way by design (zones on them as well, holding
-    on any vehicle in a zone, not only a halting one, cost ingolstadt21 under adaptive 122.7 s
-    mean time loss and 27 teleports; on conflicts only 85.7 s and 7)."""
-    to_lanes = {i: {to for _, _, to in link_conns.get((tls_id, i), [])} for i in
-                {x for pair in conflicts for x in pair}}
-    centre: dict[int, cKDTree] = {}
+    from the path's start to ``hi_m`` less a car length, so a car counts until its front is
+    past ``hi_m``). SUMO lets ``b``'s vehicles drive into a car of ``a`` held up there, where
+    ``a`` gives way to ``b`` and its front has not reached the point where the centre lines
+    cross (an unseen town of ``benchmarks.unseen``, seed 7, signal ``228``: twelve collisions
+    so, under max-pressure). A car halted before the stretch where it is in the way counts too:
+    on the same town under fixed-time a car stood 30 s at the start of its path behind a full
+    exit, the conflicting stream started, one of its cars got stuck across that path, and the
+    first car, moving on, drove into it. Links sharing an entry or an exit lane are left out
+    (they follow or merge, which SUMO handles). Pairs where one only gives way to the other are
+    left out too: a permissive turner waits in the oncoming stream's way by design (zones on
+    them as well, holding on any vehicle in a zone, not only a halting one, cost ingolstadt21
+    under adaptive 122.7 s mean time loss and 27 teleports; on conflicts only 85.7 s and 7)."""
+    links = {x for pair in conflicts for x in pair}
+    to_lanes = {i: {to for _, _, to in link_conns.get((tls_id, i), [])} for i in links}
+    lines = _polylines(tls_id, links, link_paths)
+    centre: dict[int, tuple] = {}  # per link: a tree over its centre lines, and their box widened
     bodies: dict[int, list] = {}  # per link, per path: (shapes, lanes, body grid, front positions)
     out: list[list] = []
     for a, b in sorted({(a, b) for a, b in conflicts} | {(b, a) for a, b in conflicts}):
-        if to_lanes[a] & to_lanes[b] or link_from.get((tls_id, a), set()) & link_from.get((tls_id, b), set()):
+        if b not in lines or to_lanes[a] & to_lanes[b] or link_from.get((tls_id, a), set()) & link_from.get(
+                (tls_id, b), set()):
             continue
         if b not in centre:
-            pts = [_resample(_flat(p), STAND_STEP_M)[0] for p in link_paths.get((tls_id, b), []) if len(_flat(p)) >= 2]
-            if not pts:
-                continue
-            pts = np.concatenate(pts)
+            pts = np.concatenate([_resample(x, STAND_STEP_M)[0] for x in lines[b]])
             centre[b] = (cKDTree(pts), pts.min(axis=0) - VEHICLE_HALF_WIDTH_M, pts.max(axis=0) + VEHICLE_HALF_WIDTH_M)
         if a not in bodies:
             paths = [p for p in link_paths.get((tls_id, a), []) if p]
@@ -506,6 +503,18 @@ def _crossing_zones(tls_id: str, conflicts: list, link_internal: dict, link_path
             if hit.any():
                 hi = _lane_metres(shapes, lanes, float(s[hit].max()))
                 out.append([a, b, k, 0.0, round(hi, 2)])
+    return out
+
+
+def _polylines(tls_id: str, links, link_paths: dict) -> dict[int, list[np.ndarray]]:
+    """Per link of ``links``, the polylines of its paths through the junction (those of at least
+    two points)."""
+    out: dict[int, list[np.ndarray]] = {}
+    for i in links:
+        for path in link_paths.get((tls_id, i), []):
+            pts = _flat(path)
+            if len(pts) >= 2:
+                out.setdefault(i, []).append(pts)
     return out
 
 

@@ -86,7 +86,8 @@ def signals(draw, max_links: int = 8):
     # conflicting or not; they share the intruder table)
     intrusions += sorted(draw(st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
                                       .filter(lambda ab: ab[0] != ab[1]), max_size=n)))
-    # crossing zones: the stretch of a's path in b's way, for links that conflict or give way
+    # crossing zones: the stretch of a's path in b's way (the network makes them for conflicting
+    # links only; drawing give-way pairs too costs the kernel nothing and tests more)
     crossings = [(a, b) if draw(st.booleans()) else (b, a) for a, b in sorted(pairs) + yields if draw(st.booleans())]
     return n, pairs, phases, yields, clearance, passes, intrusions, crossings
 
