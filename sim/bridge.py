@@ -84,6 +84,9 @@ class Bridge:
             (int(self.zone_ptr[c]) + k, edge): (c, j)
             for c, cam in enumerate(self.cameras) for j, (k, edge) in enumerate(cam.turns)
         }
+        # the zones whose vehicles are followed for movement counts: the first this many (the
+        # approach cameras'; box cameras count vehicles only)
+        self.exit_zones = 1 + max((z for z, _ in self.turn_slot), default=-1)
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 2000)
         self.push.connect(endpoints["ingest"])

@@ -280,7 +280,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                             fallback_after_s=cfg.adapters.fallback_after_s, heartbeat_s=cfg.heartbeat_s,
                             engine_alive=lambda: engine.alive(), strict=kill is None, start_s=sc.begin)
             try:
-                sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids)
+                sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids, exit_zones=bridge.exit_zones)
                 perm = sumo.signal_order(net.tls_ids)  # SUMO's signal order -> the network's
                 bridge.register()
                 if spat_feed is not None:

@@ -90,7 +90,8 @@ _LOOP_VARS = (
     tc.LAST_STEP_MEAN_SPEED,
     tc.LAST_STEP_TIME_SINCE_DETECTION,
 )
-_ZONE_VARS = (tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER, tc.LAST_STEP_VEHICLE_ID_LIST)
+_ZONE_COUNT_VARS = (tc.LAST_STEP_VEHICLE_NUMBER, tc.LAST_STEP_VEHICLE_HALTING_NUMBER)
+_ZONE_VARS = _ZONE_COUNT_VARS + (tc.LAST_STEP_VEHICLE_ID_LIST,)
 _EXIT_PENDING_S = 60.0  # a vehicle not on a normal edge this long after leaving a zone is forgotten
 _TLS_VARS = (tc.TL_RED_YELLOW_GREEN_STATE,)
 
@@ -178,6 +179,8 @@ class Sumo:
         self._loop_occ = np.zeros(0, dtype=np.float64)
         self._loop_speed = np.zeros(0, dtype=np.float64)
         self._zone_ids: tuple[str, ...] = ()
+        self._exit_ids: tuple[str, ...] = ()
+        self._zone_res: dict | None = None
         self.exact_occupancy_fetches = 0
         """Steps x loops where occupancy needed the loop's vehicle data (see module docstring)."""
 
@@ -343,8 +346,16 @@ class Sumo:
         self._arrived += int(sim[tc.VAR_ARRIVED_VEHICLES_NUMBER])
         self._colliding_vehicles += int(sim[tc.VAR_COLLIDING_VEHICLES_NUMBER])
         self._tls_stale = True
+        self._zone_res = None
         if self._loop_ids:
             self._update_loops(c)
+
+    def _zone_results(self, c: Any) -> dict:
+        """This step's subscription results of every zone, fetched once per step (the call
+        converts every zone's readings: on grid4x4 with box cameras, 5,760 zones)."""
+        if self._zone_res is None:
+            self._zone_res = c.lanearea.getAllSubscriptionResults()
+        return self._zone_res
 
     def done(self) -> bool:
         """True once every vehicle has arrived (after begin) or the end time is reached."""
@@ -368,8 +379,14 @@ class Sumo:
 
     # ---------------------------------------------------------------- detectors
 
-    def setup_detectors(self, loop_ids: Sequence[str], camera_zone_ids: Sequence[str]) -> None:
-        """Subscribe to the given loops and lane-area zones; readings follow this order."""
+    def setup_detectors(self, loop_ids: Sequence[str], camera_zone_ids: Sequence[str],
+                        exit_zones: int | None = None) -> None:
+        """Subscribe to the given loops and lane-area zones; readings follow this order.
+
+        ``exit_zones``: only the first that many zones report movements (``read_zone_exits``;
+        default all). The others (box cameras inside junctions) are read for their counts only,
+        which keeps a network with thousands of zones from fetching every vehicle id of each,
+        every step."""
         c = self._live()
         known_loops = set(c.inductionloop.getIDList())
         known_zones = set(c.lanearea.getIDList())
@@ -382,13 +399,16 @@ class Sumo:
             c.lanearea.unsubscribe(i)
         self._loop_ids = tuple(loop_ids)
         self._zone_ids = tuple(camera_zone_ids)
+        self._zone_res = None
+        n_exit = len(self._zone_ids) if exit_zones is None else max(0, min(int(exit_zones), len(self._zone_ids)))
+        self._exit_ids = self._zone_ids[:n_exit]
         for i in self._loop_ids:
             c.inductionloop.subscribe(i, _LOOP_VARS)
-        for i in self._zone_ids:
-            c.lanearea.subscribe(i, _ZONE_VARS)
+        for k, i in enumerate(self._zone_ids):
+            c.lanearea.subscribe(i, _ZONE_VARS if k < n_exit else _ZONE_COUNT_VARS)
         n = len(self._loop_ids)
         empty: frozenset[str] = frozenset()
-        self._zone_prev = [empty] * len(self._zone_ids)
+        self._zone_prev = [empty] * len(self._exit_ids)
         self._exit_pending: dict[str, tuple[int, float]] = {}
         # vehicles on the loops now count as already seen: a count needs a crossing
         res = c.inductionloop.getAllSubscriptionResults() if n else {}
@@ -467,7 +487,7 @@ class Sumo:
         vehicles = np.zeros(n, dtype=np.int32)
         halting = np.zeros(n, dtype=np.int32)
         if n:
-            res = c.lanearea.getAllSubscriptionResults()
+            res = self._zone_results(c)
             for k, zid in enumerate(self._zone_ids):
                 r = res[zid]
                 vehicles[k] = r[tc.LAST_STEP_VEHICLE_NUMBER]
@@ -487,12 +507,12 @@ class Sumo:
         """
         c = self._live()
         out: list[tuple[int, str]] = []
-        if not self._zone_ids:
+        if not self._exit_ids:
             return out
-        res = c.lanearea.getAllSubscriptionResults()
+        res = self._zone_results(c)
         pending = self._exit_pending
         t = self._time
-        for k, zid in enumerate(self._zone_ids):
+        for k, zid in enumerate(self._exit_ids):
             ids = res[zid][tc.LAST_STEP_VEHICLE_ID_LIST]
             prev = self._zone_prev[k]
             if not ids and not prev:

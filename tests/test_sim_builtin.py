@@ -420,3 +420,32 @@ def test_read_collisions_tells_signals_and_vehicles_standing_in_a_junction(tmp_p
     assert [(c["junction"], c["signalised"], c["victim_standing_in_junction"]) for c in out["first"]] == [
         ("361", True, True), ("361", True, False)]
     assert read_collisions(tmp_path / "missing.xml", {"361"})["victim_standing_in_junction"] == 0
+
+
+@pytest.mark.sumo
+@needs_resco
+def test_zones_past_exit_zones_count_the_same_and_report_no_movements(tmp_path: Path, cache: Path) -> None:
+    """``setup_detectors(..., exit_zones=k)``: every zone's counts as before, and exactly the
+    movements of the first k zones (box cameras are counted, not followed, on big networks)."""
+    from sim.sumo import Sumo
+
+    sc, net_path, specs, add = _cologne1_detectors(tmp_path, cache, file_output=False)
+    loops, zones = loop_ids(specs), camera_zone_ids(specs)
+    k = len(zones) // 2
+
+    def trace(exit_zones, out):
+        counts, exits = [], []
+        with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.begin + 600, additional=[add], outdir=out) as sim:
+            sim.setup_detectors(loops, zones, exit_zones=exit_zones)
+            while not sim.done():
+                sim.step()
+                veh, halt = sim.read_cameras()
+                counts.append((veh.tolist(), halt.tolist()))
+                exits.append(sorted(sim.read_zone_exits()))
+        return counts, exits
+
+    all_counts, all_exits = trace(None, tmp_path / "a")
+    counts, exits = trace(k, tmp_path / "b")
+    assert counts == all_counts
+    assert sum(map(len, all_exits)) > 100 and any(z >= k for step in all_exits for z, _ in step)
+    assert exits == [[(z, e) for z, e in step if z < k] for step in all_exits]
