@@ -453,6 +453,10 @@ def test_gateway_and_feed_commands_start_serve_and_stop_cleanly(demo_net):
             assert resp.status == 200 and health["ok"] and health["seq"] > 0
             first = feed.stdout.readline()
             assert first.split()[0].isdigit()
+            # (keep reading what it prints: with nobody reading, a full pipe would block its
+            # exit on flushing stdout, as it would for any program)
+            rest = threading.Thread(target=feed.stdout.read, daemon=True)
+            rest.start()
             feed.send_signal(sig.SIGINT)
             assert feed.wait(20) == 130 and "Traceback" not in feed.stderr.read()
             gw.send_signal(sig.SIGTERM)
