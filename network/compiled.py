@@ -14,7 +14,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from network.sumo_net import read_sumo_net
+from network.netcache import cached_graph
 
 
 def csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -119,9 +119,9 @@ class CompiledNetwork:
 
 def compile_network(graph_or_path: nx.DiGraph | str | Path, *, permissive_turns: bool = True) -> CompiledNetwork:
     """Compile a graph from :func:`read_sumo_net` (or a ``.net.xml`` path, read with
-    ``permissive_turns``) to arrays."""
+    ``permissive_turns``, through the on-disk cache of ``network.netcache``) to arrays."""
     g = (graph_or_path if isinstance(graph_or_path, nx.DiGraph)
-         else read_sumo_net(graph_or_path, permissive_turns=permissive_turns))
+         else cached_graph(graph_or_path, permissive_turns=permissive_turns))
     junction_ids = tuple(g.nodes)
     junction_index = {j: i for i, j in enumerate(junction_ids)}
     edges = g.graph["edges"]

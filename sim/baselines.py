@@ -17,6 +17,7 @@ import os
 import uuid
 from pathlib import Path
 
+from network.netcache import cache_root
 from sim.tools import run_tool, sumo_env, sumo_home
 
 __all__ = ["SUMO_CONTROLLERS", "cache_dir", "normalize_net", "rebuild_net", "sumo_version"]
@@ -33,9 +34,7 @@ _TLS_TYPES = frozenset(SUMO_CONTROLLERS.values())
 
 def cache_dir() -> Path:
     """Where rebuilt networks are kept (created on demand)."""
-    root = os.environ.get("TRAFFIC_ENGINE_CACHE")
-    path = Path(root) if root else Path.home() / ".cache" / "traffic-engine"
-    return path / "nets"
+    return cache_root() / "nets"
 
 
 def tool_env() -> dict[str, str]:

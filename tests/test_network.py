@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -17,6 +18,7 @@ from network.layout import load_layout, save_layout
 from network.sumo_net import (NetworkError, _crossing_zones, _polyline_distance, _standing_intrusions, _swept_chords,
                               _waiting_intrusions)
 
+DEMO_NET = Path(__file__).resolve().parents[1] / "sim" / "scenarios" / "demo" / "demo.net.xml"
 SCENARIOS = ["cologne1", "cologne8", "ingolstadt21", "grid4x4", "arterial4x4"]
 
 
@@ -298,3 +300,45 @@ def test_bad_files_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="bad detector inventory"):
         load_layout(inv)
 
+
+
+def test_a_network_read_once_is_read_from_the_cache_until_it_changes(tmp_path: Path, monkeypatch) -> None:
+    """``compile_network(path)`` keeps the graph on disk (``network.netcache``): a second compile
+    gives the same arrays without reading the network; an edited file, or the other
+    ``permissive_turns`` choice, is read afresh; an unreadable cache file is replaced."""
+    import pickle
+
+    import network.netcache as netcache
+    from network.compiled import compile_network
+
+    monkeypatch.setenv("TRAFFIC_ENGINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TRAFFIC_ENGINE_NET_CACHE", raising=False)
+    net = tmp_path / "demo.net.xml"
+    net.write_bytes(DEMO_NET.read_bytes())
+    reads = []
+    real = netcache.sumo_net.read_sumo_net
+    monkeypatch.setattr(netcache.sumo_net, "read_sumo_net", lambda *a, **k: reads.append(a) or real(*a, **k))
+
+    first = compile_network(net)
+    second = compile_network(net)
+    assert len(reads) == 1
+    for name in ("link_conflict_idx", "link_yield_idx", "link_cross_idx", "link_intruder_idx", "phase_link_idx",
+                 "lane_length_m", "link_clearance_s"):
+        assert np.array_equal(getattr(first, name), getattr(second, name)), name
+    assert first.tls_ids == second.tls_ids and first.lane_ids == second.lane_ids
+    assert second.graph.graph["source"] == str(net)
+
+    compile_network(net, permissive_turns=False)
+    assert len(reads) == 2
+    files = sorted((tmp_path / "cache" / "graphs").glob("*.pickle"))
+    assert len(files) == 2
+    for f in files:
+        f.write_bytes(b"not a pickle")
+    assert np.array_equal(compile_network(net).link_conflict_idx, first.link_conflict_idx)
+    assert len(reads) == 3
+    assert isinstance(pickle.loads(files[[f.read_bytes() != b"not a pickle" for f in files].index(True)].read_bytes()),
+                      nx.DiGraph)
+
+    net.write_text(net.read_text() + "\n<!-- edited -->\n")
+    compile_network(net)
+    assert len(reads) == 4
