@@ -222,6 +222,22 @@ def _cologne1_detectors(tmp_path: Path, cache: Path, file_output: bool):
     return sc, net_path, specs, add
 
 
+def _cologne8_detectors(tmp_path: Path, tls_type: str):
+    """cologne8 with SUMO's ``tls_type`` programs and the default detectors: (scenario, network,
+    specs, additional file). Two runs of it in one process agree, unlike cologne1's (see
+    ``test_libsumo_restarts_and_traci_agrees``)."""
+    from network import compile_network, default_layout
+    from sim.baselines import rebuild_net
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(RESCO / "cologne8" / "cologne8.sumocfg")
+    net_path = rebuild_net(sc.net, tls_type)
+    net = compile_network(net_path)
+    specs = default_layout(net)
+    add = write_additional(tmp_path / "det.add.xml", specs, lane_length_m=dict(zip(net.lane_ids, net.lane_length_m)))
+    return sc, net_path, specs, add
+
+
 @pytest.mark.sumo
 @needs_resco
 def test_loop_readings_equal_sumo_interval_output(tmp_path: Path, cache: Path) -> None:
@@ -272,16 +288,9 @@ def test_libsumo_restarts_and_traci_agrees(tmp_path: Path, cache: Path) -> None:
     On cologne8: cologne1's cluster junction makes SUMO 1.28 depend on memory layout (see
     sim.sumo), which would make the comparison test SUMO rather than this bridge.
     """
-    from network import compile_network, default_layout
-    from sim.baselines import rebuild_net
-    from sim.scenario import load_scenario
     from sim.sumo import Sumo, SumoError
 
-    sc = load_scenario(RESCO / "cologne8" / "cologne8.sumocfg")
-    net_path = rebuild_net(sc.net, "actuated")
-    net = compile_network(net_path)
-    specs = default_layout(net)
-    add = write_additional(tmp_path / "det.add.xml", specs, lane_length_m=dict(zip(net.lane_ids, net.lane_length_m)))
+    sc, net_path, specs, add = _cologne8_detectors(tmp_path, "actuated")
     loops, zones = loop_ids(specs), camera_zone_ids(specs)
 
     def trace(api: str, out: Path) -> tuple[list, list]:
@@ -426,19 +435,10 @@ def test_read_collisions_tells_signals_and_vehicles_standing_in_a_junction(tmp_p
 @needs_resco
 def test_zones_past_exit_zones_count_the_same_and_report_no_movements(tmp_path: Path, cache: Path) -> None:
     """``setup_detectors(..., exit_zones=k)``: every zone's counts as before, and exactly the
-    movements of the first k zones (box cameras are counted, not followed, on big networks).
-    On cologne8: two runs of cologne1 in one process may differ (see
-    ``test_libsumo_restarts_and_traci_agrees``)."""
-    from network import compile_network, default_layout
-    from sim.baselines import rebuild_net
-    from sim.scenario import load_scenario
+    movements of the first k zones (box cameras are counted, not followed, on big networks)."""
     from sim.sumo import Sumo
 
-    sc = load_scenario(RESCO / "cologne8" / "cologne8.sumocfg")
-    net_path = rebuild_net(sc.net, "static")
-    net = compile_network(net_path)
-    specs = default_layout(net)
-    add = write_additional(tmp_path / "det.add.xml", specs, lane_length_m=dict(zip(net.lane_ids, net.lane_length_m)))
+    sc, net_path, specs, add = _cologne8_detectors(tmp_path, "static")
     loops, zones = loop_ids(specs), camera_zone_ids(specs)
     k = len(zones) // 2
 
