@@ -31,12 +31,7 @@ tick at a time, link by link, under four interlocks:
   way to is in its yellow or red clearance with a box seeing a vehicle on its path (it ends,
   once past its minimum green, and does not start: ``_straggler``): a vehicle of that stream
   held up inside the junction, restarting as its light ends, is one that turners entering on a
-  permissive green misjudge (cologne3, where one drove into such a vehicle). It does not end
-  so while a box sees a turner of its own inside the junction: SUMO lets a turner waiting at
-  its internal stop go, without giving way, once its light is yellow (its "last was
-  continuous" rule), and on cologne3 (fixed-time) and ingolstadt21 (max-pressure) such a
-  released turner drove into the stream's last vehicles; it stays green, giving way, under
-  the hold below;
+  permissive green misjudge (cologne3, where one drove into such a vehicle);
 - a permissive turn that ends while the streams it gives way to end too stays green until they
   have been red for their pass time (``CompiledNetwork.link_yield_pass_s``: the last vehicle
   that ran their yellow has passed where the turners wait), so the turners waiting inside the junction leave on their own green
@@ -102,9 +97,7 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
         for link in range(lo, hi):
             age = now_ns - link_since_ns[link]
             s = link_state[link]
-            # (not while a box sees a turner of its own inside the junction: its yellow would
-            # release that turner, waiting at its internal stop, into the straggler)
-            straggler = s == GREEN and age >= min_green_ns and not box[link] > 0.0 and _straggler(
+            straggler = s == GREEN and age >= min_green_ns and _straggler(
                 now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, clear_ns, box)
             if s == GREEN and age >= min_green_ns and (not want[link] or straggler or _blocks_priority(
                     link, link_yield_ptr, link_yield_idx, link_state, want)):
@@ -112,8 +105,8 @@ def _enforce(now_ns, target_phase, tls_link_ptr, tls_phase_ptr, phase_link_ptr, 
                 # gives way to starts)
                 giving_way = _giving_way(now_ns, link, link_yield_ptr, link_yield_idx, link_state,
                                          link_since_ns, red_ns)
-                if not straggler and not box[link] == 0.0 and _priority_ending(
-                        now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, exit_ns, want, box):
+                if not straggler and not box[link] == 0.0 and _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx,
+                                                             link_state, link_since_ns, exit_ns, want):
                     continue  # the streams it gives way to end first: it ends once their last vehicle is out
                 if giving_way and not _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx,
                                                         link_state, link_since_ns, min_green_ns):
@@ -292,18 +285,14 @@ def _priority_can_end(now_ns, link, link_yield_ptr, link_yield_idx, link_state, 
 
 
 @njit(cache=True)
-def _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, exit_ns, want, box):
+def _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, link_since_ns, exit_ns, want):
     """Whether a stream ``link`` gives way to (but not back) is ending too (not wanted, and not
     yet red for its pass time ``exit_ns[k]``, per yield entry). The turn then keeps its green until
     the last vehicle that ran that stream's yellow has passed where the turners wait: turners waiting inside it leave behind that vehicle,
     on their own green, instead of both moving on yellow or the turn moving on a stream that has
-    just turned red (on cologne3 both collided, where SUMO's own programs did not).
-    A stream red since an earlier tick whose path a box camera sees empty has no vehicle left
-    in the junction (none enters on red): the turners need not wait out its pass time."""
+    just turned red (on cologne3 both collided, where SUMO's own programs did not)."""
     for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
         b = link_yield_idx[k]
-        if link_state[b] == RED and now_ns > link_since_ns[b] and box[b] == 0.0:
-            continue
         if (exit_ns[k] > 0 and not want[b] and (link_state[b] != RED or now_ns - link_since_ns[b] < exit_ns[k])
                 and not _yields_to(b, link, link_yield_ptr, link_yield_idx)):
             return True
