@@ -434,8 +434,9 @@ def test_gateway_and_feed_commands_start_serve_and_stop_cleanly(demo_net):
         gw = subprocess.Popen([sys.executable, "-m", "engine", "gateway", str(DEMO_NET), "--feed", ep["feed"],
                                "--snapshot", ep["snapshot"], "--listen", "127.0.0.1:0"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        feed = subprocess.Popen([sys.executable, "-m", "engine", "feed", "--feed", ep["feed"], "--snapshot",
-                                 ep["snapshot"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        feed = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "engine", "feed", "--feed", ep["feed"],
+                                 "--snapshot", ep["snapshot"]],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         try:
             ready = json.loads(gw.stdout.readline())
             assert ready["ready"] and ready["coordinates"] == "xy" and ready["edges"] == demo_net.n_edges
@@ -458,7 +459,13 @@ def test_gateway_and_feed_commands_start_serve_and_stop_cleanly(demo_net):
             rest = threading.Thread(target=feed.stdout.read, daemon=True)
             rest.start()
             feed.send_signal(sig.SIGINT)
-            assert feed.wait(20) == 130 and "Traceback" not in feed.stderr.read()
+            try:
+                code = feed.wait(60)
+            except subprocess.TimeoutExpired:  # (twice in CI under load: say where it hangs)
+                feed.send_signal(sig.SIGABRT)  # faulthandler prints every thread's stack
+                feed.wait(10)
+                pytest.fail("traffic-engine feed did not stop within 60 s of SIGINT:\n" + feed.stderr.read())
+            assert code == 130 and "Traceback" not in feed.stderr.read()
             gw.send_signal(sig.SIGTERM)
             assert gw.wait(20) == 0 and "Traceback" not in gw.stderr.read()
         finally:
