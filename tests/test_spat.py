@@ -247,7 +247,7 @@ def test_a_red_without_a_known_green_gets_a_band_towards_its_earliest_green(d, l
     _advice(np.int64(now), np.array([0], np.int32), np.array([0], np.int32), np.array([d]), np.array([limit]),
             np.array([queue / 2.0]), none, none, 2.0, 1.0, 5.0, np.array([RED], np.int8),
             np.array([earliest], np.int64), kind, lo, hi, arrive)
-    a = wait + queue + 1.0
+    a = (earliest - now) / NS + queue + 1.0  # (the wait the kernel sees: whole nanoseconds)
     if min(limit, d / a) < 5.0:
         assert kind[0] == STOP
         return
