@@ -46,10 +46,8 @@ def _reader_digest() -> str:
 
 
 def _key(path: Path, permissive_turns: bool) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+        h = hashlib.file_digest(f, "sha256")
     h.update(b"permissive" if permissive_turns else b"protected")
     h.update(_reader_digest().encode())
     return h.hexdigest()[:24]

@@ -54,10 +54,8 @@ def sumo_version() -> str:
 
 
 def _net_key(net: Path, tls_type: str) -> str:
-    h = hashlib.sha256()
     with net.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+        h = hashlib.file_digest(f, "sha256")
     h.update(b"\0" + tls_type.encode() + b"\0" + sumo_version().encode())
     return h.hexdigest()
 

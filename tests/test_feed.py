@@ -435,7 +435,7 @@ def test_gateway_and_feed_commands_start_serve_and_stop_cleanly(demo_net):
                                "--snapshot", ep["snapshot"], "--listen", "127.0.0.1:0"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         # (Ctrl-C as at a terminal: a suite started in the background, ``make test &``, hands its
-        # children SIGINT ignored, and the feed then rightly goes on, as it did in two CI runs)
+        # children SIGINT ignored, and the feed then rightly goes on, as it did in three CI runs)
         feed = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "engine", "feed", "--feed", ep["feed"],
                                  "--snapshot", ep["snapshot"]],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
