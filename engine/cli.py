@@ -96,6 +96,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             detector_coverage=args.detector_coverage, seed=args.seed,
             fail_detectors=args.fail_detectors, guidance_share=args.guidance_share,
             kill_engine=args.kill_engine, workdir=args.outputs, box_cameras=args.box_cameras,
+            sumo_seed=args.sumo_seed,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -487,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0,
                    help="random seed of --detector-coverage, --fail-detectors and --guidance-share "
                         "(default %(default)s)")
+    e.add_argument("--sumo-seed", type=int, metavar="N",
+                   help="SUMO's own random seed (drivers' speed factors and the like; default: SUMO's "
+                        "default, as BASELINES.md was measured): repeat a comparison under other driver "
+                        "randomness, the same for every controller; the JSON records it as sumo_seed")
     e.add_argument("--kill-engine", metavar="S[:RESTART_S]",
                    help="kill -9 the engine at simulated second S: the signals' adapters keep SUMO running, "
                         "holding the last command and then (after adapters.fallback_after_s, 3 s) on their "

@@ -21,7 +21,7 @@ from sim.monitor import ConflictMonitor
 from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
 from sim.scenario import Scenario
-from sim.sumo import Sumo
+from sim.sumo import SUMO_DEFAULT_SEED, Sumo
 
 __all__ = ["BUILTIN_CONTROLLERS", "run_builtin"]
 
@@ -49,6 +49,7 @@ def run_builtin(
     progress: bool = False,
     api: str = "traci",
     check_junction_collisions: bool = True,
+    sumo_seed: int | None = None,
 ) -> dict[str, Any]:
     """Run ``controller`` (one of :data:`BUILTIN_CONTROLLERS`) on ``scenario``.
 
@@ -78,6 +79,7 @@ def run_builtin(
     wall0 = time.perf_counter()
     sim = Sumo(net_path, scenario.routes, begin=scenario.begin, end=scenario.end,
                additional=additional, outdir=outdir, api=api,
+               seed=SUMO_DEFAULT_SEED if sumo_seed is None else sumo_seed,
                check_junction_collisions=check_junction_collisions,
                extra_args=["--collision-output", str(outdir / "collisions.xml")])
     with sim:

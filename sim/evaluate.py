@@ -39,7 +39,7 @@ from sim.monitor import ConflictMonitor
 from sim.outcomes import read_collisions, read_statistics
 from sim.progress import Progress
 from sim.scenario import Scenario, ScenarioError, load_scenario
-from sim.sumo import Sumo
+from sim.sumo import SUMO_DEFAULT_SEED, Sumo
 
 BUILTIN = (*SUMO_CONTROLLERS, "sumo-original")
 ENGINE_START_TIMEOUT_S = 900.0  # a first start compiles every kernel: minutes on a busy machine
@@ -54,8 +54,13 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
              config: str | Path | None = None, progress: bool = True, workdir: str | Path | None = None,
              inject_faults: Sequence[str | DetectorFault] = (), detector_coverage: float | None = None,
              fail_detectors: float | None = None, seed: int = 0, guidance_share: float | None = None,
-             kill_engine: str | None = None, box_cameras: bool | None = None) -> dict:
+             kill_engine: str | None = None, box_cameras: bool | None = None,
+             sumo_seed: int | None = None) -> dict:
     """Run ``controller`` on ``scenario`` and return (and optionally write) the outcome.
+
+    ``sumo_seed``: SUMO's own random seed (drivers' speed factors, departures' lanes, ...);
+    None is SUMO's default, the one ``BASELINES.md`` was measured with. Another seed repeats a
+    run with other driver randomness, the same for every controller.
 
     ``kill_engine``: ``S`` or ``S:R``: kill -9 the engine at simulated second ``S`` (the signals'
     adapters go on alone, on their local plans after ``adapters.fallback_after_s``) and, with
@@ -118,12 +123,14 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         if controller in BUILTIN:
             from sim.builtin import run_builtin
 
-            result = run_builtin(sc, controller, outdir=outdir, tls_states=tls_path, progress=progress)
+            result = run_builtin(sc, controller, outdir=outdir, tls_states=tls_path, progress=progress,
+                                 sumo_seed=sumo_seed)
         else:
             result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
                                 faults=faults, detector_coverage=detector_coverage,
                                 fail_detectors=fail_detectors, seed=seed, guidance_share=guidance_share,
-                               kill=kill, box_cameras=box_cameras)
+                               kill=kill, box_cameras=box_cameras, sumo_seed=sumo_seed)
+    result["sumo_seed"] = SUMO_DEFAULT_SEED if sumo_seed is None else sumo_seed
     if sc.unapplied:
         result["sumocfg_options_not_applied"] = list(sc.unapplied)
     if json_path:
@@ -217,7 +224,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                config: str | Path | None, progress: bool, faults: Sequence[DetectorFault] = (),
                detector_coverage: float | None = None, fail_detectors: float | None = None,
                seed: int = 0, guidance_share: float | None = None,
-               kill: tuple[float, float | None] | None = None, box_cameras: bool = False) -> dict:
+               kill: tuple[float, float | None] | None = None, box_cameras: bool = False,
+               sumo_seed: int | None = None) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict, with the
     ``estimation`` block comparing the engine's published conditions with SUMO's edge data."""
     wall0 = time.perf_counter()
@@ -270,6 +278,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     try:
         with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional, truth_add),
                   outdir=outdir, check_junction_collisions=True,
+                  seed=SUMO_DEFAULT_SEED if sumo_seed is None else sumo_seed,
                   extra_args=["--collision-output", str(outdir / "collisions.xml")]) as sumo:
             failures = None
             if fail_detectors is not None:
