@@ -14,7 +14,7 @@ its junction among them; ``--no-box-cameras`` leaves those out. SUMO's programs 
 detector of ours and run the same either way.
 
 A run's outcome is kept as JSON under ``--cache`` (keyed by scenario, controller, horizon,
-failure case and engine config) and reused by later invocations, so a long table can be
+failure case, SUMO seed and engine config) and reused by later invocations, so a long table can be
 built up piecewise; ``--fresh`` ignores what is cached.
 """
 
@@ -61,9 +61,10 @@ def scenario_path(name: str, resco: Path) -> Path:
 
 
 def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed: int, config: str | None,
-         box: bool = False) -> str:
+         box: bool = False, sumo_seed: int | None = None) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([str(cfg.resolve()), controller, end, fail, seed] + (["box"] if box else [])).encode())
+    h.update(json.dumps([str(cfg.resolve()), controller, end, fail, seed] + (["box"] if box else [])
+                        + ([] if sumo_seed is None else [f"sumo-seed {sumo_seed}"])).encode())
     if config and controller in CONTROLLERS:
         h.update(Path(config).read_bytes())
     return f"{cfg.stem}.{controller}.{h.hexdigest()[:12]}.json"
@@ -73,13 +74,14 @@ def run_one(cfg: Path, controller: str, args) -> dict:
     fail = args.fail_detectors if controller == FAILED else None
     name = "adaptive" if controller == FAILED else controller
     box = bool(args.box_cameras) and name in CONTROLLERS
-    cache = Path(args.cache) / _key(cfg, controller, args.end, fail, args.seed, args.config, box) if args.cache else None
+    cache = Path(args.cache) / _key(cfg, controller, args.end, fail, args.seed, args.config, box,
+                                    args.sumo_seed) if args.cache else None
     if cache is not None and cache.exists() and not args.fresh:
         return json.loads(cache.read_text())
     print(f"-- {cfg.stem}: {controller}", file=sys.stderr, flush=True)
     r = evaluate(cfg, controller=name, end=None if args.end is None else _end(cfg, args.end),
                  config=args.config if name in CONTROLLERS else None, progress=not args.quiet,
-                 fail_detectors=fail, seed=args.seed, box_cameras=box)
+                 fail_detectors=fail, seed=args.seed, box_cameras=box, sumo_seed=args.sumo_seed)
     if cache is not None:
         write_json(cache, r)
     return r
@@ -150,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-detectors", type=float, metavar="FRACTION",
                    help="also run adaptive with this fraction of detectors failed (silent or stuck)")
     p.add_argument("--seed", type=int, default=0, help="which detectors fail (default %(default)s)")
+    p.add_argument("--sumo-seed", type=int, metavar="N",
+                   help="SUMO's own random seed for every run (default: SUMO's, as BASELINES.md): the same "
+                        "table under other driver randomness")
     p.add_argument("--box-cameras", action=argparse.BooleanOptionalAction, default=True,
                    help="the engine's controllers (and the failure case) get a box camera over every signal "
                    "link's path through its junction, as evaluate does by default (default: on; "

@@ -147,6 +147,14 @@ def test_control_benchmark_writes_one_table(small_scenario, tmp_path):
                             "--cache", str(tmp_path / "runs"), "--markdown", "", "-q"],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "-- small" not in again.stderr
+    # another SUMO seed is another run, kept apart in the cache, and says which seed it had
+    seeded = subprocess.run([sys.executable, "-m", "benchmarks.control", "--scenarios", str(small_scenario.sumocfg),
+                             "--controllers", "sumo-actuated", "--end", "300", "--sumo-seed", "3",
+                             "--cache", str(tmp_path / "runs"), "--markdown", "", "--json", str(out), "-q"],
+                            capture_output=True, text=True, timeout=120)
+    assert seeded.returncode == 0 and "-- small: sumo-actuated" in seeded.stderr, seeded.stderr
+    assert [row["sumo_seed"] for row in json.loads(out.read_text())["rows"]] == [3]
+    assert sumo["sumo_seed"] == 23423  # SUMO's default, as BASELINES.md
 
 
 @pytest.mark.sumo
