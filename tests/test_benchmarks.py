@@ -232,3 +232,43 @@ def test_unseen_grids_have_a_signal_at_every_junction(tmp_path):
         signalised = {n.getID() for n in net.getNodes() if n.getType() == "traffic_light"}
         crossings = {n.getID() for n in net.getNodes() if len(n.getIncoming()) >= 3}
         assert signalised and signalised == crossings, (kind, sorted(crossings - signalised))
+
+
+def test_collisions_benchmark_seeds_and_tally():
+    """Seeds read as ranges and lists; a tally counts collisions at signals apart from the rest
+    and gives their rate per 10,000 trips."""
+    from benchmarks.collisions import seed_list, tally
+
+    assert seed_list("1-3,9,2") == [1, 2, 3, 9]
+    for bad in ("3-1", "x", ","):
+        with pytest.raises(Exception):
+            seed_list(bad)
+    runs = [{"trips_total": 3000, "trips_completed": 3000, "collisions": 2, "safety_violations": 0,
+             "mean_time_loss_s": 20.0, "collisions_where": {"at_signals": 1}},
+            {"trips_total": 2000, "trips_completed": 1999, "collisions": 0, "safety_violations": 1,
+             "mean_time_loss_s": 30.0, "collisions_where": {"at_signals": 0}}]
+    t = tally(runs)
+    assert (t["runs"], t["trips"], t["collisions_at_signals"], t["runs_with_collision_at_signals"]) == (2, 5000, 1, 1)
+    assert (t["collisions_elsewhere"], t["per_10k_trips"], t["safety_violations"], t["trips_not_completed"]) == (1, 2.0, 1, 1)
+    assert t["mean_time_loss_s"] == 25.0
+
+
+@pytest.mark.sumo
+def test_collisions_benchmark_runs_each_controller_on_each_seed(small_scenario, tmp_path):
+    """Tiny run: one engine and one SUMO controller on two SUMO seeds: a row each, every run
+    under its own seed (cached apart), a second invocation simulates nothing."""
+    out = tmp_path / "c.json"
+    args = [sys.executable, "-m", "benchmarks.collisions", "--scenarios", str(small_scenario.sumocfg),
+            "--controllers", "adaptive,sumo-static", "--seeds", "1-2", "--end", "120",
+            "--cache", str(tmp_path / "runs"), "--json", str(out), "-q"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("-- small: adaptive") == 2 and r.stderr.count("-- small: sumo-static") == 2
+    rows = json.loads(out.read_text())["rows"]
+    assert [(x["controller"], x["runs"], x["seeds"]) for x in rows] == [("adaptive", 2, [1, 2]), ("sumo-static", 2, [1, 2])]
+    cached = sorted(json.loads(f.read_text())["sumo_seed"] for f in (tmp_path / "runs").glob("*.json"))
+    assert cached == [1, 1, 2, 2]
+    assert all(x["trips"] > 0 and x["safety_violations"] == 0 for x in rows)
+    assert "| small | adaptive | 2 |" in r.stdout
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "-- small" not in again.stderr

@@ -1,0 +1,129 @@
+"""Collisions at signals, ours against SUMO's own programs, over SUMO seeds:
+``python -m benchmarks.collisions``.
+
+A collision in a few thousand trips is a rare event, and one run says little about its rate:
+the same signal states under other driver randomness may have none, or two. This runs each
+scenario under each controller once per SUMO seed (``evaluate --sumo-seed``, the same seeds for
+every controller, through ``benchmarks.control``'s runs and cache) and prints, per scenario and
+controller: runs, trips, collisions inside signalised junctions (SUMO's junction collision
+check), the runs that had any, the rate per 10,000 trips, and the safety violations the bridge's
+conflict monitor counted (the signals themselves showing something unsafe).
+
+The limit measured in the same run is SUMO's own programs (``sumo-static``, ``sumo-actuated``,
+``sumo-delay-based``, and the network's ``sumo-original``) on the same seeds: what SUMO's
+driver model does at those junctions whatever the signals. Each engine controller's rate is
+given as a ratio to the lowest of theirs (``-`` when that is zero).
+
+Example: ``python -m benchmarks.collisions --scenarios cologne3 --seeds 1-5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks import control, names, parser, write_json
+from controllers import CONTROLLERS
+from sim.evaluate import EvaluationError
+
+SUMO_OWN = ("sumo-static", "sumo-actuated", "sumo-delay-based", "sumo-original")
+
+
+def seed_list(text: str) -> list[int]:
+    """``1-5`` or ``1,3,7`` (or both: ``1-3,9``)."""
+    out: list[int] = []
+    for part in (p for p in text.split(",") if p):
+        lo, _, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a seed or a range of seeds: {part!r}") from None
+        if b < a:
+            raise argparse.ArgumentTypeError(f"empty range of seeds: {part!r}")
+        out.extend(range(a, b + 1))
+    if not out:
+        raise argparse.ArgumentTypeError("no seed given")
+    return list(dict.fromkeys(out))
+
+
+def tally(runs: list[dict]) -> dict:
+    """Runs of one controller on one scenario (one per seed) -> their collision figures."""
+    trips = sum(r["trips_total"] for r in runs)
+    at = [r.get("collisions_where", {}).get("at_signals", 0) for r in runs]
+    return {"runs": len(runs), "trips": trips, "collisions_at_signals": sum(at),
+            "runs_with_collision_at_signals": sum(1 for a in at if a),
+            "collisions_elsewhere": sum(r["collisions"] for r in runs) - sum(at),
+            "per_10k_trips": round(1e4 * sum(at) / trips, 2) if trips else None,
+            "safety_violations": sum(r["safety_violations"] for r in runs),
+            "trips_not_completed": sum(r["trips_total"] - r["trips_completed"] for r in runs),
+            "mean_time_loss_s": round(sum(r["mean_time_loss_s"] for r in runs) / len(runs), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("collisions", __doc__)
+    p.add_argument("--scenarios", default="cologne3,ingolstadt21",
+                   help="comma-separated RESCO names or .sumocfg paths (default %(default)s)")
+    p.add_argument("--controllers", default=",".join(sorted(CONTROLLERS) + list(SUMO_OWN)),
+                   help="comma-separated engine and SUMO controllers (default %(default)s)")
+    p.add_argument("--seeds", type=seed_list, default=seed_list("1-5"),
+                   help="SUMO seeds, e.g. 1-5 or 1,4,9 (default 1-5)")
+    p.add_argument("--resco", default=str(control.RESCO), help="folder of the RESCO scenarios (default %(default)s)")
+    p.add_argument("--end", type=float, help="simulate at most this many seconds after each scenario's begin "
+                   "(default: until every vehicle has arrived, at most 3 h)")
+    p.add_argument("--config", help="engine config for the engine's controllers")
+    p.add_argument("--cache", default="reports/control-runs",
+                   help="keep and reuse each run's outcome here, shared with benchmarks.control "
+                        "(default %(default)s; '' to disable)")
+    p.add_argument("--fresh", action="store_true", help="run again even what is cached")
+    p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    args = p.parse_args(argv)
+    ctls = names(p, args.controllers, sorted(CONTROLLERS) + list(SUMO_OWN), "controller")
+    cfgs = [control.scenario_path(n, Path(args.resco)) for n in args.scenarios.split(",") if n]
+    missing = [str(c) for c in cfgs if not c.exists()]
+    if missing:
+        p.error(f"scenario(s) not found: {', '.join(missing)}")
+    if args.config and not Path(args.config).exists():
+        p.error(f"config not found: {args.config}")
+    # what benchmarks.control.run_one reads off its arguments
+    run_args = argparse.Namespace(fail_detectors=None, seed=0, box_cameras=True, end=args.end,
+                                  config=args.config, cache=args.cache, fresh=args.fresh, quiet=args.quiet)
+    rows = []
+    for cfg in cfgs:
+        here = []
+        for ctl in ctls:
+            runs = []
+            for seed in args.seeds:
+                run_args.sumo_seed = seed
+                try:
+                    runs.append(control.run_one(cfg, ctl, run_args))
+                except EvaluationError as exc:
+                    print(f"benchmarks.collisions: {cfg.stem} {ctl} seed {seed}: {exc}", file=sys.stderr)
+                    return 1
+            here.append({"scenario": cfg.stem, "controller": ctl, "seeds": list(args.seeds), **tally(runs)})
+        own = [r["per_10k_trips"] for r in here if r["controller"] in SUMO_OWN]
+        limit = min(own) if own else None
+        for r in here:
+            r["sumo_own_lowest_per_10k"] = limit
+            r["ratio_to_sumo_own"] = (round(r["per_10k_trips"] / limit, 2)
+                                      if limit and r["controller"] not in SUMO_OWN else None)
+        rows += here
+    head = ("scenario", "controller", "runs", "trips", "at signals", "runs with one", "per 10k trips",
+            "vs SUMO's lowest", "elsewhere", "safety violations", "not arrived", "time loss (s)")
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for r in rows:
+        ratio = "-" if r["ratio_to_sumo_own"] is None else f"{r['ratio_to_sumo_own']:.2f}"
+        print(f"| {r['scenario']} | {r['controller']} | {r['runs']} | {r['trips']} | {r['collisions_at_signals']} | "
+              f"{r['runs_with_collision_at_signals']} | {r['per_10k_trips']:.2f} | {ratio} | "
+              f"{r['collisions_elsewhere']} | {r['safety_violations']} | {r['trips_not_completed']} | "
+              f"{r['mean_time_loss_s']:.1f} |")
+    print(f"(SUMO seeds {','.join(map(str, args.seeds))}; the limit: SUMO's own programs on the same seeds)")
+    if args.json:
+        write_json(args.json, {"seeds": list(args.seeds), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
