@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from benchmarks import control, names, parser, write_json
 from controllers import CONTROLLERS
@@ -69,30 +68,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated engine and SUMO controllers (default %(default)s)")
     p.add_argument("--seeds", type=seed_list, default=seed_list("1-5"),
                    help="SUMO seeds, e.g. 1-5 or 1,4,9 (default 1-5)")
-    p.add_argument("--resco", default=str(control.RESCO), help="folder of the RESCO scenarios (default %(default)s)")
-    p.add_argument("--end", type=float, help="simulate at most this many seconds after each scenario's begin "
-                   "(default: until every vehicle has arrived, at most 3 h)")
-    p.add_argument("--config", help="engine config for the engine's controllers")
-    p.add_argument("--cache", default="reports/control-runs",
-                   help="keep and reuse each run's outcome here, shared with benchmarks.control "
-                        "(default %(default)s; '' to disable)")
-    p.add_argument("--fresh", action="store_true", help="run again even what is cached")
+    control.add_run_options(p)
     p.add_argument("--json", help="also write the rows to this file")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     args = p.parse_args(argv)
     ctls = names(p, args.controllers, sorted(CONTROLLERS) + list(SUMO_OWN), "controller")
-    cfgs = [control.scenario_path(n, Path(args.resco)) for n in args.scenarios.split(",") if n]
-    missing = [str(c) for c in cfgs if not c.exists()]
-    if missing:
-        p.error(f"scenario(s) not found: {', '.join(missing)}")
-    if args.config and not Path(args.config).exists():
-        p.error(f"config not found: {args.config}")
+    cfgs = control.scenario_configs(p, args)
     # what benchmarks.control.run_one reads off its arguments
     run_args = argparse.Namespace(fail_detectors=None, seed=0, box_cameras=True, end=args.end,
                                   config=args.config, cache=args.cache, fresh=args.fresh, quiet=args.quiet)
-    rows = []
+    rows, limits = [], []
     for cfg in cfgs:
-        here = []
+        here, own_runs = [], []
         for ctl in ctls:
             runs = []
             for seed in args.seeds:
@@ -103,15 +89,17 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"benchmarks.collisions: {cfg.stem} {ctl} seed {seed}: {exc}", file=sys.stderr)
                     return 1
             here.append({"scenario": cfg.stem, "controller": ctl, "seeds": list(args.seeds), **tally(runs)})
-        own = [r for r in here if r["controller"] in SUMO_OWN]
-        own_trips = sum(r["trips"] for r in own)
-        pooled = round(1e4 * sum(r["collisions_at_signals"] for r in own) / own_trips, 2) if own_trips else None
+            if ctl in SUMO_OWN:
+                own_runs += runs
+        pooled = tally(own_runs)["per_10k_trips"] if own_runs else None
+        lowest = min((r["per_10k_trips"] for r in here if r["controller"] in SUMO_OWN), default=None)
         for r in here:
-            r["sumo_own_lowest_per_10k"] = min(x["per_10k_trips"] for x in own) if own else None
+            r["sumo_own_lowest_per_10k"] = lowest
             r["sumo_own_pooled_per_10k"] = pooled
             r["ratio_to_sumo_own"] = (round(r["per_10k_trips"] / pooled, 2)
                                       if pooled and r["controller"] not in SUMO_OWN else None)
         rows += here
+        limits.append(f"{cfg.stem} {pooled}")
     head = ("scenario", "controller", "runs", "trips", "at signals", "runs with one", "per 10k trips",
             "vs SUMO's own", "elsewhere", "safety violations", "not arrived", "time loss (s)")
     print("| " + " | ".join(head) + " |")
@@ -122,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['runs_with_collision_at_signals']} | {r['per_10k_trips']:.2f} | {ratio} | "
               f"{r['collisions_elsewhere']} | {r['safety_violations']} | {r['trips_not_completed']} | "
               f"{r['mean_time_loss_s']:.1f} |")
-    pooled = ", ".join(f"{r['scenario']} {r['sumo_own_pooled_per_10k']}" for r in rows[::len(ctls)])
     print(f"(SUMO seeds {','.join(map(str, args.seeds))}; the limit: SUMO's own programs on the same seeds, "
-          f"pooled per scenario: {pooled} per 10k trips)")
+          f"pooled per scenario: {', '.join(limits)} per 10k trips)")
     if args.json:
         write_json(args.json, {"seeds": list(args.seeds), "rows": rows})
     return 0

@@ -60,6 +60,30 @@ def scenario_path(name: str, resco: Path) -> Path:
     return resco / name / f"{name}.sumocfg"
 
 
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of how each run goes and is cached, shared with ``benchmarks.collisions``."""
+    p.add_argument("--resco", default=str(RESCO), help="folder of the RESCO scenarios (default %(default)s)")
+    p.add_argument("--end", type=float, help="simulate at most this many seconds after each scenario's begin "
+                   "(default: until every vehicle has arrived, at most 3 h)")
+    p.add_argument("--config", help="engine config for the engine's controllers")
+    p.add_argument("--cache", default="reports/control-runs",
+                   help="keep and reuse each run's outcome here (default %(default)s; '' to disable)")
+    p.add_argument("--fresh", action="store_true", help="run again even what is cached")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+
+def scenario_configs(p: argparse.ArgumentParser, args) -> list[Path]:
+    """The ``.sumocfg`` of each of ``--scenarios``; exits through ``p.error`` on one missing, or on
+    a missing ``--config``."""
+    cfgs = [scenario_path(n, Path(args.resco)) for n in args.scenarios.split(",") if n]
+    missing = [str(c) for c in cfgs if not c.exists()]
+    if missing:
+        p.error(f"scenario(s) not found: {', '.join(missing)}")
+    if args.config and not Path(args.config).exists():
+        p.error(f"config not found: {args.config}")
+    return cfgs
+
+
 def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed: int, config: str | None,
          box: bool = False, sumo_seed: int | None = None) -> str:
     h = hashlib.sha1()
@@ -145,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated RESCO names or .sumocfg paths (default: all eight)")
     p.add_argument("--controllers", default=",".join(sorted(CONTROLLERS) + list(SUMO)),
                    help="comma-separated engine and SUMO controllers (default %(default)s)")
-    p.add_argument("--resco", default=str(RESCO), help="folder of the RESCO scenarios (default %(default)s)")
-    p.add_argument("--end", type=float, help="simulate at most this many seconds after each scenario's begin "
-                   "(default: until every vehicle has arrived, at most 3 h)")
-    p.add_argument("--config", help="engine config for the engine's controllers")
+    add_run_options(p)
     p.add_argument("--fail-detectors", type=float, metavar="FRACTION",
                    help="also run adaptive with this fraction of detectors failed (silent or stuck)")
     p.add_argument("--seed", type=int, default=0, help="which detectors fail (default %(default)s)")
@@ -159,14 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the engine's controllers (and the failure case) get a box camera over every signal "
                    "link's path through its junction, as evaluate does by default (default: on; "
                    "--no-box-cameras: loops and approach cameras only)")
-    p.add_argument("--cache", default="reports/control-runs",
-                   help="keep and reuse each run's outcome here (default %(default)s; '' to disable)")
-    p.add_argument("--fresh", action="store_true", help="run again even what is cached")
     p.add_argument("--markdown", default="reports/control.md", help="write the table here (default %(default)s)")
     p.add_argument("--json", help="also write the rows (and the per-scenario summary) to this file")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     args = p.parse_args(argv)
-    scenarios = [s for s in args.scenarios.split(",") if s]
     ctls = names(p, args.controllers, sorted(CONTROLLERS) + list(SUMO), "controller")
     if args.fail_detectors is not None:
         if not 0.0 <= args.fail_detectors <= 1.0:
@@ -174,12 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if "adaptive" not in ctls:
             p.error("--fail-detectors compares adaptive with itself: include adaptive in --controllers")
         ctls.append(FAILED)
-    cfgs = [scenario_path(n, Path(args.resco)) for n in scenarios]
-    missing = [str(c) for c in cfgs if not c.exists()]
-    if missing:
-        p.error(f"scenario(s) not found: {', '.join(missing)}")
-    if args.config and not Path(args.config).exists():
-        p.error(f"config not found: {args.config}")
+    cfgs = scenario_configs(p, args)
     rows = []
     for cfg in cfgs:
         for ctl in ctls:

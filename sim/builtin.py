@@ -49,7 +49,7 @@ def run_builtin(
     progress: bool = False,
     api: str = "traci",
     check_junction_collisions: bool = True,
-    sumo_seed: int | None = None,
+    sumo_seed: int = SUMO_DEFAULT_SEED,
 ) -> dict[str, Any]:
     """Run ``controller`` (one of :data:`BUILTIN_CONTROLLERS`) on ``scenario``.
 
@@ -79,7 +79,7 @@ def run_builtin(
     wall0 = time.perf_counter()
     sim = Sumo(net_path, scenario.routes, begin=scenario.begin, end=scenario.end,
                additional=additional, outdir=outdir, api=api,
-               seed=SUMO_DEFAULT_SEED if sumo_seed is None else sumo_seed,
+               seed=sumo_seed,
                check_junction_collisions=check_junction_collisions,
                extra_args=["--collision-output", str(outdir / "collisions.xml")])
     with sim:

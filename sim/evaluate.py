@@ -117,6 +117,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
     if kill is not None and controller in BUILTIN:
         raise EvaluationError("--kill-engine needs an engine controller")
     tls_path = Path(tls_states).resolve() if tls_states else None
+    seed_used = SUMO_DEFAULT_SEED if sumo_seed is None else sumo_seed
     with tempfile.TemporaryDirectory(prefix="te-eval-") as tmp:
         outdir = Path(workdir) if workdir else Path(tmp)
         outdir.mkdir(parents=True, exist_ok=True)
@@ -124,13 +125,13 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
             from sim.builtin import run_builtin
 
             result = run_builtin(sc, controller, outdir=outdir, tls_states=tls_path, progress=progress,
-                                 sumo_seed=sumo_seed)
+                                 sumo_seed=seed_used)
         else:
             result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
                                 faults=faults, detector_coverage=detector_coverage,
                                 fail_detectors=fail_detectors, seed=seed, guidance_share=guidance_share,
-                               kill=kill, box_cameras=box_cameras, sumo_seed=sumo_seed)
-    result["sumo_seed"] = SUMO_DEFAULT_SEED if sumo_seed is None else sumo_seed
+                               kill=kill, box_cameras=box_cameras, sumo_seed=seed_used)
+    result["sumo_seed"] = seed_used
     if sc.unapplied:
         result["sumocfg_options_not_applied"] = list(sc.unapplied)
     if json_path:
@@ -225,7 +226,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                detector_coverage: float | None = None, fail_detectors: float | None = None,
                seed: int = 0, guidance_share: float | None = None,
                kill: tuple[float, float | None] | None = None, box_cameras: bool = False,
-               sumo_seed: int | None = None) -> dict:
+               sumo_seed: int = SUMO_DEFAULT_SEED) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict, with the
     ``estimation`` block comparing the engine's published conditions with SUMO's edge data."""
     wall0 = time.perf_counter()
@@ -278,8 +279,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     try:
         with Sumo(net_path, sc.routes, begin=sc.begin, end=sc.end, additional=(*sc.additional, additional, truth_add),
                   outdir=outdir, check_junction_collisions=True,
-                  seed=SUMO_DEFAULT_SEED if sumo_seed is None else sumo_seed,
-                  extra_args=["--collision-output", str(outdir / "collisions.xml")]) as sumo:
+                  seed=sumo_seed, extra_args=["--collision-output", str(outdir / "collisions.xml")]) as sumo:
             failures = None
             if fail_detectors is not None:
                 failures = DetectorFaults.draw(sum(x.kind == "loop" for x in specs),
