@@ -14,6 +14,10 @@ runs every controller on each with ``traffic-engine evaluate`` through ``benchma
 Demand is peaked: random trips (fringe to fringe mostly) over 30 min, their rate rising to a peak
 in the middle and falling again. Every run goes on until every vehicle has arrived (at most 3 h).
 
+Each run's outcome is kept under the seed's folder (``runs/``, keyed by the generated scenarios'
+files and the engine's source code), so a run that was interrupted, or is repeated with the same
+seed and code, goes on from what is done; ``--fresh`` runs everything again.
+
 After the table it checks what the closed loop promises on any network: with the engine's
 controllers every vehicle arrives, no collision happens at a signal and the conflict monitor
 sees no safety violation. Exit status 1 when that fails.
@@ -22,14 +26,17 @@ sees no safety violation. Exit status 1 when that fails.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
 
 from benchmarks import control, names, parser, write_json
 from controllers import CONTROLLERS
+from engine.kernel_cache import sources_digest
 from sim.scenarios.make_demo import build_net, build_routes, write_sumocfg
 from sim.tools import run_tool
 
@@ -88,6 +95,20 @@ def make_arterial(d: Path, rng: random.Random, seed: int) -> Path:
 
 
 MAKERS = {"town": make_town, "grid": make_grid, "arterial": make_arterial}
+# the code an outcome depends on: a change to any of these runs the scenarios again
+SOURCES = ("benchmarks", "controllers", "detectors", "engine", "network", "sim")
+
+
+def runs_key(cfgs: list[Path]) -> str:
+    """Names the cache of outcomes for these generated scenarios under this code: a digest of the
+    sources and of each scenario's network and routes (without their comments, where SUMO's tools
+    write the time they ran)."""
+    h = hashlib.sha256(sources_digest(packages=SOURCES).encode())
+    for cfg in cfgs:
+        h.update(cfg.name.encode())
+        for f in sorted([*cfg.parent.glob("*.net.xml"), *cfg.parent.glob("*.rou.xml")]):
+            h.update(f.name.encode() + b"\0" + re.sub(rb"<!--.*?-->", b"", f.read_bytes(), flags=re.S))
+    return h.hexdigest()[:16]
 
 
 def _cfg(d: Path, name: str) -> Path:
@@ -129,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--box-cameras", action=argparse.BooleanOptionalAction, default=True,
                    help="the engine's controllers get box cameras, as evaluate does by default (default: on; "
                    "--no-box-cameras: loops and approach cameras only)")
+    p.add_argument("--fresh", action="store_true", help="run everything again, even what a run with this "
+                   "seed and code already did")
     p.add_argument("--json", help="write the rows, the summary and what broke to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     args = p.parse_args(argv)
@@ -152,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             cfgs.append(cfg.rename(d / f"{kind}{i}.sumocfg"))
     rows_json = root / "rows.json"
     code = control.main(["--scenarios", ",".join(str(c) for c in cfgs), "--controllers", args.controllers,
-                         "--cache", "", "--markdown", str(root / "unseen.md"), "--json", str(rows_json)]
+                         "--cache", str(root / "runs" / runs_key(cfgs)), "--markdown", str(root / "unseen.md"), "--json", str(rows_json)]
                         + (["--end", f"{args.end:g}"] if args.end is not None else [])
                         + (["--box-cameras"] if args.box_cameras else ["--no-box-cameras"])
+                        + (["--fresh"] if args.fresh else [])
                         + (["-q"] if args.quiet else []))
     if code:
         return code

@@ -23,10 +23,10 @@ STAMP = ROOT / "engine" / "__pycache__" / "kernel-sources.sha256"
 _checked = False
 
 
-def sources_digest(root: Path = ROOT) -> str:
-    """SHA-256 over the names and contents of every .py file of the kernel packages."""
+def sources_digest(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> str:
+    """SHA-256 over the names and contents of every .py file of ``packages`` (the kernel packages)."""
     h = hashlib.sha256()
-    for pkg in PACKAGES:
+    for pkg in packages:
         for path in sorted((root / pkg).glob("*.py")):
             h.update(f"{pkg}/{path.name}\0".encode())
             h.update(path.read_bytes())

@@ -209,6 +209,33 @@ def test_unseen_benchmark_builds_fresh_scenarios_and_reports_broken_promises(tmp
     assert 0 < row["trips_completed"] < row["trips_total"]
     assert data["broken"] == [f"grid0 fixed-time: {row['trips_completed']}/{row['trips_total']} trips"]
     assert "grid0 fixed-time" in r.stdout and (tmp_path / "seed7" / "grid0" / "grid.net.xml").is_file()
+    assert "-- grid0: fixed-time" in r.stderr
+    # the same seed and code again: the outcome comes from the seed's cache, nothing runs
+    again = subprocess.run([sys.executable, "-m", "benchmarks.unseen", "--kinds", "grid", "--controllers",
+                            "fixed-time", "--seed", "7", "--end", "120", "--dir", str(tmp_path), "--json",
+                            str(out), "-q"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 1, again.stderr
+    assert "-- grid0:" not in again.stderr
+    assert json.loads(out.read_text())["rows"] == data["rows"]
+
+
+def test_unseen_cache_key_follows_the_scenario_files(tmp_path):
+    """Outcomes are kept per generated scenario content (and code): other routes, another key."""
+    from benchmarks.unseen import runs_key
+
+    d = tmp_path / "grid0"
+    d.mkdir()
+    cfg = d / "grid0.sumocfg"
+    for name, text in (("grid0.sumocfg", "<configuration/>"), ("grid.net.xml", "<net/>"),
+                       ("grid.rou.xml", "<routes/>")):
+        (d / name).write_text(text)
+    key = runs_key([cfg])
+    assert runs_key([cfg]) == key and len(key) == 16
+    (d / "outputs.xml").write_text("<other/>")  # not a scenario file
+    (d / "grid.net.xml").write_text("<!-- generated on another day --><net/>")
+    assert runs_key([cfg]) == key
+    (d / "grid.rou.xml").write_text("<routes><vehicle/></routes>")
+    assert runs_key([cfg]) != key
 
 
 def test_unseen_grids_have_a_signal_at_every_junction(tmp_path):
