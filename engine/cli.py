@@ -96,7 +96,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             detector_coverage=args.detector_coverage, seed=args.seed,
             fail_detectors=args.fail_detectors, guidance_share=args.guidance_share,
             kill_engine=args.kill_engine, workdir=args.outputs, box_cameras=args.box_cameras,
-            sumo_seed=args.sumo_seed,
+            sumo_seed=args.sumo_seed, keys=args.keys, adapter_key=args.adapter_key, operator_key=args.operator_key,
         )
     except EvaluationError as exc:
         print(f"traffic-engine evaluate: {exc}", file=sys.stderr)
@@ -507,6 +507,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "inside that a stream entering now could meet, that stream waits. Default: on for "
                         "the engine's controllers with the default detectors, off with --detector-coverage "
                         "and for SUMO's programs; --no-box-cameras runs loops and approach cameras only")
+    e.add_argument("--keys", metavar="DIR",
+                   help="run the engine with CurveZMQ on its adapter and operator sockets (as serve --keys DIR): "
+                        "the SUMO bridge's signal adapters connect with key --adapter-key, the evaluation's "
+                        "status requests with --operator-key (make them with `traffic-engine keys new NAME "
+                        "--dir DIR --role adapter|operator`); the JSON records them (engine controllers only)")
+    e.add_argument("--adapter-key", metavar="NAME",
+                   help="with --keys: the adapters' key pair, on DIR/adapters/ (default sumo-bridge)")
+    e.add_argument("--operator-key", metavar="NAME",
+                   help="with --keys: the operator key pair, on DIR/operators/ (default evaluate)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     e.set_defaults(func=_evaluate)
 

@@ -129,6 +129,16 @@ def secure_client(sock: zmq.Socket, keys_dir: str | Path, name: str) -> zmq.Sock
     """Make ``sock`` (a DEALER or REQ, before ``connect``) a CurveZMQ client with NAME's key pair
     from ``keys_dir/private/NAME.key_secret`` and the engine's public key from
     ``keys_dir/server/engine.key``. Usable as an adapter's ``socket_setup`` hook."""
+    public, secret, server_public = client_keys(keys_dir, name)
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+    sock.curve_serverkey = server_public
+    return sock
+
+
+def client_keys(keys_dir: str | Path, name: str) -> tuple[bytes, bytes, bytes]:
+    """NAME's public and secret key and the engine's public key, from ``keys_dir`` (the layout
+    above); a :class:`KeysError` that says what is missing."""
     root = Path(keys_dir)
     secret_file = root / "private" / f"{name}.key_secret"
     if not secret_file.exists():
@@ -138,10 +148,7 @@ def secure_client(sock: zmq.Socket, keys_dir: str | Path, name: str) -> zmq.Sock
     if secret is None:
         raise KeysError(f"{secret_file} holds no secret key")
     server_public, _ = server_key(root)
-    sock.curve_secretkey = secret
-    sock.curve_publickey = public
-    sock.curve_serverkey = server_public
-    return sock
+    return public, secret, server_public
 
 
 class Security:

@@ -61,13 +61,16 @@ class Bridge:
     def __init__(self, sumo, net: CompiledNetwork, specs: list[DetectorSpec], endpoints: dict[str, str],
                  context: zmq.Context | None = None, command_timeout_s: float = 30.0, faults=None,
                  failures=None, *, timings=None, programs: dict | None = None, fallback_after_s: float = 3.0,
-                 heartbeat_s: float = 1.0, engine_alive=None, strict: bool = True, start_s: float = 0.0):
+                 heartbeat_s: float = 1.0, engine_alive=None, strict: bool = True, start_s: float = 0.0,
+                 socket_setup=None):
         """``timings``: the cabinets' min green, yellow and red clearance (an object with
         ``min_green_s``, ``yellow_s``, ``red_clearance_s``: the engine config's ``safety``);
         ``programs``: local plans per signal (``engine.adapter.sumo_programs``);
         ``engine_alive``: a callable, False once the engine process is gone (the wait for its
         commands then ends at once); ``strict``: a missing command or a dead engine is a
-        ``BridgeError`` (else the signals go on without the engine)."""
+        ``BridgeError`` (else the signals go on without the engine); ``socket_setup``: applied to
+        each adapter's DEALER before it connects (``engine.security.secure_client`` for an engine
+        run with keys)."""
         self.sumo = sumo
         self.net = net
         self.faults = faults  # a sim.detector_faults.FaultInjector: devices that lie (SUMO is untouched)
@@ -106,7 +109,8 @@ class Bridge:
             spec = JunctionSpec.from_network(net, t, min_green_s=timings.min_green_s, yellow_s=timings.yellow_s,
                                              red_clearance_s=timings.red_clearance_s, programs=programs)
             adapter = SignalAdapter(spec, heartbeat_s=heartbeat_s, fallback_after_s=fallback_after_s,
-                                    start_ns=sim_ts_ns(start_s), identity=f"sim:{tls}".encode(), context=self.ctx)
+                                    start_ns=sim_ts_ns(start_s), identity=f"sim:{tls}".encode(), context=self.ctx,
+                                    socket_setup=socket_setup)
             sock = adapter.connect(endpoints["adapters"])
             self._index[sock] = len(self.adapters)
             self.adapters.append(sock)

@@ -61,6 +61,31 @@ def test_box_cameras_watch_every_link_path_and_their_readings_reach_the_engine(s
                  detector_coverage=0.5)
 
 
+def test_evaluate_with_keys_runs_the_bridge_adapters_over_curvezmq(small_scenario, tmp_path):
+    """With --keys the engine serves its adapter and operator sockets with CurveZMQ, and the SUMO
+    bridge's adapters (the reference adapter) and the evaluation's status request get through with
+    their key pairs; a key pair that is missing is a clear error before anything starts."""
+    from engine.security import new_key
+
+    keys = tmp_path / "keys"
+    new_key(keys, "cabinet", "adapter")
+    new_key(keys, "evaluate", "operator")
+    kept = tmp_path / "run"
+    r = evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, end=60, workdir=kept, keys=keys,
+                 adapter_key="cabinet")
+    assert json.loads((kept / "engine.json").read_text())["security"]["keys_dir"] == str(keys.resolve())
+    assert r["keys"] == {"dir": str(keys.resolve()), "adapter": "cabinet", "operator": "evaluate"}
+    a = r["adapters"]
+    assert a["commands_applied"] > 0 and a["commands_refused"] == 0 and a["fallbacks"] == 0
+    assert r["ingest_accepted"] > 0 and r["safety_violations"] == 0
+    with pytest.raises(EvaluationError, match="traffic-engine keys new nobody"):
+        evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, keys=keys, adapter_key="nobody")
+    with pytest.raises(EvaluationError, match="go with --keys"):
+        evaluate(small_scenario.sumocfg, controller="adaptive", progress=False, adapter_key="cabinet")
+    with pytest.raises(EvaluationError, match="--keys needs an engine controller"):
+        evaluate(small_scenario.sumocfg, controller="sumo-static", progress=False, keys=keys)
+
+
 def test_adaptive_keeps_control_with_a_fifth_of_the_detectors_failed(small_scenario, tmp_path):
     """20 % of detectors silent or stuck: adaptive still brings every vehicle home safely, on the
     detectors it still trusts, and the engine got fewer readings."""
