@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             cfgs.append(cfg.rename(d / f"{kind}{i}.sumocfg"))
     rows_json = root / "rows.json"
     code = control.main(["--scenarios", ",".join(str(c) for c in cfgs), "--controllers", args.controllers,
-                         "--cache", str(root / "runs" / runs_key(cfgs)), "--markdown", str(root / "unseen.md"), "--json", str(rows_json)]
+                         "--cache", str(root / "runs" / runs_key(cfgs)), "--markdown", str(root / "unseen.md"),
+                         "--json", str(rows_json)]
                         + (["--end", f"{args.end:g}"] if args.end is not None else [])
                         + (["--box-cameras"] if args.box_cameras else ["--no-box-cameras"])
                         + (["--fresh"] if args.fresh else [])

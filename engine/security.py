@@ -129,7 +129,13 @@ def secure_client(sock: zmq.Socket, keys_dir: str | Path, name: str) -> zmq.Sock
     """Make ``sock`` (a DEALER or REQ, before ``connect``) a CurveZMQ client with NAME's key pair
     from ``keys_dir/private/NAME.key_secret`` and the engine's public key from
     ``keys_dir/server/engine.key``. Usable as an adapter's ``socket_setup`` hook."""
-    public, secret, server_public = client_keys(keys_dir, name)
+    return curve_client(sock, client_keys(keys_dir, name))
+
+
+def curve_client(sock: zmq.Socket, keys: tuple[bytes, bytes, bytes]) -> zmq.Socket:
+    """Make ``sock`` a CurveZMQ client with ``keys`` as :func:`client_keys` loads them (for many
+    sockets of one client: loaded once)."""
+    public, secret, server_public = keys
     sock.curve_secretkey = secret
     sock.curve_publickey = public
     sock.curve_serverkey = server_public

@@ -18,14 +18,14 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import msgspec
 
 from controllers import CONTROLLERS
 from engine.client import OperatorClient, OperatorError
 from engine.config import Endpoints, dump_config, load_config
-from engine.security import KeysError, client_keys, secure_client
+from engine.security import KeysError, client_keys, curve_client
 from network.compiled import compile_network, signal_junctions
 from network.layout import box_layout, coverage_layout, default_layout, instrumented_edges, save_layout
 from network.sumo_net import NetworkError
@@ -47,6 +47,14 @@ BUILTIN = (*SUMO_CONTROLLERS, "sumo-original")
 ADAPTER_KEY = "sumo-bridge"  # with keys: the key pair the SUMO bridge's signal adapters connect with
 OPERATOR_KEY = "evaluate"  # and the one this evaluation asks the engine's status with
 ENGINE_START_TIMEOUT_S = 900.0  # a first start compiles every kernel: minutes on a busy machine
+
+
+class EvalKeys(NamedTuple):
+    """CurveZMQ for an evaluation: the key directory and the key pairs its clients connect with."""
+
+    dir: Path
+    adapter: str  # the SUMO bridge's signal adapters (on ``adapters/``)
+    operator: str  # this evaluation's status requests (on ``operators/``)
 
 
 class EvaluationError(RuntimeError):
@@ -88,8 +96,8 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
     ``keys``: run the engine with CurveZMQ on its adapter and operator sockets (``serve --keys``)
     and have the SUMO bridge's signal adapters connect with key pair ``adapter_key`` (on the
     allow-list ``adapters/``; default ``ADAPTER_KEY``) and this evaluation's status requests with
-    ``operator_key`` (on ``operators/``; default ``OPERATOR_KEY``), as a field installation would; the JSON records ``keys``. Engine
-    controllers only.
+    ``operator_key`` (on ``operators/``; default ``OPERATOR_KEY``), as a field installation would;
+    the JSON records ``keys``. Engine controllers only.
     """
     try:
         faults = [f if isinstance(f, DetectorFault) else parse_fault(f) for f in inject_faults]
@@ -129,11 +137,12 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
         raise EvaluationError("--kill-engine needs an engine controller")
     if keys is None and (adapter_key or operator_key):
         raise EvaluationError("--adapter-key and --operator-key go with --keys DIR")
+    curve = None
     if keys is not None:
         if controller in BUILTIN:
             raise EvaluationError("--keys needs an engine controller (SUMO's own programs talk to no engine)")
-        adapter_key, operator_key = adapter_key or ADAPTER_KEY, operator_key or OPERATOR_KEY
-        keys = _check_keys(Path(keys), adapter_key, operator_key)
+        curve = EvalKeys(Path(keys).resolve(), adapter_key or ADAPTER_KEY, operator_key or OPERATOR_KEY)
+        _check_keys(curve)
     tls_path = Path(tls_states).resolve() if tls_states else None
     seed_used = SUMO_DEFAULT_SEED if sumo_seed is None else sumo_seed
     with tempfile.TemporaryDirectory(prefix="te-eval-") as tmp:
@@ -148,8 +157,7 @@ def evaluate(scenario: str | Path, *, controller: str, routes: str | None = None
             result = run_engine(sc, controller, outdir=outdir, tls_states=tls_path, config=config, progress=progress,
                                 faults=faults, detector_coverage=detector_coverage,
                                 fail_detectors=fail_detectors, seed=seed, guidance_share=guidance_share,
-                               kill=kill, box_cameras=box_cameras, sumo_seed=seed_used,
-                                keys=None if keys is None else (keys, adapter_key, operator_key))
+                               kill=kill, box_cameras=box_cameras, sumo_seed=seed_used, keys=curve)
     result["sumo_seed"] = seed_used
     if sc.unapplied:
         result["sumocfg_options_not_applied"] = list(sc.unapplied)
@@ -245,10 +253,10 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                detector_coverage: float | None = None, fail_detectors: float | None = None,
                seed: int = 0, guidance_share: float | None = None,
                kill: tuple[float, float | None] | None = None, box_cameras: bool = False,
-               sumo_seed: int = SUMO_DEFAULT_SEED, keys: tuple[Path, str, str] | None = None) -> dict:
+               sumo_seed: int = SUMO_DEFAULT_SEED, keys: EvalKeys | None = None) -> dict:
     """Run SUMO with the engine in the loop over its sockets; the outcome as a dict, with the
     ``estimation`` block comparing the engine's published conditions with SUMO's edge data.
-    ``keys``: (key directory, adapter key name, operator key name) for CurveZMQ (see :func:`evaluate`)."""
+    ``keys``: CurveZMQ on the adapter and operator sockets (see :func:`evaluate`)."""
     wall0 = time.perf_counter()
     try:
         base = load_config(config)
@@ -271,7 +279,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
     inventory = outdir / "detectors.json"
     save_layout(specs, inventory)
     if keys is not None:
-        base = msgspec.structs.replace(base, security=msgspec.structs.replace(base.security, keys_dir=str(keys[0])))
+        base = msgspec.structs.replace(base, security=msgspec.structs.replace(base.security, keys_dir=str(keys.dir)))
     cfg = msgspec.structs.replace(
         base, controller=controller, clock="sim", detectors=str(inventory),
         endpoints=Endpoints(ingest="tcp://127.0.0.1:*", adapters="tcp://127.0.0.1:*",
@@ -310,8 +318,8 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                             timings=cfg.safety, programs=sumo_programs(net_path),
                             fallback_after_s=cfg.adapters.fallback_after_s, heartbeat_s=cfg.heartbeat_s,
                             engine_alive=lambda: engine.alive(), strict=kill is None, start_s=sc.begin,
-                            socket_setup=None if keys is None else partial(secure_client, keys_dir=keys[0],
-                                                                          name=keys[1]))
+                            socket_setup=None if keys is None else partial(
+                                curve_client, keys=client_keys(keys.dir, keys.adapter)))  # loaded once for all
             try:
                 sumo.setup_detectors(bridge.loop_ids, bridge.zone_ids, exit_zones=bridge.exit_zones)
                 perm = sumo.signal_order(net.tls_ids)  # SUMO's signal order -> the network's
@@ -354,14 +362,15 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
                 bridge.close()
         if engine.alive():
             with OperatorClient(engine.endpoints["operators"], timeout_s=10,
-                                keys_dir=None if keys is None else str(keys[0]),
-                                name=None if keys is None else keys[2]) as client:
+                                keys_dir=None if keys is None else str(keys.dir),
+                                name=None if keys is None else keys.operator) as client:
                 status = client.request("status")
                 health = client.request("detectors")
         fault_alarms = watch.collect("detector_fault", health.get("alarm_changes", 0))
     except (BridgeError, OperatorError) as exc:
         if keys is not None:
-            exc = f"{exc} (with keys {keys[0]}: is {keys[1]!r} on its adapters/ allow-list and {keys[2]!r} on operators/?)"
+            exc = (f"{exc} (with keys {keys.dir}: is {keys.adapter!r} on its adapters/ allow-list and "
+                   f"{keys.operator!r} on operators/?)")
         raise EvaluationError(f"{exc}\nengine log ({engine.log_path}):\n{engine.log_tail()}") from exc
     finally:
         watch.close()
@@ -401,21 +410,21 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         **({"failed_detectors": failures.summary()} if failures is not None else {}),
         **(guidance.results() if guidance is not None else {}),
         "adapters": adapters,
-        **({"keys": {"dir": str(keys[0]), "adapter": keys[1], "operator": keys[2]}} if keys is not None else {}),
+        **({"keys": {"dir": str(keys.dir), "adapter": keys.adapter, "operator": keys.operator}}
+           if keys is not None else {}),
         **({"kill_engine": _kill_report(killed, adapters, status)} if killed else {}),
     }
 
 
-def _check_keys(root: Path, adapter_key: str, operator_key: str) -> Path:
-    """The key directory, once the engine's key and both clients' key pairs are found in it (a
-    missing one is an error that says how to make it, before anything starts)."""
-    for name, role in ((adapter_key, "adapter"), (operator_key, "operator")):
+def _check_keys(keys: EvalKeys) -> None:
+    """The engine's key and both clients' key pairs must be in the key directory: a missing one is
+    an error that says how to make it, before anything starts."""
+    for name, role in ((keys.adapter, "adapter"), (keys.operator, "operator")):
         try:
-            client_keys(root, name)
+            client_keys(keys.dir, name)
         except KeysError as exc:
-            raise EvaluationError(f"--keys {root}: {exc} (a key for the {role}s: "
-                                  f"`traffic-engine keys new {name} --dir {root} --role {role}`)") from None
-    return root.resolve()
+            raise EvaluationError(f"--keys {keys.dir}: {exc} (a key for the {role}s: "
+                                  f"`traffic-engine keys new {name} --dir {keys.dir} --role {role}`)") from None
 
 
 def _restart(old: EngineProcess, cfg, net_path: Path, outdir: Path) -> EngineProcess:

@@ -276,7 +276,8 @@ def test_collisions_benchmark_seeds_and_tally():
              "mean_time_loss_s": 30.0, "collisions_where": {"at_signals": 0}}]
     t = tally(runs)
     assert (t["runs"], t["trips"], t["collisions_at_signals"], t["runs_with_collision_at_signals"]) == (2, 5000, 1, 1)
-    assert (t["collisions_elsewhere"], t["per_10k_trips"], t["safety_violations"], t["trips_not_completed"]) == (1, 2.0, 1, 1)
+    assert (t["collisions_elsewhere"], t["per_10k_trips"], t["safety_violations"],
+            t["trips_not_completed"]) == (1, 2.0, 1, 1)
     assert t["mean_time_loss_s"] == 25.0
 
 
@@ -292,7 +293,8 @@ def test_collisions_benchmark_runs_each_controller_on_each_seed(small_scenario, 
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("-- small: adaptive") == 2 and r.stderr.count("-- small: sumo-static") == 2
     rows = json.loads(out.read_text())["rows"]
-    assert [(x["controller"], x["runs"], x["seeds"]) for x in rows] == [("adaptive", 2, [1, 2]), ("sumo-static", 2, [1, 2])]
+    assert [(x["controller"], x["runs"], x["seeds"]) for x in rows] == [("adaptive", 2, [1, 2]),
+                                                                         ("sumo-static", 2, [1, 2])]
     cached = sorted(json.loads(f.read_text())["sumo_seed"] for f in (tmp_path / "runs").glob("*.json"))
     assert cached == [1, 1, 2, 2]
     assert all(x["trips"] > 0 and x["safety_violations"] == 0 for x in rows)
