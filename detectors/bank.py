@@ -127,7 +127,8 @@ class DetectorBank:
                     zone_link.append(spec.link)
                 box_zone_ptr.append(len(zone_entry))
                 continue
-            missing = [x for x in (*spec.lanes, *(u for up in spec.upstream for u in up)) if x not in net.lane_index]
+            missing = [x for x in (*spec.lanes, *(u for up in spec.upstream for u in up),
+                                   *(u for _, _, lanes in spec.branches for u in lanes)) if x not in net.lane_index]
             if missing:
                 raise ValueError(f"detector {spec.id}: lanes not in the network: {missing}")
             if spec.id in self.loop_index or spec.id in self.camera_index:
@@ -141,6 +142,9 @@ class DetectorBank:
                 cam_lanes.extend(net.lane_index[x] for x in spec.lanes)
                 cam_ptr.append(len(cam_lanes))
                 cam_range.append(spec.range_m)
+                bad = [b for b in spec.branches if not 0 <= b[0] < len(spec.lanes) or not b[2]]
+                if bad:
+                    raise ValueError(f"detector {spec.id}: bad branch {bad[0]} (lane index, start, lanes)")
                 for k, edge in spec.turns:
                     if not 0 <= k < len(spec.lanes) or edge not in net.edge_index:
                         raise ValueError(f"detector {spec.id}: bad turn ({k}, {edge!r})")

@@ -33,7 +33,10 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     at the stop bar or ``"upstream"``) or ``"camera"`` (several lanes, each watched over the
     last ``range_m`` before the stop line; readings list lanes in this order). Where a lane is
     shorter than ``range_m`` the camera also sees the lanes that lead into it: ``upstream[k]``
-    lists them for lane ``k``, nearest first. A camera that classifies movements counts the
+    lists them for lane ``k``, nearest first; where several lanes lead into one it sees each
+    branch, and ``branches`` lists the others as ``(k, start_m, lanes)``: a branch of lane
+    ``k``'s view whose first lane ends ``start_m`` metres before the stop line, its lanes nearest
+    first (the camera reports lane ``k`` with all its branches summed). A camera that classifies movements counts the
     vehicles leaving lane ``k`` into edge ``e`` for every pair ``(k, e)`` of ``turns``, in that
     order (its readings' ``turn_counts``).
     """
@@ -45,6 +48,7 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     pos_m: float = 0.0
     range_m: float = 0.0
     upstream: tuple[tuple[str, ...], ...] = ()
+    branches: tuple[tuple[int, float, tuple[str, ...]], ...] = ()  # camera: more of lane k's view
     turns: tuple[tuple[int, str], ...] = ()  # camera movement counts: (lane k, edge it turns into)
     link: int = -1  # a box camera: the signal link (global index) whose path through the junction it watches
     # a box camera: zones over the stretches of the path, from its start, where a car standing
@@ -57,7 +61,11 @@ class DetectorSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         total = float(lane_length_m[self.lanes[k]])
         for lane in self.upstream[k] if self.upstream else ():
             total += float(lane_length_m[lane])
-        return min(total, self.range_m)
+        total = min(total, self.range_m)
+        for j, start_m, lanes in self.branches:
+            if j == k:
+                total += min(sum(float(lane_length_m[x]) for x in lanes), max(self.range_m - start_m, 0.0))
+        return total
 
 
 def default_layout(net: CompiledNetwork, camera_range_m: float = CAMERA_RANGE_M) -> list[DetectorSpec]:
@@ -145,14 +153,15 @@ def _instrument(net: CompiledNetwork, lanes: list[int], camera_range_m: float) -
         if stop_pos - up_pos >= MIN_UPSTREAM_GAP_M:
             specs.append(DetectorSpec(id=f"L:{lane_id}:up", kind="loop", lanes=(lane_id,), role="upstream", pos_m=up_pos))
         cams.setdefault(int(net.lane_edge[lane]), []).append(lane)
-    feeders = _unique_feeders(net)
+    feeders = _feeders(net)
     dests: dict[int, set[str]] = {}
     for m in range(net.n_movements):
         a, b = int(net.move_in_lane[m]), int(net.move_out_lane[m])
         if net.lane_edge[a] != net.lane_edge[b]:
             dests.setdefault(a, set()).add(net.edge_ids[net.lane_edge[b]])
     for edge, lanes in cams.items():
-        ups = tuple(_upstream_chain(net, feeders, x, camera_range_m) for x in lanes)
+        views = [_view(net, feeders, x, camera_range_m) for x in lanes]
+        ups = tuple(tuple(net.lane_ids[y] for y in v[0][1][1:]) for v in views)
         specs.append(
             DetectorSpec(
                 id=f"C:{net.edge_ids[edge]}",
@@ -160,35 +169,54 @@ def _instrument(net: CompiledNetwork, lanes: list[int], camera_range_m: float) -
                 lanes=tuple(net.lane_ids[x] for x in lanes),
                 range_m=camera_range_m,
                 upstream=ups if any(ups) else (),
+                branches=tuple((k, start, tuple(net.lane_ids[y] for y in chain))
+                               for k, v in enumerate(views) for start, chain in v[1:]),
                 turns=tuple((k, e) for k, x in enumerate(lanes) for e in sorted(dests.get(x, ()))),
             )
         )
     return specs
 
 
-def _unique_feeders(net: CompiledNetwork) -> dict[int, int]:
-    """Lane -> the one lane that feeds it, for lanes fed by exactly one unsignalised movement."""
+def _feeders(net: CompiledNetwork) -> dict[int, list[int]]:
+    """Lane -> the lanes that feed it, for lanes no signalised movement feeds (a queue backs up
+    through such a junction; behind a signal it is another approach's), U-turns left out (what
+    stands on the opposite road is not queueing for this one)."""
     feeders: dict[int, set[int]] = {}
     signalised: set[int] = set()
     for k in range(net.n_movements):
-        out = int(net.move_out_lane[k])
-        feeders.setdefault(out, set()).add(int(net.move_in_lane[k]))
+        out, into = int(net.move_out_lane[k]), int(net.move_in_lane[k])
+        e, f = int(net.lane_edge[out]), int(net.lane_edge[into])
+        feeders.setdefault(out, set())
+        if not (net.edge_from[f] == net.edge_to[e] and net.edge_to[f] == net.edge_from[e]):
+            feeders[out].add(into)
         if net.move_link[k] >= 0:
             signalised.add(out)
-    return {lane: next(iter(f)) for lane, f in feeders.items() if len(f) == 1 and lane not in signalised}
+    return {lane: sorted(f) for lane, f in feeders.items() if lane not in signalised}
 
 
-def _upstream_chain(net: CompiledNetwork, feeders: dict[int, int], lane: int, range_m: float) -> tuple[str, ...]:
-    """The lanes before ``lane`` a camera of ``range_m`` sees: vehicles queue back into them."""
-    chain: list[str] = []
-    covered = float(net.lane_length_m[lane])
+def _view(net: CompiledNetwork, feeders: dict[int, list[int]], lane: int,
+          range_m: float) -> list[tuple[float, list[int]]]:
+    """What a camera of ``range_m`` at ``lane``'s stop line sees of the lanes vehicles queue back
+    into: zones ``(start_m, lanes nearest first)``, each one sequence of lanes (the
+    first is ``lane`` and the lanes behind it through its first feeders; each other feeder
+    starts a zone of its own, ``start_m`` metres from the stop line). No lane is in two zones."""
     seen = {lane}
-    while covered < range_m and lane in feeders and feeders[lane] not in seen:
-        lane = feeders[lane]
-        seen.add(lane)
-        chain.append(net.lane_ids[lane])
-        covered += float(net.lane_length_m[lane])
-    return tuple(chain)
+    zones: list[tuple[float, list[int]]] = []
+    todo = [(lane, 0.0)]
+    while todo:
+        first, start = todo.pop(0)
+        chain, covered, at = [first], start + float(net.lane_length_m[first]), first
+        while covered < range_m:
+            nxt = [f for f in feeders.get(at, ()) if f not in seen]
+            if not nxt:
+                break
+            seen.update(nxt)
+            todo.extend((f, covered) for f in nxt[1:])
+            at = nxt[0]
+            chain.append(at)
+            covered += float(net.lane_length_m[at])
+        zones.append((round(start, 2), chain))
+    return zones
 
 
 def save_layout(specs: list[DetectorSpec], path: str | Path) -> None:

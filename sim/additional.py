@@ -4,7 +4,9 @@
   with the spec's id, on its lane at ``pos_m``;
 - each camera spec becomes one ``<laneAreaDetector>`` (SUMO E2) per lane, id
   ``f"{spec.id}#{k}"`` for its ``k``-th lane, covering the last ``range_m`` metres of the lane
-  (clipped to the lane), i.e. the queue a camera at the stop line sees;
+  and of the lanes behind it (``upstream``), i.e. the queue a camera at the stop line sees, and
+  one more per branch of that view (``branches``), id ``f"{spec.id}#{k}b{j}"`` for the ``j``-th
+  branch of the camera (its readings add to lane ``k``'s);
 - optionally a ``<timedEvent type="SaveTLSStates">`` that logs every signal's state each step.
 
 The engine reads detectors through TraCI subscriptions, so their own interval output is
@@ -19,9 +21,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from network.layout import DetectorSpec
 
-__all__ = ["NULL_FILE", "camera_zone_ids", "loop_ids", "write_additional"]
+__all__ = ["NULL_FILE", "branch_zones", "camera_zone_ids", "loop_ids", "fold_zones", "reading_slots", "write_additional"]
 
 NULL_FILE = "NUL"
 """SUMO's name for discarding a detector's file output."""
@@ -42,10 +46,43 @@ def zones_of(spec: DetectorSpec) -> int:
     return 1 + len(spec.crossings) if spec.kind == "box" else len(spec.lanes)
 
 
+def branch_zones(spec: DetectorSpec) -> list[tuple[str, int]]:
+    """The zones over the branches of a camera's view: ``(SUMO id, the lane k they add to)``."""
+    return [(f"{spec.id}#{k}b{j}", k) for j, (k, _, _) in enumerate(spec.branches)] if spec.kind == "camera" else []
+
+
+def reading_slots(cameras: Sequence[DetectorSpec]) -> tuple[list[str], list[int], int]:
+    """SUMO's zones of ``cameras`` (approach and box cameras, in the order their readings are
+    sent) and the reading slot each counts into: ``(zone ids, slot of each zone, slots)``. The
+    slots are the cameras' readings laid end to end (:func:`zones_of` each); the zones are one
+    per slot, then the branch zones, each counting into its lane's slot."""
+    ptr = [0]
+    for c in cameras:
+        ptr.append(ptr[-1] + zones_of(c))
+    ids = [f"{c.id}#{k}" for c in cameras for k in range(zones_of(c))]
+    slots = list(range(len(ids)))
+    for i, c in enumerate(cameras):
+        for zid, k in branch_zones(c):
+            ids.append(zid)
+            slots.append(ptr[i] + k)
+    return ids, slots, ptr[-1]
+
+
+def fold_zones(values, slots, n_slots: int):
+    """Per-zone counts (in :func:`reading_slots`' zone order) as per-slot readings: each branch
+    zone's count added to its lane's (int32)."""
+    values = np.asarray(values)
+    if values.size == n_slots:
+        return values
+    return np.bincount(np.asarray(slots, dtype=np.int64), weights=values, minlength=n_slots).astype(np.int32)
+
+
 def camera_zone_ids(specs: Iterable[DetectorSpec]) -> list[str]:
     """SUMO ids of the lane-area zones of the cameras (and box cameras) of ``specs``:
-    ``f"{id}#{k}"`` per zone."""
-    return [f"{s.id}#{k}" for s in specs if s.kind in ("camera", "box") for k in range(zones_of(s))]
+    ``f"{id}#{k}"`` per zone (see :func:`zones_of`), then the branch zones of every camera."""
+    specs = list(specs)
+    return ([f"{s.id}#{k}" for s in specs if s.kind in ("camera", "box") for k in range(zones_of(s))]
+            + [z for s in specs for z, _ in branch_zones(s)])
 
 
 def write_additional(
@@ -91,23 +128,19 @@ def write_additional(
                 raise ValueError("camera detectors need lane_length_m (lane id -> length in m)")
             if spec.range_m <= 0:
                 raise ValueError(f"camera {spec.id!r} needs a positive range_m, got {spec.range_m}")
-            for k, lane in enumerate(spec.lanes):
-                chain = [lane, *(spec.upstream[k] if spec.upstream else ())]  # nearest first
+            zones = [(f"{spec.id}#{k}", 0.0, [lane, *(spec.upstream[k] if spec.upstream else ())])
+                     for k, lane in enumerate(spec.lanes)]
+            zones += [(zid, b[1], list(b[2])) for (zid, _), b in zip(branch_zones(spec), spec.branches)]
+            for zid, start_m, chain in zones:  # chain: nearest the stop line first
                 unknown = [x for x in chain if x not in lane_length_m]
                 if unknown:
                     raise ValueError(f"camera {spec.id!r}: length of lane(s) {unknown} unknown")
-                length = float(lane_length_m[lane])
-                if len(chain) == 1:
-                    ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#{k}", lane=lane,
-                                  pos=_num(max(0.0, length - spec.range_m)), endPos=_num(length),
-                                  period=_num(period_s), file=NULL_FILE)
-                    continue
-                # a zone over several consecutive lanes: from range_m back, to the stop line
-                left = spec.range_m - sum(float(lane_length_m[x]) for x in chain[:-1])
+                # from range_m back from the stop line to the end of the chain's nearest lane
+                left = spec.range_m - start_m - sum(float(lane_length_m[x]) for x in chain[:-1])
                 first_len = float(lane_length_m[chain[-1]])
-                ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#{k}", lanes=" ".join(reversed(chain)),
-                              pos=_num(max(0.0, first_len - left)), endPos=_num(length),
-                              period=_num(period_s), file=NULL_FILE)
+                where = {"lane": chain[0]} if len(chain) == 1 else {"lanes": " ".join(reversed(chain))}
+                ET.SubElement(root, "laneAreaDetector", id=zid, **where, pos=_num(max(0.0, first_len - left)),
+                              endPos=_num(float(lane_length_m[chain[0]])), period=_num(period_s), file=NULL_FILE)
         elif spec.kind == "box":
             ET.SubElement(root, "laneAreaDetector", id=f"{spec.id}#0", lanes=" ".join(spec.lanes), pos="0",
                           endPos=_num(spec.pos_m), friendlyPos="true", period=_num(period_s), file=NULL_FILE)

@@ -39,7 +39,7 @@ from engine import protocol as P
 from engine.adapter import JunctionSpec, SignalAdapter
 from network.compiled import CompiledNetwork
 from network.layout import DetectorSpec
-from sim.additional import zones_of
+from sim.additional import fold_zones, reading_slots, zones_of
 
 log = logging.getLogger("traffic_engine.bridge")
 
@@ -80,8 +80,11 @@ class Bridge:
         # approach cameras first, then box cameras (the fault injectors index approach cameras only)
         self.cameras = [s for s in specs if s.kind == "camera"] + [s for s in specs if s.kind == "box"]
         self.n_approach_cameras = sum(s.kind == "camera" for s in specs)
-        self.zone_ids = [f"{c.id}#{k}" for c in self.cameras for k in range(zones_of(c))]
         self.zone_ptr = np.cumsum([0] + [zones_of(c) for c in self.cameras])
+        # SUMO's zones: one per reading slot, then those over the branches of a camera lane's
+        # view, each adding to its lane's slot (``zone_slot``)
+        self.zone_ids, slots, self.n_slots = reading_slots(self.cameras)
+        self.zone_slot = np.array(slots, dtype=np.int64)
         # camera movement counts: (zone, edge turned into) -> (camera, slot in its `turns`)
         self.turn_slot: dict[tuple[int, str], tuple[int, int]] = {
             (int(self.zone_ptr[c]) + k, edge): (c, j)
@@ -174,7 +177,7 @@ class Bridge:
                 readings.append(LoopReading(det, ts, 1.0, int(count[i]), float(occ[i]),
                                             None if math.isnan(s) else s))
             if self.cameras:
-                veh, halt = self.sumo.read_cameras()
+                veh, halt = (fold_zones(x, self.zone_slot, self.n_slots) for x in self.sumo.read_cameras())
                 turns = [[0] * len(cam.turns) for cam in self.cameras]
                 for zone, edge in self.sumo.read_zone_exits():
                     slot = self.turn_slot.get((zone, edge))

@@ -341,3 +341,50 @@ def test_a_network_read_once_is_read_from_the_cache_until_it_changes(tmp_path: P
     net.write_text(net.read_text() + "\n<!-- edited -->\n")
     compile_network(net)
     assert len(reads) == 4
+
+
+@pytest.mark.parametrize("name", ["cologne3", "cologne8", "ingolstadt7", "ingolstadt21", "arterial4x4"])
+def test_camera_views_follow_every_branch_a_queue_backs_into(resco_dir, name):
+    """A camera lane's view: its zones are lane sequences vehicles drive (no U-turn, no signal
+    between), no lane is in two of its zones, and every lane that feeds a lane of the view
+    (unsignalised, not a U-turn) and starts within the camera's range is in it."""
+    net = compile_network(net_file(resco_dir, name))
+    length = dict(zip(net.lane_ids, net.lane_length_m.tolist()))
+    feeds: dict[str, set[str]] = {}
+    signalised: set[str] = set()
+    for m in range(net.n_movements):
+        a, b = net.lane_ids[net.move_in_lane[m]], net.lane_ids[net.move_out_lane[m]]
+        ea, eb = net.lane_edge[net.move_in_lane[m]], net.lane_edge[net.move_out_lane[m]]
+        if net.move_link[m] >= 0:
+            signalised.add(b)
+        elif not (net.edge_from[ea] == net.edge_to[eb] and net.edge_to[ea] == net.edge_from[eb]):
+            feeds.setdefault(b, set()).add(a)
+    cams = [s for s in default_layout(net) if s.kind == "camera"]
+    branches = 0
+    for cam in cams:
+        for k, lane in enumerate(cam.lanes):
+            zones = [(0.0, (lane, *(cam.upstream[k] if cam.upstream else ())))]
+            zones += [(start, lanes) for j, start, lanes in cam.branches if j == k]
+            branches += len(zones) - 1
+            ends = {lane: length[lane]}  # lane of the view -> metres from the stop line to its start
+            for start, lanes in zones:
+                if start > 0:  # a branch: its first lane feeds a lane of the view that starts start_m back
+                    assert any(lanes[0] in feeds.get(x, ()) and ends[x] == pytest.approx(start, abs=0.01)
+                               for x in ends), (cam.id, k, lanes)
+                for near, far in zip(lanes, lanes[1:]):
+                    assert far in feeds.get(near, ()) and near not in signalised, (cam.id, near, far)
+                at = start
+                for x in lanes:
+                    assert x not in ends or x == lane, f"{cam.id}: lane {x} in two zones of lane {k}"
+                    at += length[x]
+                    ends[x] = at
+            for x, end in ends.items():  # closed: whatever feeds a lane of the view within range is in it
+                if end < cam.range_m and x not in signalised:
+                    assert feeds.get(x, set()) <= set(ends), (cam.id, x, feeds.get(x))
+            want = min(length[lane] + sum(length[x] for x in zones[0][1][1:]), cam.range_m) + sum(
+                min(sum(length[x] for x in lanes), cam.range_m - start) for start, lanes in zones[1:])
+            assert cam.zone_m(k, length) == pytest.approx(want)
+    if name == "cologne3":  # the approach whose queue backs up through two priority junctions
+        cam = next(c for c in cams if c.id == "C:200818108#0")
+        assert any("8197886#0_0" in lanes for _, _, lanes in cam.branches)
+        assert branches > 0

@@ -477,3 +477,57 @@ def test_zones_past_exit_zones_count_the_same_and_report_no_movements(tmp_path: 
     assert counts == all_counts
     assert sum(map(len, all_exits)) > 100 and any(z >= k for step in all_exits for z, _ in step)
     assert exits == [[(z, e) for z, e in step if z < k] for step in all_exits]
+
+
+@pytest.mark.sumo
+@needs_resco
+def test_a_camera_lane_sees_every_vehicle_queued_in_its_view_once(tmp_path: Path) -> None:
+    """cologne3, whose short approach 200818108#0 is fed through priority junctions by several
+    roads: per second and camera lane, the folded reading (its zone plus its branch zones) is the
+    number of distinct vehicles on the view's zones, and includes every vehicle whose front is
+    on a lane of the view within the camera's range (away from its far edge)."""
+    from network import compile_network, default_layout
+    from sim.additional import fold_zones, reading_slots
+    from sim.scenario import load_scenario
+    from sim.sumo import Sumo
+
+    sc = load_scenario(RESCO / "cologne3" / "cologne3.sumocfg")
+    net = compile_network(sc.net)
+    length = dict(zip(net.lane_ids, net.lane_length_m.tolist()))
+    cams = [s for s in default_layout(net) if s.kind == "camera"]
+    add = write_additional(tmp_path / "det.add.xml", cams, lane_length_m=length)
+    ids, slots, n_slots = reading_slots(cams)
+    assert len(ids) > n_slots  # some views branch
+    views = []  # per reading slot: the zones counting into it, and lane -> metres from the stop line to its end
+    for c, cam in enumerate(cams):
+        for k, lane in enumerate(cam.lanes):
+            ends, at = {}, 0.0
+            for x in (lane, *(cam.upstream[k] if cam.upstream else ())):
+                ends[x], at = at, at + length[x]
+            branched = set()
+            for j, start, lanes in cam.branches:
+                if j == k:
+                    at = start
+                    branched.update(lanes)
+                    for x in lanes:
+                        ends[x], at = at, at + length[x]
+            views.append((cam.range_m, ends, branched))
+    zone_of_slot = [[z for z, s in zip(ids, slots) if s == i] for i in range(n_slots)]
+    seen_in_branches = 0
+    with Sumo(sc.net, sc.routes, begin=sc.begin, end=sc.begin + 900, additional=[add], outdir=tmp_path) as sim:
+        sim.setup_detectors([], ids)
+        c = sim.connection
+        while not sim.done():
+            sim.step()
+            veh, _ = sim.read_cameras()
+            folded = fold_zones(veh, slots, n_slots)
+            for i, (range_m, ends, branched) in enumerate(views):
+                inside = [v for z in zone_of_slot[i] for v in c.lanearea.getLastStepVehicleIDs(z)]
+                assert len(set(inside)) == len(inside) == folded[i], (sim.time, zone_of_slot[i])
+                for lane, end_m in ends.items():
+                    for v in c.lane.getLastStepVehicleIDs(lane):
+                        front_m = end_m + length[lane] - c.vehicle.getLanePosition(v)  # from the stop line
+                        if front_m < range_m - 8.0:
+                            assert v in inside, (sim.time, v, lane, front_m)
+                            seen_in_branches += lane in branched
+    assert seen_in_branches > 0
