@@ -11,6 +11,10 @@ import json
 from pathlib import Path
 
 
+# the code the closed loop's outcome depends on: a cached outcome is kept only for the same sources
+SOURCES = ("benchmarks", "controllers", "detectors", "engine", "network", "sim")
+
+
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     """The command line of ``python -m benchmarks.NAME``, its module docstring as the help."""
     return argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc,

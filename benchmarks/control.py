@@ -14,8 +14,9 @@ its junction among them; ``--no-box-cameras`` leaves those out. SUMO's programs 
 detector of ours and run the same either way.
 
 A run's outcome is kept as JSON under ``--cache`` (keyed by scenario, controller, horizon,
-failure case, SUMO seed and engine config) and reused by later invocations, so a long table can be
-built up piecewise; ``--fresh`` ignores what is cached.
+failure case, SUMO seed and engine config, and for the engine's controllers by the source code,
+as ``benchmarks.unseen``) and reused by later invocations, so a long table can be built up
+piecewise and a code change runs the engine again; ``--fresh`` ignores what is cached.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import names, parser, write_json
+from benchmarks import SOURCES, names, parser, write_json
 from controllers import CONTROLLERS
+from engine.kernel_cache import sources_digest
 from sim.baselines import SUMO_CONTROLLERS
 from sim.evaluate import EvaluationError, evaluate
 
@@ -91,6 +93,8 @@ def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed
                         + ([] if sumo_seed is None else [f"sumo-seed {sumo_seed}"])).encode())
     if config and controller in CONTROLLERS:
         h.update(Path(config).read_bytes())
+    if controller.split("@")[0] in CONTROLLERS:  # the engine's outcome follows its code
+        h.update(sources_digest(packages=SOURCES).encode())
     return f"{cfg.stem}.{controller}.{h.hexdigest()[:12]}.json"
 
 

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import control, names, parser, write_json
+from benchmarks import SOURCES, control, names, parser, write_json
 from controllers import CONTROLLERS
 from engine.kernel_cache import sources_digest
 from sim.scenarios.make_demo import build_net, build_routes, write_sumocfg
@@ -95,8 +95,6 @@ def make_arterial(d: Path, rng: random.Random, seed: int) -> Path:
 
 
 MAKERS = {"town": make_town, "grid": make_grid, "arterial": make_arterial}
-# the code an outcome depends on: a change to any of these runs the scenarios again
-SOURCES = ("benchmarks", "controllers", "detectors", "engine", "network", "sim")
 
 
 def runs_key(cfgs: list[Path]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -301,3 +302,16 @@ def test_collisions_benchmark_runs_each_controller_on_each_seed(small_scenario, 
     assert "| small | adaptive | 2 |" in r.stdout
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "-- small" not in again.stderr
+
+
+def test_control_cache_key_follows_the_engine_code(monkeypatch):
+    """A cached outcome of the engine's controllers (and its failure case) is for the code that
+    ran it; SUMO's programs run no code of ours, so theirs stays."""
+    from benchmarks import control
+
+    cfg = Path("scenario.sumocfg")
+    keys = {c: control._key(cfg, c, None, None, 0, None) for c in ("adaptive", control.FAILED, "sumo-actuated")}
+    monkeypatch.setattr(control, "sources_digest", lambda packages: "other sources")
+    again = {c: control._key(cfg, c, None, None, 0, None) for c in keys}
+    assert again["adaptive"] != keys["adaptive"] and again[control.FAILED] != keys[control.FAILED]
+    assert again["sumo-actuated"] == keys["sumo-actuated"]
