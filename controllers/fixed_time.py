@@ -35,8 +35,8 @@ from network.estimate import NetworkState
 @dataclass(frozen=True)
 class FixedTimeConfig:
     saturation_flow_vph: float = 1800.0  # per lane
-    intergreen_s: float = 5.0  # yellow + red clearance, lost once per phase
-    red_clearance_s: float = 2.0  # part of the intergreen; links needing more lengthen theirs
+    intergreen_s: float = 4.0  # yellow + red clearance, lost once per phase
+    red_clearance_s: float = 1.0  # part of the intergreen; links needing more lengthen theirs
     min_green_s: float = 5.0
     cycle_min_s: float = 40.0
     cycle_max_s: float = 120.0

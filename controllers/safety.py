@@ -68,7 +68,7 @@ FLASH = np.int8(3)  # flashing (SUMO ``o``): an operator's flash override, see `
 class SafetyConfig:
     min_green_s: float = 5.0
     yellow_s: float = 3.0
-    red_clearance_s: float = 2.0
+    red_clearance_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not (self.min_green_s >= 0 and self.yellow_s > 0 and self.red_clearance_s >= 0):

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from engine import protocol as P
 from engine.adapter import JunctionSpec, LocalPlan, SignalAdapter, sumo_programs
 from engine.client import OperatorClient
-from engine.config import AdapterParams, EngineConfig, Endpoints
+from engine.config import AdapterParams, EngineConfig, Endpoints, SafetyTimings
 from engine.core import Engine
 from network import compile_network
 from sim.monitor import ConflictMonitor
@@ -39,7 +39,8 @@ def demo():
 
 
 def spec_for(net, programs, t=0, **timings) -> JunctionSpec:
-    base = dict(min_green_s=5.0, yellow_s=3.0, red_clearance_s=2.0)
+    s = SafetyTimings()  # the engine's defaults: a cabinet that matches them
+    base = dict(min_green_s=s.min_green_s, yellow_s=s.yellow_s, red_clearance_s=s.red_clearance_s)
     base.update(timings)
     return JunctionSpec.from_network(net, t, programs=programs, **base)
 
