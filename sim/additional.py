@@ -80,9 +80,7 @@ def fold_zones(values, slots, n_slots: int):
 def camera_zone_ids(specs: Iterable[DetectorSpec]) -> list[str]:
     """SUMO ids of the lane-area zones of the cameras (and box cameras) of ``specs``:
     ``f"{id}#{k}"`` per zone (see :func:`zones_of`), then the branch zones of every camera."""
-    specs = list(specs)
-    return ([f"{s.id}#{k}" for s in specs if s.kind in ("camera", "box") for k in range(zones_of(s))]
-            + [z for s in specs for z, _ in branch_zones(s)])
+    return reading_slots([s for s in specs if s.kind in ("camera", "box")])[0]
 
 
 def write_additional(
