@@ -35,6 +35,16 @@ edges, ``guided_stop_reduction_same_edges``: 22.9/31.4/20.6 %; seed 2's collisio
 guided vehicle's), arterial4x4 seed 0 the same 5.7 %, seeds 1/2 5.5/6.4 % (same edges
 5.1/4.1/5.7 %), 213.9/232.0/218.9 s time loss, 0/0/2 teleports (jams, seed 2).
 
+Re-measured on main at 705a7a7 (28 Nov; the SPaT look-ahead reads the box cameras), ``python -m
+benchmarks.guidance --seed S`` for S = 0/1/2: cologne8 36.9/31.4/40.7 % (same edges 38.3/29.7/
+38.3 %), 19.4/19.6/20.3 s time loss, likely-time error p90 0/0/0 s at 25 % coverage (before that
+commit, seed 0: 33.3 % and p90 6 s: the look-ahead foresaw greens after long clearances the
+boxes waived); a collision at the priority junction ``cluster_26718385_...`` in seeds 1 and 2
+(seed 1 with a guided vehicle in it). arterial4x4 5.6/7.8/8.0 % (same edges 6.1/6.9/7.7 %),
+212.7/196.8/205.9 s, p90 0 s at 20 % coverage, 0/0/2 teleports. A small change moves the
+arterial4x4 figure by several points: the look-ahead with the readings but still the old
+minEndTime (which shapes the "earliest" bands) gave 0.8 % on seed 0.
+
 Why arterial4x4 stays short of 20 % (main at a175abd, seed 0 unless said; each figure one full run,
 and a run's reduction moves by a few points with the seed and with any change that perturbs the
 traffic): of its stops 84 % are made behind a vehicle less than 10 m ahead, 45 % on an edge where
