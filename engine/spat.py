@@ -16,11 +16,12 @@ Every tick, after the safety stage, one numba kernel looks ahead over all signal
    until it leaves, which the run cannot know); a path that opens or ends ahead reads unknown
    (the fixed clearances); one that closes ahead reads empty once it has been red for the red
    clearance (its last vehicles out by then, the usual case), so the run does not foresee a
-   long clearance or pass-time hold that a box will waive. Crossing zones are not read ahead. Without readings
-   the look-ahead foresaw cologne8's greens after the long clearances that boxes waived:
-   ``traffic-engine evaluate .../cologne8.sumocfg --guidance-share 0.2 --seed 0`` gave a
-   likely-time error p90 of 6 s (about half the predicted ends of a red 2 to 10 s late); with them,
-   0 s (mean 0.17 s), and guided vehicles stopped 36.9 % less often than the others (33.3 %).
+   long clearance or pass-time hold that a box will waive. Crossing zones are not read ahead.
+   Without readings the look-ahead foresaw cologne8's greens after the long clearances that
+   boxes waived: ``traffic-engine evaluate .../cologne8.sumocfg --guidance-share 0.2 --seed 0``
+   gave a likely-time error p90 of 6 s (about half the predicted ends of a red 2 to 10 s late);
+   with them, 0 s (mean 0.17 s), and guided vehicles stopped 36.9 % less often than the others
+   (33.3 %).
 2. ``minEndTime`` is the safety stage's lower bound, worked out independently of any plan: a
    green no earlier than its minimum green, a yellow exactly at its end, a red no earlier than
    its own red clearance and the earliest time every conflicting link can have gone through
@@ -156,7 +157,6 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
                 box[link] = np.nan  # what a box will see on a path that opens (or ends) ahead is unknown
             elif st[link] == RED and since[link] > now_ns and ts - since[link] >= red_ns and not np.isnan(box0[link]):
                 box[link] = 0.0  # a watched path that closed ahead is taken as empty after the red clearance
-        for link in range(n_links):
             t = link_tls[link]
             if not known[t]:
                 continue

@@ -73,6 +73,12 @@ def look_ahead(table, safety, now, plan, n_steps=40, box=None):
     return out
 
 
+def plan_segment(phase, end, t, ts):
+    """Which of signal ``t``'s plan segments holds at ``ts`` (None: beyond the plan)."""
+    return next((k for k in range(3) if phase[t, k] != NO_PHASE and (end[t, k] < 0 or ts < end[t, k])
+                 and all(phase[t, j] != NO_PHASE for j in range(k))), None)
+
+
 def reference(table, safety, now, plan, n_steps=40):
     """The look-ahead in plain Python over tests/naive.py's safety step."""
     phase, end, committed = plan
@@ -95,8 +101,7 @@ def reference(table, safety, now, plan, n_steps=40):
     for step in range(1, n_steps + 1):
         ts = now + step * TICK
         for t in range(table.n_tls):
-            seg = next((k for k in range(3) if phase[t, k] != NO_PHASE and (end[t, k] < 0 or ts < end[t, k])
-                        and all(phase[t, j] != NO_PHASE for j in range(k))), None)
+            seg = plan_segment(phase, end, t, ts)
             if seg is None:
                 known[t] = False
             else:
@@ -182,26 +187,23 @@ def test_look_ahead_with_box_readings_is_the_safety_stage_run_forward(sit, seed)
     table, safety, now, plan = sit
     rng = np.random.default_rng(seed)
     box0 = np.where(rng.random(table.n_links) < 0.7, np.where(rng.random(table.n_links) < 0.7, 0.0, 1.0), np.nan)
-    # the real stage's state now, as last enforced with these readings
+    # what the boxes see from now on (the stage got here without readings; the look-ahead starts from these)
     out = look_ahead(table, safety, now, plan, box=box0)
-    phase, end, committed = plan
+    phase, end, _ = plan
     state0 = safety.link_state.copy()
+    link_tls = [t for t in range(table.n_tls) for _ in naive.signal_links(table, t)]
     box = box0.copy()
     first = np.full(table.n_links, -1, dtype=np.int64)
-    target_before = np.where(phase[:, 0] != NO_PHASE, phase[:, 0], -1).astype(np.int32)
+    target = np.where(phase[:, 0] != NO_PHASE, phase[:, 0], -1).astype(np.int32)
     for step in range(1, 41):
         ts = now + step * TICK
-        target = np.full(table.n_tls, -1, dtype=np.int32)
         known = np.ones(table.n_tls, dtype=bool)
         for t in range(table.n_tls):
-            seg = next((k for k in range(3) if phase[t, k] != NO_PHASE and (end[t, k] < 0 or ts < end[t, k])
-                        and all(phase[t, j] != NO_PHASE for j in range(k))), None)
+            seg = plan_segment(phase, end, t, ts)
             if seg is None:
-                known[t] = False
-                target[t] = target_before[t]
+                known[t] = False  # (beyond the plan: the last target stays)
             else:
                 target[t] = phase[t, seg]
-        target_before = target.copy()
         safety.enforce(target, ts, box.copy())
         for link in range(table.n_links):
             s, since = safety.link_state[link], safety.link_since_ns[link]
@@ -209,8 +211,7 @@ def test_look_ahead_with_box_readings_is_the_safety_stage_run_forward(sit, seed)
                 box[link] = np.nan
             elif s == RED and since > now and ts - since >= NS and not np.isnan(box0[link]):
                 box[link] = 0.0
-            t = int(np.searchsorted(table.tls_link_ptr, link, "right") - 1)
-            if known[t] and first[link] < 0 and s != state0[link]:
+            if known[link_tls[link]] and first[link] < 0 and s != state0[link]:
                 first[link] = ts
     for link in range(table.n_links):
         if state0[link] != YELLOW:  # (a yellow's end is published whatever the plan)
