@@ -28,16 +28,20 @@ import numpy as np
 from numba import njit
 
 from controllers.base import movement_shares
+from controllers.safety import SafetyConfig
 from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
+
+
+_SAFE = SafetyConfig()  # (the safety stage's defaults: the timings these plans count with)
 
 
 @dataclass(frozen=True)
 class FixedTimeConfig:
     saturation_flow_vph: float = 1800.0  # per lane
-    intergreen_s: float = 4.0  # yellow + red clearance, lost once per phase
-    red_clearance_s: float = 1.0  # part of the intergreen; links needing more lengthen theirs
-    min_green_s: float = 5.0
+    intergreen_s: float = _SAFE.yellow_s + _SAFE.red_clearance_s  # lost once per phase
+    red_clearance_s: float = _SAFE.red_clearance_s  # part of the intergreen; links needing more lengthen theirs
+    min_green_s: float = _SAFE.min_green_s
     cycle_min_s: float = 40.0
     cycle_max_s: float = 120.0
     max_degree_of_saturation: float = 0.9
