@@ -373,3 +373,17 @@ def test_every_controller_through_the_safety_stage_stays_safe(name, seed, p_repo
         green_start[started] = now
         ended = (before == GREEN) & (after == YELLOW)
         assert (now - green_start[ended] >= CFG.min_green_s * NS).all()
+
+
+def test_engine_config_states_the_safety_stage_defaults():
+    """``engine.config`` (msgspec only, on purpose) repeats the safety stage's default timings;
+    a change to one that leaves the other behind fails here, field by field."""
+    from dataclasses import fields
+
+    from engine.config import SafetyTimings
+
+    engine_side, stage_side = SafetyTimings(), SafetyConfig()
+    names = [f.name for f in fields(SafetyConfig)]
+    assert names and set(names) == set(SafetyTimings.__struct_fields__)
+    for name in names:
+        assert getattr(engine_side, name) == getattr(stage_side, name), name
