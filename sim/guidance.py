@@ -69,6 +69,19 @@ What would reach the target there is fewer vehicles standing in the queues (cont
 at the network's rim, offsets that carry platoons along the arterial, protected left turns), not
 guided vehicles driving differently in them.
 
+Re-counted on main at aacbe0a (28 Nov, seed 0: guided 4.06, unguided 4.30 stops per vehicle,
+5.6 %), every stop located with a throwaway dump: 0.83 stops per vehicle (guided and unguided
+alike) on the entry edges, where vehicles depart into the queue of the first signal; on the
+other edges 2.84 (guided) and 2.90 (unguided) behind a leader less than 10 m ahead, and 0.35
+against 0.53 with no leader within 10 m (the stops at the head of a queue, which arriving on
+green avoids: guidance already saves a third of them). 43 % of the inner-edge stops repeat a
+stop on the same edge, half of those after moving up less than 10 m. Two more rules, one run
+each, not kept: a guided vehicle in range that follows a slow leader drives at
+``(gap - 2.5 m) / 2 s`` (at least 0.5 m/s, else it stands), to roll behind a stop-and-go queue
+instead of stopping with it: 5.56 against 4.36 stops (-27.5 %), since it stops at every small
+gap; and a guided vehicle that departs behind a standing leader within 40 m waits where it is
+until the leader moves: 0.4 % (4.12 against 4.14).
+
 Control is released (``setSpeed(-1)``) when the link is green and reachable at the limit
 ("free"), on the final ``release_m`` (30 m) before the stop line as soon as its signal shows
 green (SUMO's own driving takes it into the junction: it announces its approach to the
