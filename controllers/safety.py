@@ -45,6 +45,12 @@ yellow as above, and once none of its links is green or yellow they all flash (`
 any green (``_flash``, run after the main kernel). A FLASH link is never red, so nothing
 conflicting with it can start.
 
+Not a rule, measured (28 Nov, ingolstadt21, default seed, mean time loss and teleports, against
+93.4 s and 19): holding a link red while a camera that sees its whole exit lane counts it full
+of halting vehicles, so that none stops inside the junction behind a full exit, made the
+gridlock worse: 480.2 s and 351; only for links whose vehicles stand in other links' way, 152.1
+s and 39; those only while every link out of the full exit is red, 137.3 s and 40.
+
 Links green in both the old and the new phase simply stay green. A target the signal cannot
 reach yet (a conflicting green still in its minimum) is approached as far as is safe and
 reached on a later tick. The kernel works on the links of every signal in one pass; the state
@@ -290,7 +296,16 @@ def _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, l
     yet red for its pass time ``exit_ns[k]``, per yield entry). The turn then keeps its green until
     the last vehicle that ran that stream's yellow has passed where the turners wait: turners waiting inside it leave behind that vehicle,
     on their own green, instead of both moving on yellow or the turn moving on a stream that has
-    just turned red (on cologne3 both collided, where SUMO's own programs did not)."""
+    just turned red (on cologne3 both collided, where SUMO's own programs did not).
+
+    An empty box waives the hold (the caller's ``box[link] == 0``), so turn and stream end
+    together; a turner arriving then may enter late in the shared yellow and meet the stream's
+    last yellow runner (cologne3 ``--sumo-seed 1``, 27436 s, the turner at 8.3 m/s). Waiving it
+    only where the turn's approach cameras saw no moving vehicle and its stop-bar loops counted
+    none (28 Nov, one run each, mean time loss) removed that collision (that run 23.36 -> 25.66 s)
+    but cost ingolstadt1 14.35 -> 17.58 s, cologne1 25.46 -> 28.15, cologne8 19.27 -> 21.47,
+    cologne3 25.22 -> 25.50 (ingolstadt7 30.07 -> 29.24). Not kept: on cologne3 SUMO's actuated
+    program collides at signals 3 times as often (``benchmarks.collisions``, SUMO seeds 1-4)."""
     for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
         b = link_yield_idx[k]
         if (exit_ns[k] > 0 and not want[b] and (link_state[b] != RED or now_ns - link_since_ns[b] < exit_ns[k])
