@@ -48,8 +48,9 @@ conflicting with it can start.
 Not a rule, measured (28 Nov, ingolstadt21, default seed, mean time loss and teleports, against
 93.4 s and 19): holding a link red while a camera that sees its whole exit lane counts it full
 of halting vehicles, so that none stops inside the junction behind a full exit, made the
-gridlock worse: 480.2 s and 351; only for links whose vehicles stand in other links' way, 152.1
-s and 39; those only while every link out of the full exit is red, 137.3 s and 40.
+gridlock worse: 331.5 s and 156 (480.2 s and 351 when held only while every link out of the
+full exit is red); only for links whose vehicles stand in other links' way, 152.1 s and 39,
+and those only while the exit's links are red, 137.3 s and 40.
 
 Links green in both the old and the new phase simply stay green. A target the signal cannot
 reach yet (a conflicting green still in its minimum) is approached as far as is safe and
