@@ -94,7 +94,7 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
                 yielder_idx, link_tls, min_green_ns, yellow_ns, red_ns, clear_ns, exit_ns, link_state0, link_since0,
                 long_clear0, active_phase0, active_since0, st, since, long_clear, want, active, active_since,
                 target, known, committed, min_end, max_end, likely, confidence, win_start, win_end, box0, box,
-                intruder_ptr, intruder_idx):
+                intruder_ptr, intruder_idx, no_cross, held):
     """Run the safety stage forward along the controllers' plans; fill the SPaT arrays and the
     first two green windows of every link (see the module docstring). Returns the links whose
     change the plans bring within the horizon (yellows not counted)."""
@@ -128,9 +128,7 @@ def _look_ahead(now_ns, tick_ns, n_steps, plan_phase, plan_end_ns, plan_committe
     found = 0
     for link in range(n_links):
         box[link] = box0[link]  # (box readings ahead: see the module docstring)
-    nobox = box[:0]
-    no_cross = np.zeros(n_links + 1, dtype=np.int64)  # (crossing zones ahead: unknown, no readings)
-    held = np.zeros(n_links, dtype=np.bool_)
+    nobox = box[:0]  # (crossing zones ahead: unknown, no readings; no_cross is all zeros)
     for step in range(1, n_steps + 1):
         ts = now_ns + step * tick_ns
         for t in range(n_tls):
@@ -274,6 +272,8 @@ class SpatStage:
         self.win_start = np.zeros((n_links, 2), dtype=np.int64)
         self.win_end = np.zeros((n_links, 2), dtype=np.int64)
         self.box = np.full(n_links, np.nan)
+        self._no_cross = np.zeros(n_links + 1, dtype=np.int64)  # the look-ahead's: no crossing zones
+        self._held = np.zeros(n_links, dtype=np.bool_)  # the look-ahead's scratch for the safety kernel
         self.plan_phase = np.full((n_tls, K_PLAN), NO_PHASE, dtype=np.int32)
         self.plan_end_ns = np.full((n_tls, K_PLAN), -1, dtype=np.int64)
         self.plan_committed = np.zeros((n_tls, K_PLAN), dtype=np.bool_)
@@ -323,7 +323,8 @@ class SpatStage:
                     sf._exit_ns, sf.link_state, sf.link_since_ns, sf._long_clear, sf.active_phase, sf.active_since_ns, self.st,
                     self.since, self.long_clear, self.want, self.active, self.active_since, self.target, self.known,
                     self.committed, self.min_end, self.max_end, self.likely, self.confidence, self.win_start,
-                    self.win_end, sf._box, self.box, net.link_intruder_ptr, net.link_intruder_idx)
+                    self.win_end, sf._box, self.box, net.link_intruder_ptr, net.link_intruder_idx, self._no_cross,
+                    self._held)
         cfg = self.config
         self.queue_s = queue_veh[self.entry_lane] * cfg.discharge_headway_s
         _advice(np.int64(now_ns), self.entry_lane, self.entry_link, net.lane_length_m, net.lane_speed_mps,

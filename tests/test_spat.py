@@ -69,7 +69,8 @@ def look_ahead(table, safety, now, plan, n_steps=40, box=None):
                 np.zeros(n, np.int8), np.zeros(n, np.int64), np.zeros(n, np.bool_), np.zeros(n, np.bool_),
                 np.zeros(m, np.int32), np.zeros(m, np.int64), np.zeros(m, np.int32), np.zeros(m, np.bool_),
                 np.zeros(m, np.bool_), out["min_end"], out["max_end"], out["likely"], out["confidence"],
-                out["win_start"], out["win_end"], box0, np.zeros(n), table.link_intruder_ptr, table.link_intruder_idx)
+                out["win_start"], out["win_end"], box0, np.zeros(n), table.link_intruder_ptr, table.link_intruder_idx,
+                np.zeros(n + 1, np.int64), np.zeros(n, np.bool_))
     return out
 
 
