@@ -304,7 +304,8 @@ def _priority_ending(now_ns, link, link_yield_ptr, link_yield_idx, link_state, l
     last yellow runner (cologne3 ``--sumo-seed 1``, 27436 s, the turner at 8.3 m/s). Waiving it
     only where the turn's approach cameras saw no moving vehicle and its stop-bar loops counted
     none (28 Nov, one run each, mean time loss) removed that collision (that run 23.36 -> 25.66 s)
-    but cost ingolstadt1 14.35 -> 17.58 s, cologne1 25.46 -> 28.15, cologne8 19.27 -> 21.47,
+    but cost ingolstadt1 14.35 -> 17.58 s, cologne1 25.46 -> 28.15 (with a collision at its
+    signal, where main has none), cologne8 19.27 -> 21.47,
     cologne3 25.22 -> 25.50 (ingolstadt7 30.07 -> 29.24). Not kept: on cologne3 SUMO's actuated
     program collides at signals 3 times as often (``benchmarks.collisions``, SUMO seeds 1-4)."""
     for k in range(link_yield_ptr[link], link_yield_ptr[link + 1]):
