@@ -90,6 +90,9 @@ class Engine:
             set_detectors(*kinds)
         s = config.safety
         self.safety = Safety(net, SafetyConfig(s.min_green_s, s.yellow_s, s.red_clearance_s), start_ns)
+        watch = getattr(self.controller, "watch_signals", None)  # controllers that read what is shown
+        if watch is not None:
+            watch(self.safety.link_state)
         self.alarms = AlarmBoard()
         from engine.overrides import Overrides
 

@@ -654,10 +654,11 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg)
 
 
 def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active, active_since, now, cfg, last_extend, served,
-             fresh, platoon, mem):
+             fresh, platoon, mem, shown=None):
     """One adaptive decision on lane weights ``w``, extensions ``extend`` and standing queues;
     ``fresh`` (per signal: a green is starting) and ``platoon`` (per lane: what is left of the
-    queue the green found) are updated."""
+    queue the green found) are updated. ``shown`` (per link, the safety stage's state; None:
+    all shown): a link of the phase shown is served only while it is not red."""
     hold, max_green, gap = cfg.min_hold_s * 1e9, cfg.max_green_s * 1e9, cfg.gap_s * 1e9
     for t in range(net.n_tls):
         p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
@@ -686,7 +687,8 @@ def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active
             fresh[t] = True
             continue
         for link in phase_links(net, cur):
-            served[link] = now
+            if shown is None or shown[link] != 0:
+                served[link] = now
         lanes = set(_phase_lanes(net, cur))
         for x in lanes:
             mem["arrivals"][x] = 0.0

@@ -241,7 +241,13 @@ def test_adaptive_matches_reference(net, variant):
     served = [0] * net.n_links
     fresh = [False] * net.n_tls
     platoon = [0.0] * net.n_lanes
+    # what the safety stage shows: a tenth of the links held red throughout (a box camera sees a
+    # vehicle in their way), the others red now and then
+    shown = np.full(net.n_links, 2, dtype=np.int8)
+    held = rng.random(net.n_links) < 0.1
+    ctl.watch_signals(shown)
     for step in range(200):
+        shown[:] = np.where(held | (rng.random(net.n_links) < 0.2), 0, 2)
         now = step * NS
         obs = _random_obs(net, rng, silent if step > 20 else None)
         if step > 20:  # stuck: the camera repeats itself, the stop loop shows presence and counts nothing
@@ -267,7 +273,7 @@ def test_adaptive_matches_reference(net, variant):
         np.testing.assert_allclose(ctl.w_exit, [r[4] for r in ref])
         naive.adaptive(net, ctl.w.tolist(), ctl.w_exit.tolist(), ctl.extend.tolist(), ctl.standing.tolist(), est.state.lane_queue_veh,
                        obs.stop_count, ref_target, active.tolist(), since.tolist(), now, cfg, last_extend, served,
-                       fresh, platoon, mem)
+                       fresh, platoon, mem, shown.tolist())
         assert target.tolist() == ref_target, f"step {step}"
     cams = np.flatnonzero(has[0])
     quiet = np.setdiff1d(silent, np.union1d(stuck, blind))  # (stuck and blind ones still send)
