@@ -87,7 +87,7 @@ import numpy as np
 from numba import njit
 
 from controllers.actuated import _no_observations
-from controllers.base import (contained_phases, movement_shares, phase_pressure, run_phases, starved_link,
+from controllers.base import (ShownLinks, contained_phases, movement_shares, phase_pressure, run_phases, starved_link,
                               strongest_phase_with)
 from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
@@ -405,8 +405,7 @@ class Adaptive:
         self.platoon_ns = np.full(n, -1, dtype=np.int64)
         self.last_extend_ns = np.zeros(net.n_tls, dtype=np.int64)
         self.link_served_ns = np.zeros(net.n_links, dtype=np.int64)
-        self._link_state: np.ndarray | None = None  # the safety stage's, once ``watch_signals`` gives it
-        self._shown = np.ones(net.n_links, dtype=np.bool_)  # per link: shown (green or yellow) now
+        self._shown = ShownLinks(net.n_links)
         self.pressure = np.zeros(net.n_phases)
         self.demand = np.zeros(net.n_phases)
         self.plan_fore_ns = np.zeros(net.n_tls, dtype=np.int64)  # the green's planned end, from its start
@@ -421,16 +420,8 @@ class Adaptive:
         self._last_ns: int | None = None
 
     def watch_signals(self, link_state: np.ndarray) -> None:
-        """The safety stage's per-link states (int8, red = 0), which it updates in place each tick.
-        A link of the phase shown counts as served only while it is not red: one that the stage
-        holds red (a box camera sees a vehicle in its way) keeps waiting, so ``max_wait_s`` brings
-        its phase back. Without it every link of the phase shown counts as served."""
-        self._link_state = link_state
-
-    def _shown_now(self) -> np.ndarray:
-        if self._link_state is not None:
-            np.not_equal(self._link_state, 0, out=self._shown)
-        return self._shown
+        """The safety stage's link states: see ``controllers.base.ShownLinks``."""
+        self._shown.watch(link_state)
 
     def set_detectors(self, has_camera: np.ndarray, has_stop_loop: np.ndarray, has_upstream_loop: np.ndarray) -> None:
         """Which lanes the detector inventory covers, per kind (bool[n_lanes] each)."""
@@ -469,7 +460,7 @@ class Adaptive:
                   state.lane_vehicles, np.int64(c.commit_s * 1e9), np.int64(c.plan_lost_s * 1e9),
                   np.int64(c.plan_headway_s * 1e9), np.int64(c.plan_tail_s * 1e9), c.plan_moving_weight, self.plan_fore_ns, self.plan_end_ns, self.plan_next,
                   c.plan_early_end, self.phase_on, c.optional_phase_veh, self._sub_ptr, self._sub_idx,
-                  c.bridge_veh, self.bridge_to, self._shown_now())
+                  c.bridge_veh, self.bridge_to, self._shown.now())
         self._target, self._active = target_phase, active_phase
 
     def plan(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

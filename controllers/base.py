@@ -57,6 +57,28 @@ def movement_shares(net: CompiledNetwork) -> tuple[np.ndarray, np.ndarray]:
     return (1.0 / np.maximum(n_from[net.move_in_lane], 1), 1.0 / np.maximum(n_into[net.move_out_lane], 1))
 
 
+class ShownLinks:
+    """What the safety stage shows, for controllers that count a link of the phase shown as
+    served only while it is not red (``watch_signals``): one the stage holds red while its phase
+    counts as shown (a box camera sees a vehicle in its way) keeps waiting, so ``max_wait_s``
+    brings its phase back. Until the engine hands over the stage's link states every link
+    counts as shown."""
+
+    def __init__(self, n_links: int):
+        self._link_state: np.ndarray | None = None
+        self._shown = np.ones(n_links, dtype=np.bool_)
+
+    def watch(self, link_state: np.ndarray) -> None:
+        """The safety stage's per-link states (int8, red = 0), which it updates in place."""
+        self._link_state = link_state
+
+    def now(self) -> np.ndarray:
+        """Per link, whether it is shown (green or yellow) now."""
+        if self._link_state is not None:
+            np.not_equal(self._link_state, 0, out=self._shown)
+        return self._shown
+
+
 @njit(cache=True, inline="always")
 def starved_link(now_ns, lo, hi, lane_w, link_move_ptr, link_move_idx, move_in, max_wait_ns, link_served_ns):
     """Among links ``lo..hi`` (one signal), the one with vehicles waiting (a lane weight > 0)

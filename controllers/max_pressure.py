@@ -7,7 +7,8 @@ movements, see ``controllers.base.phase_pressure``). Each signal keeps its phase
 higher than its own; it always switches after ``max_green_s`` if another phase has demand, and
 never switches to a phase with no vehicles waiting. When vehicles wait at a link that has not
 been green for ``max_wait_s``, the phase of highest pressure among those serving that link (the
-longest-waiting one) goes next, whatever the other pressures: no movement starves. While a
+longest-waiting one) goes next, whatever the other pressures: no movement starves (a link the
+safety stage holds red while its phase counts as shown is not green: ``ShownLinks``). While a
 change is in progress (yellow, red clearance) the target stays put.
 """
 
@@ -19,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 from numba import njit
 
-from controllers.base import movement_shares, phase_pressure, starved_link, strongest_phase_with
+from controllers.base import ShownLinks, movement_shares, phase_pressure, starved_link, strongest_phase_with
 from network.compiled import CompiledNetwork
 from network.estimate import NetworkState
 
@@ -35,7 +36,7 @@ class MaxPressureConfig:
 def _max_pressure(now_ns, lane_w, tls_phase_ptr, phase_link_ptr, phase_link_idx, link_move_ptr,
                   link_move_idx, move_in, move_out, move_in_share, move_out_share, tls_link_ptr,
                   active_phase, active_since_ns, hold_ns, max_green_ns, max_wait_ns, link_served_ns,
-                  pressure, demand, target):
+                  pressure, demand, target, link_shown):
     for t in range(tls_phase_ptr.size - 1):
         p0 = tls_phase_ptr[t]
         p1 = tls_phase_ptr[t + 1]
@@ -57,7 +58,8 @@ def _max_pressure(now_ns, lane_w, tls_phase_ptr, phase_link_ptr, phase_link_idx,
         if active_phase[t] != cur:
             continue  # the change to ``cur`` is still under way
         for k in range(phase_link_ptr[cur], phase_link_ptr[cur + 1]):
-            link_served_ns[phase_link_idx[k]] = now_ns
+            if link_shown[phase_link_idx[k]]:  # (a link the safety stage holds red is not served)
+                link_served_ns[phase_link_idx[k]] = now_ns
         age = now_ns - active_since_ns[t]
         if age < hold_ns:
             continue
@@ -87,6 +89,11 @@ class MaxPressure:
         self._started = False
         self._pressure = np.zeros(net.n_phases)
         self._demand = np.zeros(net.n_phases)
+        self._shown = ShownLinks(net.n_links)
+
+    def watch_signals(self, link_state: np.ndarray) -> None:
+        """The safety stage's link states: see ``controllers.base.ShownLinks``."""
+        self._shown.watch(link_state)
 
     def decide(self, state: NetworkState, active_phase: np.ndarray, active_since_ns: np.ndarray,
                now_ns: int, target_phase: np.ndarray) -> None:
@@ -99,5 +106,5 @@ class MaxPressure:
             net.link_move_ptr, net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share,
             self._out_share, net.tls_link_ptr, active_phase, active_since_ns,
             np.int64(c.min_hold_s * 1e9), np.int64(c.max_green_s * 1e9), np.int64(c.max_wait_s * 1e9),
-            self._link_served_ns, self._pressure, self._demand, target_phase,
+            self._link_served_ns, self._pressure, self._demand, target_phase, self._shown.now(),
         )

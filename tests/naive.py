@@ -99,9 +99,10 @@ def phase_pressure(net, p, lane_w, exit_w=None):
     return pressure, demand
 
 
-def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green, max_wait, served):
+def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green, max_wait, served, shown=None):
     """One max-pressure decision; ``served`` (link -> last time it was green in the active phase)
-    is updated."""
+    is updated; ``shown`` (per link, the safety stage's state; None: all shown): a link of the
+    phase shown is served only while it is not red."""
     for t in range(net.n_tls):
         p0, p1 = int(net.tls_phase_ptr[t]), int(net.tls_phase_ptr[t + 1])
         pr = {p: phase_pressure(net, p, lane_w) for p in range(p0, p1)}
@@ -112,7 +113,8 @@ def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green
         if active[t] != cur:
             continue
         for link in phase_links(net, cur):
-            served[link] = now
+            if shown is None or shown[link] != 0:
+                served[link] = now
         if now - active_since[t] < hold:
             continue
         waiting = [link for link in signal_links(net, t)

@@ -18,6 +18,22 @@ def net(request, resco_dir):
     return compile_network(next((resco_dir / request.param).glob("*.net.xml")))
 
 
+class ShownStates:
+    """What the safety stage shows, handed to a controller by ``watch_signals``: a tenth of the
+    links held red throughout (a box camera sees a vehicle in their way), the others red now and
+    then; ``next`` draws the states of a tick in place."""
+
+    def __init__(self, rng, ctl, n_links):
+        self.rng = rng
+        self.states = np.full(n_links, 2, dtype=np.int8)
+        self.held = rng.random(n_links) < 0.1
+        ctl.watch_signals(self.states)
+
+    def next(self) -> list[int]:
+        self.states[:] = np.where(self.held | (self.rng.random(self.states.size) < 0.2), 0, 2)
+        return self.states.tolist()
+
+
 def test_max_pressure_matches_reference(net):
     """Over a random run of queues and phase histories, kernel and reference pick the same phases."""
     rng = np.random.default_rng(7)
@@ -29,8 +45,10 @@ def test_max_pressure_matches_reference(net):
     active = np.full(net.n_tls, -1, dtype=np.int32)
     active_since = np.zeros(net.n_tls, dtype=np.int64)
     served = [0] * net.n_links
+    shown = ShownStates(rng, ctl, net.n_links)
     for step in range(300):
         now = step * NS
+        states = shown.next()
         est.state.lane_vehicles[:] = rng.integers(0, 15, net.n_lanes) * (rng.random(net.n_lanes) < 0.7)
         # the phase shown follows the target with a random delay, as the safety stage would
         follow = rng.random(net.n_tls) < 0.3
@@ -38,7 +56,7 @@ def test_max_pressure_matches_reference(net):
             active[t], active_since[t] = target[t], now
         ctl.decide(est.state, active, active_since, now, target)
         naive.max_pressure(net, est.state.lane_vehicles, ref_target, active.tolist(), active_since.tolist(),
-                           now, 8 * NS, 60 * NS, 40 * NS, served)
+                           now, 8 * NS, 60 * NS, 40 * NS, served, states)
         assert target.tolist() == ref_target, f"step {step}"
 
 
@@ -241,13 +259,9 @@ def test_adaptive_matches_reference(net, variant):
     served = [0] * net.n_links
     fresh = [False] * net.n_tls
     platoon = [0.0] * net.n_lanes
-    # what the safety stage shows: a tenth of the links held red throughout (a box camera sees a
-    # vehicle in their way), the others red now and then
-    shown = np.full(net.n_links, 2, dtype=np.int8)
-    held = rng.random(net.n_links) < 0.1
-    ctl.watch_signals(shown)
+    shown = ShownStates(rng, ctl, net.n_links)
     for step in range(200):
-        shown[:] = np.where(held | (rng.random(net.n_links) < 0.2), 0, 2)
+        states = shown.next()
         now = step * NS
         obs = _random_obs(net, rng, silent if step > 20 else None)
         if step > 20:  # stuck: the camera repeats itself, the stop loop shows presence and counts nothing
@@ -273,7 +287,7 @@ def test_adaptive_matches_reference(net, variant):
         np.testing.assert_allclose(ctl.w_exit, [r[4] for r in ref])
         naive.adaptive(net, ctl.w.tolist(), ctl.w_exit.tolist(), ctl.extend.tolist(), ctl.standing.tolist(), est.state.lane_queue_veh,
                        obs.stop_count, ref_target, active.tolist(), since.tolist(), now, cfg, last_extend, served,
-                       fresh, platoon, mem, shown.tolist())
+                       fresh, platoon, mem, states)
         assert target.tolist() == ref_target, f"step {step}"
     cams = np.flatnonzero(has[0])
     quiet = np.setdiff1d(silent, np.union1d(stuck, blind))  # (stuck and blind ones still send)
