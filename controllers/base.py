@@ -13,6 +13,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 from numba import njit
 
+from controllers.safety import RED
 from network.compiled import CompiledNetwork, csr
 from network.estimate import NetworkState
 
@@ -69,13 +70,14 @@ class ShownLinks:
         self._shown = np.ones(n_links, dtype=np.bool_)
 
     def watch(self, link_state: np.ndarray) -> None:
-        """The safety stage's per-link states (int8, red = 0), which it updates in place."""
+        """The safety stage's per-link states (``controllers.safety`` RED, YELLOW, GREEN), which it
+        updates in place."""
         self._link_state = link_state
 
     def now(self) -> np.ndarray:
         """Per link, whether it is shown (green or yellow) now."""
         if self._link_state is not None:
-            np.not_equal(self._link_state, 0, out=self._shown)
+            np.not_equal(self._link_state, RED, out=self._shown)
         return self._shown
 
 

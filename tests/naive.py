@@ -113,7 +113,7 @@ def max_pressure(net, lane_w, target, active, active_since, now, hold, max_green
         if active[t] != cur:
             continue
         for link in phase_links(net, cur):
-            if shown is None or shown[link] != 0:
+            if shown is None or shown[link] != RED:
                 served[link] = now
         if now - active_since[t] < hold:
             continue
@@ -689,7 +689,7 @@ def adaptive(net, w, w_exit, extend, standing, queue, discharged, target, active
             fresh[t] = True
             continue
         for link in phase_links(net, cur):
-            if shown is None or shown[link] != 0:
+            if shown is None or shown[link] != RED:
                 served[link] = now
         lanes = set(_phase_lanes(net, cur))
         for x in lanes:

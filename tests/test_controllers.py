@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import naive
-from controllers import FixedTime, FixedTimeConfig, MaxPressure, MaxPressureConfig
+from controllers import GREEN, RED, FixedTime, FixedTimeConfig, MaxPressure, MaxPressureConfig
 from network import compile_network
 from network.estimate import Estimator
 
@@ -25,12 +25,12 @@ class ShownStates:
 
     def __init__(self, rng, ctl, n_links):
         self.rng = rng
-        self.states = np.full(n_links, 2, dtype=np.int8)
+        self.states = np.full(n_links, GREEN, dtype=np.int8)
         self.held = rng.random(n_links) < 0.1
         ctl.watch_signals(self.states)
 
     def next(self) -> list[int]:
-        self.states[:] = np.where(self.held | (self.rng.random(self.states.size) < 0.2), 0, 2)
+        self.states[:] = np.where(self.held | (self.rng.random(self.states.size) < 0.2), RED, GREEN)
         return self.states.tolist()
 
 
