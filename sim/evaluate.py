@@ -38,7 +38,7 @@ from sim.estimation import FeedRecorder, score, write_edgedata
 from sim.faults import DetectorFaults
 from sim.guidance import Guidance, SpatFeed
 from sim.monitor import ConflictMonitor
-from sim.outcomes import read_collisions, read_statistics
+from sim.outcomes import mean_time_loss_of, read_collisions, read_statistics
 from sim.progress import Progress
 from sim.scenario import Scenario, ScenarioError, load_scenario
 from sim.sumo import SUMO_DEFAULT_SEED, Sumo
@@ -409,6 +409,7 @@ def run_engine(sc: Scenario, controller: str, *, outdir: Path, tls_states: Path 
         "estimation": estimation,
         **({"failed_detectors": failures.summary()} if failures is not None else {}),
         **(guidance.results() if guidance is not None else {}),
+        **(_guided_time_loss(outdir / "tripinfo.xml", guidance.guided) if guidance is not None else {}),
         "adapters": adapters,
         **({"keys": {"dir": str(keys.dir), "adapter": keys.adapter, "operator": keys.operator}}
            if keys is not None else {}),
@@ -436,6 +437,13 @@ def _restart(old: EngineProcess, cfg, net_path: Path, outdir: Path) -> EnginePro
     path.write_bytes(dump_config(cfg2))
     old._log.close()
     return EngineProcess(net_path, path, outdir / "engine-restarted.log")
+
+
+def _guided_time_loss(tripinfo: Path, guided: set[str]) -> dict:
+    """Whether guidance costs the guided vehicles time: mean time loss of their trips and of the others'."""
+    g, u = mean_time_loss_of(tripinfo, guided)
+    return {"time_loss_guided_s": None if g is None else round(g, 2),
+            "time_loss_unguided_s": None if u is None else round(u, 2)}
 
 
 def _kill_report(killed: dict, adapters: dict, status: dict) -> dict:

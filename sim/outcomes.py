@@ -83,6 +83,20 @@ def read_statistics(path: Path | str) -> Outcomes:
 STANDING_MPS = 0.5  # a collision victim slower than this stood still
 
 
+def mean_time_loss_of(tripinfo: Path | str, ids: set[str]) -> tuple[float | None, float | None]:
+    """Mean SUMO ``timeLoss`` of the finished trips in ``tripinfo`` of the vehicles in ``ids`` and
+    of the others (None: no such trip)."""
+    sums = {True: 0.0, False: 0.0}
+    counts = {True: 0, False: 0}
+    for _, elem in ET.iterparse(str(tripinfo)):
+        if elem.tag == "tripinfo":
+            k = elem.get("id") in ids
+            sums[k] += float(elem.get("timeLoss", "0"))
+            counts[k] += 1
+            elem.clear()
+    return tuple(sums[k] / counts[k] if counts[k] else None for k in (True, False))
+
+
 def read_collisions(path: Path | str, signal_junctions: set[str], keep: int = 10) -> dict:
     """Where the collisions of a SUMO ``--collision-output`` file happened.
 

@@ -397,8 +397,8 @@ def test_feed_carries_spat_and_advice_bodies(small_scenario):
 
 def test_evaluate_with_guidance_reports_consistent_figures(small_scenario, tmp_path):
     """A short real-SUMO run with half the vehicles guided: the JSON has the guidance keys, the
-    guided and unguided vehicles add up to those that departed, the SPaT error is finite, and
-    guidance caused no collision, teleport or safety violation."""
+    guided and unguided vehicles add up to those that departed, the SPaT error is finite, guided
+    vehicles crept in queues, and guidance caused no collision, teleport or safety violation."""
     out = tmp_path / "g.json"
     r = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(small_scenario.sumocfg), "--controller",
                         "adaptive", "--guidance-share", "0.5", "--seed", "3", "--end", "300", "-q", "--json", str(out)],
@@ -415,6 +415,8 @@ def test_evaluate_with_guidance_reports_consistent_figures(small_scenario, tmp_p
     assert res["spat_likely_error_p50_s"] <= res["spat_likely_error_p90_s"]
     assert 0.0 < res["spat_likely_coverage"] <= 1.0
     assert res["guidance_advised_vehicle_steps"] > 0
+    assert res["guidance_creep_vehicle_steps"] > 0  # guided vehicles met queues and crept in them
+    assert res["time_loss_guided_s"] >= 0.0 and res["time_loss_unguided_s"] >= 0.0
     for who in ("guided", "unguided"):  # repeated stops (on an edge stopped at before) are among the stops
         assert 0.0 <= res[f"repeat_stops_per_vehicle_{who}"] <= res[f"stops_per_vehicle_{who}"]
     assert res["guided_stop_reduction_same_edges"] is None or res["guided_stop_reduction_same_edges"] <= 1.0
