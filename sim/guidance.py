@@ -335,8 +335,9 @@ class Guidance:
             self.mode[vid] = "out_of_range"
             return
         tls, link, dist, state = nxt[0]
+        lane = c.vehicle.getLaneID(vid)
         if self.creep:
-            if self._creep(vid, now_ns, tls, link, dist, state):
+            if self._creep(vid, now_ns, tls, link, dist, state, lane):
                 return
             self.queued.discard(vid)
         if held == (tls, link) and dist <= self.release_m and state in "rsyu":
@@ -348,23 +349,17 @@ class Guidance:
             if not last.startswith("final"):
                 self.mode[vid] = "final_after_" + last
             return  # (SUMO's own driving enters the junction: it announces its approach to foes)
-        lane = c.vehicle.getLaneID(vid)
         if not lane or lane.startswith(":"):  # crossing some junction on the way: SUMO's own driving
             if held is not None:
                 self._release(vid)
             return
-        body = self.feed.advice.get(tls)
-        entries = self.feed.lookup.get((tls, link)) if body is not None else None
-        if not entries:
-            self.mode[vid] = "no_advice"
-            return
-        if lane not in body["lanes"] and self._foes_ahead(lane):
-            # a junction with foes (not this signal) comes first: SUMO's own driving crosses it
-            if held is not None:
+        got = self._entry(tls, link, lane)
+        if isinstance(got, str):
+            if got == "junction_ahead" and held is not None:
                 self._release(vid)
-            self.mode[vid] = "junction_ahead"
+            self.mode[vid] = got
             return
-        e = next((k for k in entries if body["lanes"][k] == lane), entries[0])
+        body, e = got
         target = got = None
         margin = body.get("margin_s", 1.0)
         for start, end in body["windows"][e]:
@@ -399,16 +394,28 @@ class Guidance:
         self.controlled[vid] = (tls, link)
         self.advised_steps += 1
 
-    def _creep(self, vid: str, now_ns: int, tls: str, link: int, dist: float, state: str) -> bool:
-        """Walking pace for a vehicle in or closing on a queue (``creep_holds``); False: not now."""
-        c = self.conn
-        lane = c.vehicle.getLaneID(vid)
-        if not lane or lane.startswith(":"):
-            return False
+    def _entry(self, tls: str, link: int, lane: str) -> tuple[dict, int] | str:
+        """The advice body of signal ``tls`` and the index of its entry for ``link`` from ``lane``
+        (the link's first entry when another lane leads there), or why there is none to follow:
+        "no_advice", or "junction_ahead" (a junction with foes, not this signal, comes first:
+        SUMO's own driving crosses it)."""
         body = self.feed.advice.get(tls)
         entries = self.feed.lookup.get((tls, link)) if body is not None else None
-        if not entries or (lane not in body["lanes"] and self._foes_ahead(lane)):
+        if not entries:
+            return "no_advice"
+        if lane not in body["lanes"] and self._foes_ahead(lane):
+            return "junction_ahead"
+        return body, next((k for k in entries if body["lanes"][k] == lane), entries[0])
+
+    def _creep(self, vid: str, now_ns: int, tls: str, link: int, dist: float, state: str, lane: str) -> bool:
+        """Walking pace for a vehicle in or closing on a queue (``creep_holds``); False: not now."""
+        c = self.conn
+        if not lane or lane.startswith(":"):
             return False
+        got = self._entry(tls, link, lane)
+        if isinstance(got, str):
+            return False
+        body, e = got
         queued = vid in self.queued
         near_m = CREEP_GAP_M if queued else CREEP_APPROACH_M
         lead = c.vehicle.getLeader(vid, near_m)
@@ -416,17 +423,16 @@ class Guidance:
             lead = None  # (SUMO looks further ahead than asked: at least to the end of the lane)
         if lead is None and not queued:
             return False
-        lead_mps = lead_same_lane = None
+        lead_mps, lead_same_lane = None, False
         if lead is not None:
             lead_mps = c.vehicle.getSpeed(lead[0])
             lead_same_lane = c.vehicle.getLaneID(lead[0]) == lane
         green_left_s = None
         if state not in "rsyu":
-            e = next((k for k in entries if body["lanes"][k] == lane), entries[0])
             ends = [w[1] for w in body["windows"][e] if w[0] <= now_ns]
             if ends and ends[0] is not None:
                 green_left_s = (ends[0] - now_ns) / 1e9
-        if not creep_holds(queued, dist, state, lead_mps, bool(lead_same_lane), green_left_s, self.release_m):
+        if not creep_holds(queued, dist, state, lead_mps, lead_same_lane, green_left_s, self.release_m):
             return False
         self.mode[vid] = "creep"
         c.vehicle.setSpeed(vid, CREEP_MPS)
