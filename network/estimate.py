@@ -13,10 +13,16 @@ Per edge (``_estimate_edges``), every tick:
    has a camera.
 2. Turning ratios ``R[t]`` (share of edge ``i``'s flow that turns into edge ``e``): from the lane
    structure, a lane's flow splits among the edges its connections reach (weighted by direction:
-   straight ``STRAIGHT_WEIGHT``, turns 1, U-turns 0.1: ``DIRECTION_WEIGHT``) and the lanes
+   straight ``STRAIGHT_WEIGHT``, turns 1, U-turns 0: ``DIRECTION_WEIGHT``) and the lanes
    of an edge share its flow as their measured stop-line flows do (evenly where the edge is not
-   observed); where cameras count movements on the edge, their counts smoothed over
-   ``RATIO_TAU_S`` take over (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
+   observed). A shared lane learns its own split from which movements the signals serve: a
+   vehicle its stop-bar loop counts while its signal lets exactly one of its movements go
+   (green, yellow, or a red that means "stop, then go"; a movement without a signal always may)
+   took that movement. These counts, decayed over ``RATIO_TAU_S``, replace the direction weights
+   as ``(c_j + P w_j / sum w) / (sum c + P)`` with ``P = LANE_SPLIT_PRIOR_VEH`` (the camera
+   prior's weight, as vehicles); counts while several of its movements may go tell nothing. Where cameras count
+   movements on the edge, their counts smoothed over ``RATIO_TAU_S`` take over
+   (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
 3. Flows of unobserved edges come from the *turn flows* ``y_t`` (veh/h through each turn
    ``i -> e``), solved in the weighted least-squares sense from: what leaves an observed edge
    through its turns is its count, and what enters it too (``COUNT_WEIGHT``); an unobserved
@@ -89,6 +95,7 @@ STRAIGHT_WEIGHT = 2.0  # through traffic is the likelier way out of a shared lan
 DIRECTION_WEIGHT = {"s": STRAIGHT_WEIGHT, "t": 0.0}  # a U-turn carries no flow in the conservation
 RATIO_TAU_S = 300.0  # smoothing of camera movement counts into turning shares
 RATIO_PRIOR_VPH = 30.0  # weight of the lane-structure shares against measured movement flows
+LANE_SPLIT_PRIOR_VEH = RATIO_PRIOR_VPH * RATIO_TAU_S / 3600.0  # the same against a shared lane's attributed counts
 LOS_LETTERS = "ABCDEF"
 LOS_LIMITS_S = (10.0, 20.0, 35.0, 55.0, 80.0)  # HCM control delay thresholds of A..E
 
@@ -179,13 +186,13 @@ def _conditions(q, Q, length, nlanes, vfree, signal, storage):
 def _estimate_edges(
     dt, minute_done,
     # this tick's lane data
-    stop_count, stop_seen, up_count, up_seen, cam_queue, lane_flow, link_green,
+    stop_count, stop_seen, up_count, up_seen, cam_queue, lane_flow, link_green, link_open,
     # static arrays
     edge_lane_ptr, edge_lane_idx, e_len, e_nlanes, e_vfree, e_signal, e_storage, e_spill_cap,
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
-    lane_link_ptr, lane_link_idx,
+    lane_link_ptr, lane_link_idx, lane_lt_ptr, lt_link_ptr, lt_link_idx,
     # solver state
-    R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
+    lt_cnt, R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, lane_pq, spill, queue_s, tt, speed, density, delay, los,
@@ -228,18 +235,49 @@ def _estimate_edges(
                 n_exit += 1
         exit_flow[e] = tot
         exit_lanes[e] = n_exit
+    # which movement a shared lane's stop-bar count belongs to: the one its signal alone lets go;
+    # then the lane's split of its edge's flow (share of the edge's flow on the lane: measured
+    # where the edge is observed) into the turns its connections make
+    decay = np.exp(-dt / RATIO_TAU_S)
     Rs[:] = 0.0
-    for j in range(lt_lane.size):
-        ln = lt_lane[j]
-        t = lt_turn[j]
-        e = turn_from[t]
-        # share of the edge's flow on this lane: measured where the edge is observed
+    for ln in range(lane_lt_ptr.size - 1):
+        lo, hi = lane_lt_ptr[ln], lane_lt_ptr[ln + 1]
+        if hi == lo:
+            continue
+        n_open = 0
+        j_open = -1
+        n_flow = 0
+        for j in range(lo, hi):
+            lt_cnt[j] *= decay
+            if lt_weight[j] <= 0:
+                continue
+            n_flow += 1
+            go = lt_link_ptr[j + 1] == lt_link_ptr[j]  # a movement without a signal always may go
+            for k in range(lt_link_ptr[j], lt_link_ptr[j + 1]):
+                if link_open[lt_link_idx[k]]:
+                    go = True
+            if go:
+                n_open += 1
+                j_open = j
+        if n_flow >= 2 and n_open == 1 and stop_seen[ln] and stop_count[ln] > 0:
+            lt_cnt[j_open] += stop_count[ln]
+        e = turn_from[lt_turn[lo]]
         if observed[e] and exit_flow[e] > 0:
             share = lane_flow[ln] / exit_flow[e]
         else:
             share = 1.0 / max(exit_lanes[e], 1)
-        if lt_weight[j] > 0:
-            Rs[t] += share * lt_weight[j] / lane_wsum[ln]
+        tot = 0.0
+        for j in range(lo, hi):
+            if lt_weight[j] > 0:
+                tot += lt_cnt[j]
+        for j in range(lo, hi):
+            if lt_weight[j] > 0:
+                prior_share = lt_weight[j] / lane_wsum[ln]
+                if tot > 0.0:
+                    Rs[lt_turn[j]] += share * (lt_cnt[j] + LANE_SPLIT_PRIOR_VEH * prior_share) / (
+                        tot + LANE_SPLIT_PRIOR_VEH)
+                else:
+                    Rs[lt_turn[j]] += share * prior_share
     # measured turning shares: edges whose cameras count movements on every lane that has exits
     a_turn = min(1.0, dt / RATIO_TAU_S)
     for e in range(n_edges):
@@ -426,6 +464,9 @@ class EdgeModel:
     lane_wsum: np.ndarray  # float64[n_lanes] sum of the lane's pair weights
     lane_link_ptr: np.ndarray  # CSR over lanes: signal links of the lane's connections
     lane_link_idx: np.ndarray
+    lane_lt_ptr: np.ndarray  # CSR over lanes into the (lane, turn) pairs (sorted by lane)
+    lt_link_ptr: np.ndarray  # CSR over (lane, turn) pairs: signal links of the pair's connections
+    lt_link_idx: np.ndarray
 
 
 def spill_caps(storage: np.ndarray, turn_from: np.ndarray, turn_to: np.ndarray) -> np.ndarray:
@@ -478,6 +519,14 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     for m in np.flatnonzero(signalised).tolist():
         links[int(net.move_in_lane[m])].append(int(net.move_link[m]))
     ll_ptr, ll_idx = csr([sorted(set(x)) for x in links])
+    code_of = {int(c): j for j, c in enumerate(lane_turn.tolist())}
+    pair_links: list[set[int]] = [set() for _ in range(len(lane_turn))]
+    for k in np.flatnonzero(keep & signalised).tolist():
+        code = int(net.move_in_lane[k]) * (len(pairs) + 1) + turn_of[int(src_edge[k] * ne + dst_edge[k])]
+        pair_links[code_of[code]].add(int(net.move_link[k]))
+    plk_ptr, plk_idx = csr([sorted(x) for x in pair_links])
+    lane_lt_ptr = np.zeros(nl + 1, dtype=np.int64)
+    lane_lt_ptr[1:] = np.cumsum(np.bincount(lt_lane, minlength=nl))
     e_signal = np.zeros(ne, dtype=np.bool_)
     e_signal[net.lane_edge[net.move_in_lane[signalised]]] = True
     storage = np.floor(net.edge_length_m * nlanes / JAM_SPACING_M)
@@ -487,7 +536,7 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
         turn_from=turn_from, turn_to=turn_to, tin_ptr=tin_ptr, tin_idx=tin_idx, tout_ptr=tout_ptr,
         tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
         lane_wsum=lane_wsum,
-        lane_link_ptr=ll_ptr, lane_link_idx=ll_idx,
+        lane_link_ptr=ll_ptr, lane_link_idx=ll_idx, lane_lt_ptr=lane_lt_ptr, lt_link_ptr=plk_ptr, lt_link_idx=plk_idx,
     )
 
 
@@ -532,6 +581,7 @@ class Estimator:
             minute_delay_s=np.where(m.e_signal, 0.0, np.nan),
             minute_los=np.where(m.e_signal, 0, -1).astype(np.int8),
         )
+        self._lt_cnt = np.zeros(m.lt_lane.size)  # stop-bar counts a lone open movement explains, decayed
         self._R = np.zeros(m.turn_from.size)
         self._Rs = np.zeros(m.turn_from.size)
         self._y = np.zeros(m.turn_from.size)
@@ -558,6 +608,7 @@ class Estimator:
         self._acc_queue = np.zeros(ne)
         self._acc_time = np.zeros(1)
         self._no_green = np.zeros(net.n_links, dtype=np.bool_)
+        self._all_open = np.ones(net.n_links, dtype=np.bool_)
         self._minute: int | None = None
         self._elapsed_ns = 0
 
@@ -573,6 +624,8 @@ class Estimator:
         minute = (now_ns - 1) // MINUTE_NS  # the minute this tick's interval ends in
         minute_done = self._minute is not None and minute != self._minute
         green = self._no_green if link_state is None else (link_state == 2)
+        # may go: green or yellow, or red that means "stop, then go" (right turn on red)
+        go = self._all_open if link_state is None else ((link_state != 0) | net.link_stop_on_red)
         _estimate_lanes(
             dt, obs.stop_count, obs.stop_seen, obs.stop_occupancy, obs.upstream_count, obs.upstream_seen,
             obs.speed_mps, obs.camera_vehicles, obs.camera_queue_veh, net.lane_length_m,
@@ -582,11 +635,11 @@ class Estimator:
         _estimate_edges(
             dt, minute_done,
             obs.stop_count, obs.stop_seen, obs.upstream_count, obs.upstream_seen, obs.camera_queue_veh,
-            s.lane_flow_vph, green,
+            s.lane_flow_vph, green, go,
             net.edge_lane_ptr, net.edge_lane_idx, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
             m.e_storage, m.e_spill_cap, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
             m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
-            self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
+            m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, self._lt_cnt, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,

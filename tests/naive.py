@@ -361,17 +361,19 @@ def edge_conditions(net, e, q, Q, est):
     return tt, L / tt, density, delay, los
 
 
-def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
+def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
     """One per-edge step (flows, queues, conditions), written from the docstring of
     network/estimate.py with dicts and recomputed sums. ``st`` is a dict of lists carried over
-    ticks: x, flow_s, queue_s, prior, acc_flow, acc_queue, acc_time, turn_s; ``minute_done`` in ``st``
-    asks for the minute values (``m_*``) before this tick is added."""
+    ticks: x, flow_s, queue_s, prior, acc_flow, acc_queue, acc_time, turn_s, lt_cnt; ``minute_done``
+    in ``st`` asks for the minute values (``m_*``) before this tick is added. ``go``: per link,
+    whether its vehicles may go (green, yellow, or a red that means stop then go); None: unknown."""
     import math
 
     E = range(net.n_edges)
     lanes_of = {e: [int(x) for x in net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]] for e in E}
     dests = {}  # lane -> {edge its connections reach: prior weight of the likeliest direction}
     links = {}  # lane -> signal links of its connections
+    pair_links = {}  # (lane, edge reached) -> signal links of those connections
     moves = net.graph.graph["movements"]
     for m in range(net.n_movements):
         a, b = int(net.move_in_lane[m]), int(net.move_out_lane[m])
@@ -381,6 +383,8 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             d[int(net.lane_edge[b])] = max(d.get(int(net.lane_edge[b]), 0.0), w)
         if net.move_link[m] >= 0:
             links.setdefault(a, set()).add(int(net.move_link[m]))
+            if net.lane_edge[a] != net.lane_edge[b]:
+                pair_links.setdefault((a, int(net.lane_edge[b])), set()).add(int(net.move_link[m]))
     observed, queue_now, spill = {}, {}, {}
     for e in E:
         counts = [obs.stop_count[x] if obs.stop_seen[x] else obs.upstream_count[x] if obs.upstream_seen[x] else None
@@ -392,6 +396,23 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
         storage = math.floor(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M)
         queue_now[e] = min(sum(cams), storage) if cams and not any(math.isnan(c) for c in cams) else None
         spill[e] = sum(cams) - queue_now[e] if queue_now[e] is not None else 0.0
+    # a shared lane's stop-bar count belongs to the one movement its signal alone lets go
+    cnt = st.setdefault("lt_cnt", {})
+    for key in cnt:
+        cnt[key] *= math.exp(-dt / est.RATIO_TAU_S)
+    for x, d in dests.items():
+        flowing = [e for e, w in d.items() if w > 0]
+        may = [e for e in flowing if go is not None and (
+            not pair_links.get((x, e)) or any(go[k] for k in pair_links[(x, e)]))]
+        if go is not None and len(flowing) >= 2 and len(may) == 1 and obs.stop_seen[x] and obs.stop_count[x] > 0:
+            cnt[x, may[0]] = cnt.get((x, may[0]), 0.0) + obs.stop_count[x]
+    prior_veh = est.LANE_SPLIT_PRIOR_VEH
+
+    def lane_split(x, e, w):
+        tot = sum(cnt.get((x, f), 0.0) for f, v in dests[x].items() if v > 0)
+        prior = w / sum(dests[x].values())
+        return (cnt.get((x, e), 0.0) + prior_veh * prior) / (tot + prior_veh) if tot > 0 else prior
+
     structural = {}  # (i, e) -> share of edge i's flow into edge e, from its lanes
     flows_on = {}  # (i, e) -> some lane takes the turn other than as a U-turn (weight 0)
     for i in E:
@@ -401,7 +422,7 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est):
             for e, w in dests.get(x, {}).items():
                 flows_on[i, e] = flows_on.get((i, e), False) or w > 0
                 share = 0.0 if x not in exits else lane_flow[x] / tot if observed[i] and tot > 0 else 1 / len(exits)
-                structural[i, e] = structural.get((i, e), 0.0) + (share * w / sum(dests[x].values()) if w > 0 else 0.0)
+                structural[i, e] = structural.get((i, e), 0.0) + (share * lane_split(x, e, w) if w > 0 else 0.0)
     # camera movement counts
     slots_all, slots_seen, turn_now = {}, {}, {}
     for lane, edge, count in zip(obs.turn_lane, obs.turn_edge, obs.turn_count):

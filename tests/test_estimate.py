@@ -105,7 +105,8 @@ def test_edge_estimates_match_reference_over_a_run(which, small_net, resco_dir):
         s = e.update(obs, now, link_state)
         naive.lanes_step(1.0, obs, net.lane_length_m, net.lane_speed_mps, lanes, est)
         st["minute_done"] = tick > 1 and (now - 1) // est.MINUTE_NS != (now - 10**9 - 1) // est.MINUTE_NS
-        observed, out = naive.edges_step(net, 1.0, obs, lanes[2], lanes_observed(obs), link_state == 2, st, est)
+        observed, out = naive.edges_step(net, 1.0, obs, lanes[2], lanes_observed(obs), link_state == 2, st, est,
+                                         go=(link_state != 0) | net.link_stop_on_red)
         for ln in range(n):
             if ("lane", ln) in out:
                 lanes[1][ln], lanes[0][ln], lanes[2][ln] = out["lane", ln]
@@ -206,3 +207,52 @@ def test_a_queue_longer_than_its_edge_spills_onto_the_unsignalised_edge_feeding_
     assert st.minute_end_ns == 2 * est.MINUTE_NS
     assert st.minute_queue_veh[e] == pytest.approx(m.e_storage[e])
     assert st.minute_queue_veh[i] == pytest.approx(4.0)
+
+
+def test_a_shared_lane_splits_as_its_movements_cross_when_served_alone(net):
+    """A one-lane approach whose two movements its signal serves in turn: the stop-bar loop's
+    counts while one movement alone may go are that movement's, so the turning ratio learns the
+    split (10 of every 12 vehicles one way) instead of the direction prior; counts while both
+    may go tell nothing, and without signal states the prior stands."""
+    m = est.edge_model(net)
+    pick = None
+    for ln in range(net.n_lanes):
+        e = int(net.lane_edge[ln])
+        js = [j for j in range(m.lane_lt_ptr[ln], m.lane_lt_ptr[ln + 1]) if m.lt_weight[j] > 0]
+        if net.edge_lane_ptr[e + 1] - net.edge_lane_ptr[e] != 1 or len(js) != 2:
+            continue
+        links = [set(m.lt_link_idx[m.lt_link_ptr[j]:m.lt_link_ptr[j + 1]].tolist()) for j in js]
+        if links[0] and links[1] and not links[0] & links[1]:
+            pick = (ln, e, [int(m.lt_turn[j]) for j in js], [sorted(x) for x in links])
+            break
+    assert pick is not None
+    ln, e, (ta, tb), (la, lb) = pick
+    n = net.n_lanes
+
+    def run(with_signals: bool, both_open_burst: bool = False) -> np.ndarray:
+        e_ = Estimator(net)
+        state = np.zeros(net.n_links, dtype=np.int8)
+        for tick in range(1800):
+            phase_a = tick % 40 < 20
+            count = (tick % 10 == 0) if phase_a else (tick % 2 == 0)
+            state[:] = 0
+            state[la if phase_a else lb] = 2
+            if both_open_burst and tick % 40 == 39:
+                state[la] = state[lb] = 2  # both may go: a burst that belongs to neither
+                count = 5
+            stop = np.zeros(n)
+            stop[ln] = float(count)
+            seen = np.zeros(n, bool)
+            seen[ln] = True
+            obs = LaneObservations(stop, np.zeros(n), seen, np.zeros(n), np.zeros(n, bool), np.full(n, np.nan),
+                                   np.full(n, np.nan), np.full(n, np.nan), 1.0)
+            e_.update(obs, (tick + 1) * 10**9, state if with_signals else None)
+        return e_.turn_ratios[[ta, tb]].copy()
+
+    prior = m.lt_weight[m.lane_lt_ptr[ln]:m.lane_lt_ptr[ln + 1]]
+    learned = run(True)
+    assert learned == pytest.approx([2 / 12, 10 / 12], abs=0.03)
+    assert run(True, both_open_burst=True) == pytest.approx(learned, abs=0.03)
+    blind = run(False)
+    assert blind.sum() == pytest.approx(1.0)
+    assert blind == pytest.approx(blind[0] / prior[prior > 0][0] * prior[prior > 0], rel=1e-9)
