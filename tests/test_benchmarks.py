@@ -315,3 +315,30 @@ def test_control_cache_key_follows_the_engine_code(monkeypatch):
     again = {c: control._key(cfg, c, None, None, 0, None) for c in keys}
     assert again["adaptive"] != keys["adaptive"] and again[control.FAILED] != keys[control.FAILED]
     assert again["sumo-actuated"] == keys["sumo-actuated"]
+
+
+def test_accuracy_benchmark_scores_the_estimates_against_the_targets(small_scenario, tmp_path):
+    """Tiny run on the small city at half coverage: the row carries evaluate's estimation block,
+    the misses are exactly the targets it fails, the yardstick is scored, and the markdown agrees."""
+    from benchmarks.accuracy import TARGETS, misses
+
+    out, md = tmp_path / "acc.json", tmp_path / "acc.md"
+    args = [sys.executable, "-m", "benchmarks.accuracy", "--scenarios", str(small_scenario.sumocfg), "--end", "900",
+            "--cache", str(tmp_path / "runs"), "-q"]
+    r = subprocess.run(args + ["--markdown", str(md), "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    est = row["estimation"]
+    assert row["coverage"] == 0.5 and est["edges_observed"] > 0 and est["edges_unobserved"] > 0
+    assert row["misses"] == misses(est)
+    for k, (limit, side) in TARGETS.items():
+        v = est[k]
+        assert (k in row["misses"]) == (v is None or (v > limit if side == "max" else v < limit))
+    y = row["yardstick"]["flow_geh_lt5_share_unobserved"]
+    assert y is not None and 0.0 <= y <= 1.0
+    assert "| small |" in r.stdout and md.read_text().count("| small |") == 1
+    # cached: a second run simulates nothing
+    again = subprocess.run(args + ["--markdown", ""], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "-- small" not in again.stderr and "| small |" in again.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.accuracy", "--coverage", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--coverage" in bad.stderr
