@@ -20,9 +20,9 @@ Per edge (``_estimate_edges``), every tick:
    (green, yellow, or a red that means "stop, then go"; a movement without a signal always may)
    took that movement. These counts, decayed over ``RATIO_TAU_S``, replace the direction weights
    as ``(c_j + P w_j / sum w) / (sum c + P)`` with ``P = LANE_SPLIT_PRIOR_VEH`` (the camera
-   prior's weight, as vehicles); counts while several of its movements may go tell nothing. Where cameras count
-   movements on the edge, their counts smoothed over ``RATIO_TAU_S`` take over
-   (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
+   prior's weight, as vehicles); counts while several of its movements may go tell nothing.
+   Where cameras count movements on the edge, their counts smoothed over ``RATIO_TAU_S`` take
+   over (``R = (m_t + RATIO_PRIOR_VPH * structure) / (sum m + RATIO_PRIOR_VPH)``).
 3. Flows of unobserved edges come from the *turn flows* ``y_t`` (veh/h through each turn
    ``i -> e``), solved in the weighted least-squares sense from: what leaves an observed edge
    through its turns is its count, and what enters it too (``COUNT_WEIGHT``); an unobserved
