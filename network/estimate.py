@@ -491,10 +491,11 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     pairs = np.unique(src_edge[keep] * ne + dst_edge[keep])
     turn_from = (pairs // ne).astype(np.int32)
     turn_to = (pairs % ne).astype(np.int32)
-    turn_of = {int(p): k for k, p in enumerate(pairs.tolist())}
-    lane_turn = np.unique(net.move_in_lane[keep].astype(np.int64) * (len(pairs) + 1)
-                          + np.array([turn_of[int(p)] for p in (src_edge[keep] * ne + dst_edge[keep]).tolist()],
-                                     dtype=np.int64))
+    # each kept movement's (lane, turn) pair as one code: lane * (n_turns + 1) + turn
+    move_code = np.full(net.n_movements, -1, dtype=np.int64)
+    move_code[keep] = (net.move_in_lane[keep].astype(np.int64) * (len(pairs) + 1)
+                       + np.searchsorted(pairs, src_edge[keep] * ne + dst_edge[keep]))
+    lane_turn = np.unique(move_code[keep])
     lt_lane = (lane_turn // (len(pairs) + 1)).astype(np.int32)
     lt_turn = (lane_turn % (len(pairs) + 1)).astype(np.int32)
     # prior weight of each (lane, turn): the most likely of its connections' directions
@@ -502,7 +503,7 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     best: dict[int, float] = {}
     if len(directions) == net.n_movements:
         for k in np.flatnonzero(keep).tolist():
-            code = int(net.move_in_lane[k]) * (len(pairs) + 1) + turn_of[int(src_edge[k] * ne + dst_edge[k])]
+            code = int(move_code[k])
             best[code] = max(best.get(code, 0.0), DIRECTION_WEIGHT.get(directions[k], 1.0))
     lt_weight = np.array([best.get(int(c), 1.0) for c in lane_turn.tolist()], dtype=np.float64)
     lane_wsum = np.bincount(lt_lane, weights=lt_weight, minlength=nl).astype(np.float64)
@@ -519,11 +520,10 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     for m in np.flatnonzero(signalised).tolist():
         links[int(net.move_in_lane[m])].append(int(net.move_link[m]))
     ll_ptr, ll_idx = csr([sorted(set(x)) for x in links])
-    code_of = {int(c): j for j, c in enumerate(lane_turn.tolist())}
     pair_links: list[set[int]] = [set() for _ in range(len(lane_turn))]
-    for k in np.flatnonzero(keep & signalised).tolist():
-        code = int(net.move_in_lane[k]) * (len(pairs) + 1) + turn_of[int(src_edge[k] * ne + dst_edge[k])]
-        pair_links[code_of[code]].add(int(net.move_link[k]))
+    sig = np.flatnonzero(keep & signalised)
+    for j, link in zip(np.searchsorted(lane_turn, move_code[sig]).tolist(), net.move_link[sig].tolist()):
+        pair_links[j].add(int(link))
     plk_ptr, plk_idx = csr([sorted(x) for x in pair_links])
     lane_lt_ptr = np.zeros(nl + 1, dtype=np.int64)
     lane_lt_ptr[1:] = np.cumsum(np.bincount(lt_lane, minlength=nl))
