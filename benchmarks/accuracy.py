@@ -38,7 +38,7 @@ from controllers import CONTROLLERS
 from engine.kernel_cache import sources_digest
 from network import compile_network
 from network.layout import instrumented_edges, load_layout
-from sim.estimation import BIN_S, MIN_FLOW_VPH, read_edgedata
+from sim.estimation import BIN_S, MIN_FLOW_VPH, read_edgedata, true_flow_vph
 from sim.evaluate import EvaluationError, evaluate
 from sim.scenario import load_scenario
 
@@ -80,7 +80,7 @@ def yardstick(truth: Path, instrumented_ids: set[str]) -> dict:
             continue  # a bin the run ended within
         for edge, a in data.items():
             if edge not in instrumented_ids:
-                flows.setdefault(edge, []).append((a.get("left", 0.0) + a.get("arrived", 0.0)) * 3600.0 / span)
+                flows.setdefault(edge, []).append(true_flow_vph(a, span))
     ape, geh = [], []
     for series in flows.values():
         mean = sum(series) / len(series)

@@ -93,6 +93,11 @@ def read_edgedata(path: Path) -> list[tuple[float, float, dict[str, dict[str, fl
     return out
 
 
+def true_flow_vph(attrs: dict[str, float], span_s: float) -> float:
+    """An edge's flow in one bin of SUMO's edge data: the vehicles that left it or arrived on it, as veh/h."""
+    return (attrs.get("left", 0.0) + attrs.get("arrived", 0.0)) * 3600.0 / span_s
+
+
 def score(recorder: FeedRecorder, truth_path: Path, edge_ids: list[str], instrumented: np.ndarray) -> dict:
     """The ``estimation`` block of an evaluation (see the module docstring)."""
     if recorder.edges is not None and list(recorder.edges) != list(edge_ids):
@@ -114,7 +119,7 @@ def score(recorder: FeedRecorder, truth_path: Path, edge_ids: list[str], instrum
             k = index.get(edge)
             if k is None:
                 continue
-            true_flow = (a.get("left", 0.0) + a.get("arrived", 0.0)) * 3600.0 / span
+            true_flow = true_flow_vph(a, span)
             sampled = a.get("sampledSeconds", 0.0)
             rows["obs" if instrumented[k] else "unobs"].append((
                 true_flow, float(flow[k]), a.get("speed", math.nan) if sampled > 0 else math.nan,
