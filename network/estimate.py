@@ -609,6 +609,8 @@ class Estimator:
         self._acc_time = np.zeros(1)
         self._no_green = np.zeros(net.n_links, dtype=np.bool_)
         self._all_open = np.ones(net.n_links, dtype=np.bool_)
+        self._green = np.zeros(net.n_links, dtype=np.bool_)  # this tick's link states, as masks
+        self._go = np.zeros(net.n_links, dtype=np.bool_)
         self._minute: int | None = None
         self._elapsed_ns = 0
 
@@ -623,9 +625,12 @@ class Estimator:
             now_ns = self._elapsed_ns
         minute = (now_ns - 1) // MINUTE_NS  # the minute this tick's interval ends in
         minute_done = self._minute is not None and minute != self._minute
-        green = self._no_green if link_state is None else (link_state == 2)
-        # may go: green or yellow, or red that means "stop, then go" (right turn on red)
-        go = self._all_open if link_state is None else ((link_state != 0) | net.link_stop_on_red)
+        if link_state is None:
+            green, go = self._no_green, self._all_open
+        else:
+            green = np.equal(link_state, 2, out=self._green)
+            # may go: green or yellow, or red that means "stop, then go" (right turn on red)
+            go = np.logical_or(np.not_equal(link_state, 0, out=self._go), net.link_stop_on_red, out=self._go)
         _estimate_lanes(
             dt, obs.stop_count, obs.stop_seen, obs.stop_occupancy, obs.upstream_count, obs.upstream_seen,
             obs.speed_mps, obs.camera_vehicles, obs.camera_queue_veh, net.lane_length_m,
