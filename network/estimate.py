@@ -10,7 +10,11 @@ Per edge (``_estimate_edges``), every tick:
 
 1. An edge is *observed* this tick when every lane of it has a counting loop that reported; its
    flow is the count over the tick (veh/h, not smoothed). Its queue is measured when every lane
-   has a camera.
+   has a camera. A camera that sees past a short lane (shorter than its ``CAMERA_RANGE_M``)
+   counts the standing vehicles upstream too; they are the lane's queue only while its stop-bar
+   loop is held (occupied ``ANCHOR_OCCUPANCY`` of the tick: a vehicle stands at the stop line).
+   Otherwise they wait for something else upstream, a give-way line for instance, and count
+   neither on the edge nor as its spill.
 2. Turning ratios ``R[t]`` (share of edge ``i``'s flow that turns into edge ``e``): from the lane
    structure, a lane's flow splits among the edges its connections reach (weighted by direction:
    straight ``STRAIGHT_WEIGHT``, turns 1, U-turns 0: ``DIRECTION_WEIGHT``) and the lanes
@@ -76,6 +80,7 @@ JAM_SPACING_M = 7.5  # metres of lane per queued vehicle
 FLOW_TAU_S = 300.0  # smoothing time constant of lane flows
 SPEED_TAU_S = 30.0
 CAMERA_RANGE_M = 100.0
+ANCHOR_OCCUPANCY = 0.9  # stop-bar loop occupancy over a tick that means a vehicle stands on it
 EFFECTIVE_VEHICLE_LENGTH_M = 5.5  # vehicle plus loop length, for speed from occupancy (g-factor)
 EDGE_TAU_S = 60.0  # smoothing of the per-tick edge conditions
 PRIOR_WEIGHT = 0.01
@@ -186,9 +191,9 @@ def _conditions(q, Q, length, nlanes, vfree, signal, storage):
 def _estimate_edges(
     dt, minute_done,
     # this tick's lane data
-    stop_count, stop_seen, up_count, up_seen, cam_queue, lane_flow, link_green, link_open,
+    stop_count, stop_seen, stop_occ, up_count, up_seen, cam_queue, lane_flow, link_green, link_open,
     # static arrays
-    edge_lane_ptr, edge_lane_idx, e_len, e_nlanes, e_vfree, e_signal, e_storage, e_spill_cap,
+    edge_lane_ptr, edge_lane_idx, lane_len, e_len, e_nlanes, e_vfree, e_signal, e_storage, e_spill_cap,
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
     lane_link_ptr, lane_link_idx, lane_lt_ptr, lt_link_ptr, lt_link_idx,
     # solver state
@@ -216,8 +221,12 @@ def _estimate_edges(
                 c += up_count[ln]
                 n_count += 1
             if not np.isnan(cam_queue[ln]):
-                qsum += cam_queue[ln]
                 n_cam += 1
+                # a camera that sees past a short lane counts standing vehicles upstream too:
+                # they queue on this lane only when the queue reaches the stop line, where a
+                # standing vehicle holds the stop-bar loop (elsewhere they wait for something else)
+                if not (lane_len[ln] < CAMERA_RANGE_M and stop_seen[ln] and stop_occ[ln] < ANCHOR_OCCUPANCY):
+                    qsum += cam_queue[ln]
         observed[e] = lanes > 0 and n_count == lanes
         if observed[e]:
             x[e] = c * 3600.0 / dt
@@ -639,9 +648,9 @@ class Estimator:
         )
         _estimate_edges(
             dt, minute_done,
-            obs.stop_count, obs.stop_seen, obs.upstream_count, obs.upstream_seen, obs.camera_queue_veh,
+            obs.stop_count, obs.stop_seen, obs.stop_occupancy, obs.upstream_count, obs.upstream_seen, obs.camera_queue_veh,
             s.lane_flow_vph, green, go,
-            net.edge_lane_ptr, net.edge_lane_idx, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
+            net.edge_lane_ptr, net.edge_lane_idx, net.lane_length_m, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
             m.e_storage, m.e_spill_cap, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
             m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
             m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, self._lt_cnt, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,

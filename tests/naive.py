@@ -393,9 +393,14 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
         if observed[e]:
             st["x"][e] = sum(counts) * 3600 / dt
         cams = [obs.camera_queue_veh[x] for x in lanes_of[e]]
+        # standing vehicles a camera sees upstream of a short lane queue on it only when its
+        # stop-bar loop is held (a vehicle stands at the stop line)
+        held = [obs.camera_queue_veh[x] for x in lanes_of[e]
+                if not (net.lane_length_m[x] < est.CAMERA_RANGE_M and obs.stop_seen[x]
+                        and obs.stop_occupancy[x] < est.ANCHOR_OCCUPANCY)]
         storage = math.floor(net.edge_length_m[e] * len(lanes_of[e]) / est.JAM_SPACING_M)
-        queue_now[e] = min(sum(cams), storage) if cams and not any(math.isnan(c) for c in cams) else None
-        spill[e] = sum(cams) - queue_now[e] if queue_now[e] is not None else 0.0
+        queue_now[e] = min(sum(held), storage) if cams and not any(math.isnan(c) for c in cams) else None
+        spill[e] = sum(held) - queue_now[e] if queue_now[e] is not None else 0.0
     # a shared lane's stop-bar count belongs to the one movement its signal alone lets go
     cnt = st.setdefault("lt_cnt", {})
     for key in cnt:
