@@ -50,12 +50,14 @@ Per edge (``_estimate_edges``), every tick:
    counts smoothed over 60 s with the clip was mixed (cologne8 36.5 -> 35.0, grid4x4 25.1 ->
    22.4, cologne1 45.6 -> 57.3, cologne3 25.2 -> 31.6, ingolstadt7 14.5 -> 19.6).
 4. Queues of unobserved edges: signalised approaches are point queues, one per lane (the
-   estimated flow shared evenly among the lanes, each discharging at saturation flow while its
-   own signal shows green, what the safety stage showed last tick: a green turn lane does not
-   empty a red through lane). An edge holds ``floor(L n / JAM_SPACING_M)`` standing
-   vehicles; what a measured or point queue has beyond that (a point queue up to ``spill_caps``:
-   what the edge and its feeders hold, at least ``SPILL_STORAGES`` times the edge) spills back
-   onto the unsignalised edges feeding it, shared as their turn flows into it. Other unobserved edges have none.
+   estimated flow shared evenly among the lanes, each discharging while its own signal shows
+   green, what the safety stage showed last tick: a green turn lane does not empty a red through
+   lane). A lane discharges at saturation flow times the share of its flow (its split of step 2)
+   whose movements show green: a vehicle for a red movement at its head holds the others. An
+   edge holds ``floor(L n / JAM_SPACING_M)`` standing vehicles; what a measured or point queue
+   has beyond that (a point queue up to ``spill_caps``: what the edge and its feeders hold, at
+   least ``SPILL_STORAGES`` times the edge) spills back onto the unsignalised edges feeding it,
+   shared as their turn flows into it. Other unobserved edges have none.
 5. Conditions from flow ``q`` and queue ``Q``: travel time ``(L - Q s / n) / v_c + Q / q``
    (cruise over the free part, then by Little's law the mean wait of a vehicle in the queue),
    space-mean speed ``L / tt``, density ``q tt / L``; for signalised approaches the control delay
@@ -187,6 +189,26 @@ def _conditions(q, Q, length, nlanes, vfree, signal, storage):
     return t, length / t, density, d, k
 
 
+@njit(cache=True, inline="always")
+def _green_share(ln, lane_lt_ptr, lt_weight, lt_share, lt_link_ptr, lt_link_idx, link_green):
+    """The share of lane ``ln``'s flow whose movement shows green (or has no signal): the rate
+    at which a green lane discharges, since a vehicle for a red movement at its head holds the
+    vehicles behind it. 1 for a lane without (flowing) turns."""
+    frac = 0.0
+    n = 0
+    for j in range(lane_lt_ptr[ln], lane_lt_ptr[ln + 1]):
+        if lt_weight[j] <= 0:
+            continue
+        n += 1
+        go = lt_link_ptr[j + 1] == lt_link_ptr[j]
+        for k in range(lt_link_ptr[j], lt_link_ptr[j + 1]):
+            if link_green[lt_link_idx[k]]:
+                go = True
+        if go:
+            frac += lt_share[j]
+    return frac if n > 0 else 1.0
+
+
 @njit(cache=True)
 def _estimate_edges(
     dt, minute_done,
@@ -197,7 +219,7 @@ def _estimate_edges(
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
     lane_link_ptr, lane_link_idx, lane_lt_ptr, lt_link_ptr, lt_link_idx,
     # solver state
-    lt_cnt, R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
+    lt_cnt, lt_share, R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, lane_pq, spill, queue_s, tt, speed, density, delay, los,
@@ -280,13 +302,14 @@ def _estimate_edges(
             if lt_weight[j] > 0:
                 tot += lt_cnt[j]
         for j in range(lo, hi):
+            lt_share[j] = 0.0
             if lt_weight[j] > 0:
                 prior_share = lt_weight[j] / lane_wsum[ln]
                 if tot > 0.0:
-                    Rs[lt_turn[j]] += share * (lt_cnt[j] + LANE_SPLIT_PRIOR_VEH * prior_share) / (
-                        tot + LANE_SPLIT_PRIOR_VEH)
+                    lt_share[j] = (lt_cnt[j] + LANE_SPLIT_PRIOR_VEH * prior_share) / (tot + LANE_SPLIT_PRIOR_VEH)
                 else:
-                    Rs[lt_turn[j]] += share * prior_share
+                    lt_share[j] = prior_share
+                Rs[lt_turn[j]] += share * lt_share[j]
     # measured turning shares: edges whose cameras count movements on every lane that has exits
     a_turn = min(1.0, dt / RATIO_TAU_S)
     for e in range(n_edges):
@@ -409,11 +432,13 @@ def _estimate_edges(
             Q = 0.0
             for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
                 ln = edge_lane_idx[k]
-                g = lane_link_ptr[ln + 1] == lane_link_ptr[ln]  # no signal on this lane
+                g = 1.0 if lane_link_ptr[ln + 1] == lane_link_ptr[ln] else 0.0  # no signal on this lane
                 for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
                     if link_green[lane_link_idx[j]]:
-                        g = True
-                qn = lane_pq[ln] + (arrive - (SATURATION_VPH_PER_LANE if g else 0.0)) * dt / 3600.0
+                        g = 1.0
+                if g > 0.0:
+                    g = _green_share(ln, lane_lt_ptr, lt_weight, lt_share, lt_link_ptr, lt_link_idx, link_green)
+                qn = lane_pq[ln] + (arrive - SATURATION_VPH_PER_LANE * g) * dt / 3600.0
                 lane_pq[ln] = min(max(qn, 0.0), e_spill_cap[e] / nl)
                 Q += lane_pq[ln]
             queue_now[e] = min(Q, e_storage[e])
@@ -591,6 +616,7 @@ class Estimator:
             minute_los=np.where(m.e_signal, 0, -1).astype(np.int8),
         )
         self._lt_cnt = np.zeros(m.lt_lane.size)  # stop-bar counts a lone open movement explains, decayed
+        self._lt_share = np.zeros(m.lt_lane.size)  # each lane's split among its turns, this tick
         self._R = np.zeros(m.turn_from.size)
         self._Rs = np.zeros(m.turn_from.size)
         self._y = np.zeros(m.turn_from.size)
@@ -653,7 +679,7 @@ class Estimator:
             net.edge_lane_ptr, net.edge_lane_idx, net.lane_length_m, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
             m.e_storage, m.e_spill_cap, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
             m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
-            m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, self._lt_cnt, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
+            m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, self._lt_cnt, self._lt_share, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,

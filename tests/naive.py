@@ -510,8 +510,12 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
             n = len(lanes_of[e])
             Q = 0.0
             for ln in lanes_of[e]:  # a point queue per lane: arrivals shared evenly, discharge on its own green
-                g = not links.get(ln) or any(green[k] for k in links[ln])
-                lq = st["lpq"].get(ln, 0.0) + (q / n - (est.SATURATION_VPH_PER_LANE if g else 0.0)) * dt / 3600
+                g = float(not links.get(ln) or any(green[k] for k in links[ln]))
+                flowing = [(f, w) for f, w in dests.get(ln, {}).items() if w > 0]
+                if g and flowing:  # at the rate of its flow's share on movements that show green
+                    g = sum(lane_split(ln, f, w) for f, w in flowing
+                            if not pair_links.get((ln, f)) or any(green[k] for k in pair_links[(ln, f)]))
+                lq = st["lpq"].get(ln, 0.0) + (q / n - est.SATURATION_VPH_PER_LANE * g) * dt / 3600
                 st["lpq"][ln] = min(max(lq, 0.0), cap / n)
                 Q += st["lpq"][ln]
             queue_now[e] = min(Q, storage[e])

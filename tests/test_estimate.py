@@ -260,3 +260,50 @@ def test_a_shared_lane_splits_as_its_movements_cross_when_served_alone(net):
     blind = run(False)
     assert blind.sum() == pytest.approx(1.0)
     assert blind == pytest.approx(blind[0] / prior[prior > 0][0] * prior[prior > 0], rel=1e-9)
+
+
+def test_a_shared_lane_discharges_at_the_share_of_its_flow_that_has_green(net):
+    """A one-lane signalised approach nothing observes, fed by a counted edge: while only one of
+    its two movements shows green, its point queue discharges at saturation flow times that
+    movement's share of the lane (a vehicle for the red movement at its head holds the others),
+    so the queue grows where all-green would keep it empty."""
+    m = est.edge_model(net)
+    pick = None
+    for ln in range(net.n_lanes):
+        e = int(net.lane_edge[ln])
+        js = [j for j in range(m.lane_lt_ptr[ln], m.lane_lt_ptr[ln + 1]) if m.lt_weight[j] > 0]
+        ins = m.tin_idx[m.tin_ptr[e]:m.tin_ptr[e + 1]]
+        if net.edge_lane_ptr[e + 1] - net.edge_lane_ptr[e] != 1 or len(js) != 2 or len(ins) != 1:
+            continue
+        links = [m.lt_link_idx[m.lt_link_ptr[j]:m.lt_link_ptr[j + 1]] for j in js]
+        if len(links[0]) and len(links[1]) and not set(links[0]) & set(links[1]) and m.turn_from[ins[0]] != e:
+            pick = (ln, e, int(m.turn_from[ins[0]]), js, links)
+            break
+    assert pick is not None
+    ln, e, i, js, links = pick
+    (ja, la), (jb, lb) = sorted(zip(js, links), key=lambda p: m.lt_weight[p[0]])  # a: the lesser share
+    share_a = m.lt_weight[ja] / m.lane_wsum[ln]  # no counts on the lane: its prior split
+    n = net.n_lanes
+    lanes_i = net.edge_lane_idx[net.edge_lane_ptr[i]:net.edge_lane_ptr[i + 1]]
+
+    def run(green_links) -> tuple[float, float]:
+        e_ = Estimator(net)
+        state = np.zeros(net.n_links, dtype=np.int8)
+        state[green_links] = 2
+        q, acc = 0.0, 0.0
+        for tick in range(1, 61):
+            obs = LaneObservations(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n, bool),
+                                   np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), 1.0)
+            obs.stop_seen[lanes_i] = True
+            obs.stop_count[lanes_i] = 1700.0 / 3600 / len(lanes_i)  # below one lane's saturation flow
+            st = e_.update(obs, tick * 10**9, state)
+            rate = est.SATURATION_VPH_PER_LANE * (share_a if len(green_links) == len(la) else 1.0)
+            q = min(max(q + (st.edge_flow_vph[e] - rate) / 3600.0, 0.0), m.e_spill_cap[e])
+            acc += min(q, m.e_storage[e])
+        st = e_.update(obs, 61 * 10**9, state)
+        assert st.minute_end_ns == est.MINUTE_NS
+        return float(st.minute_queue_veh[e]), acc / 60
+
+    got, want = run(la)
+    assert got > 0.1 and got == pytest.approx(want, rel=1e-9)
+    assert run(np.concatenate([la, lb])) == (0.0, 0.0)
