@@ -18,8 +18,10 @@ Per edge (``_estimate_edges``), every tick:
 2. Turning ratios ``R[t]`` (share of edge ``i``'s flow that turns into edge ``e``): from the lane
    structure, a lane's flow splits among the edges its connections reach (weighted by direction:
    straight ``STRAIGHT_WEIGHT``, turns 1, U-turns 0: ``DIRECTION_WEIGHT``) and the lanes
-   of an edge share its flow as their measured stop-line flows do (evenly where the edge is not
-   observed). A shared lane learns its own split from which movements the signals serve: a
+   of an edge share its flow as their measured stop-line flows do; where the edge is not
+   observed, as the likeliest direction of each lane weighs (``lane_prior``: a through lane
+   carries ``STRAIGHT_WEIGHT`` times a turn lane; evenly, grid4x4's turn lanes took a third of
+   the flow each). A shared lane learns its own split from which movements the signals serve: a
    vehicle its stop-bar loop counts while its signal lets exactly one of its movements go
    (green, yellow, or a red that means "stop, then go"; a movement without a signal always may)
    took that movement. These counts, decayed over ``RATIO_TAU_S``, replace the direction weights
@@ -50,9 +52,9 @@ Per edge (``_estimate_edges``), every tick:
    counts smoothed over 60 s with the clip was mixed (cologne8 36.5 -> 35.0, grid4x4 25.1 ->
    22.4, cologne1 45.6 -> 57.3, cologne3 25.2 -> 31.6, ingolstadt7 14.5 -> 19.6).
 4. Queues of unobserved edges: signalised approaches are point queues, one per lane (the
-   estimated flow shared evenly among the lanes, each discharging while its own signal shows
-   green, what the safety stage showed last tick: a green turn lane does not empty a red through
-   lane). A lane discharges at saturation flow times the share of its flow (its split of step 2)
+   estimated flow shared among the lanes as in step 2, each discharging while its own signal
+   shows green, what the safety stage showed last tick: a green turn lane does not empty a red
+   through lane). A lane discharges at saturation flow times the share of its flow (its split of step 2)
    whose movements show green: a vehicle for a red movement at its head holds the others. An
    edge holds ``floor(L n / JAM_SPACING_M)`` standing vehicles; what a measured or point queue
    has beyond that (a point queue up to ``spill_caps``: what the edge and its feeders hold, at
@@ -216,10 +218,10 @@ def _estimate_edges(
     stop_count, stop_seen, stop_occ, up_count, up_seen, cam_queue, lane_flow, link_green, link_open,
     # static arrays
     edge_lane_ptr, edge_lane_idx, lane_len, e_len, e_nlanes, e_vfree, e_signal, e_storage, e_spill_cap,
-    turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum,
+    turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum, lane_prior,
     lane_link_ptr, lane_link_idx, lane_lt_ptr, lt_link_ptr, lt_link_idx,
     # solver state
-    lt_cnt, lt_share, R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
+    lt_cnt, lt_share, lane_share, R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
     lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, lane_pq, spill, queue_s, tt, speed, density, delay, los,
@@ -293,10 +295,13 @@ def _estimate_edges(
         if n_flow >= 2 and n_open == 1 and stop_seen[ln] and stop_count[ln] > 0:
             lt_cnt[j_open] += stop_count[ln]
         e = turn_from[lt_turn[lo]]
-        if observed[e] and exit_flow[e] > 0:
+        if lane_ndest[ln] <= 0:
+            share = 0.0
+        elif observed[e] and exit_flow[e] > 0:
             share = lane_flow[ln] / exit_flow[e]
         else:
-            share = 1.0 / max(exit_lanes[e], 1)
+            share = lane_prior[ln]
+        lane_share[ln] = share
         tot = 0.0
         for j in range(lo, hi):
             if lt_weight[j] > 0:
@@ -425,13 +430,13 @@ def _estimate_edges(
         flow_now[e] = x[e]
         flow_s[e] += a * (x[e] - flow_s[e])
         if queue_now[e] < 0 and e_signal[e]:
-            # a point queue per lane: the edge's arrivals shared evenly, each lane discharging
+            # a point queue per lane: the edge's arrivals shared as in step 2, each lane discharging
             # while its own signal shows green (a green right-turn lane does not empty a red through lane)
             nl = max(edge_lane_ptr[e + 1] - edge_lane_ptr[e], 1)
-            arrive = max(flow_s[e], 0.0) / nl
             Q = 0.0
             for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
                 ln = edge_lane_idx[k]
+                arrive = max(flow_s[e], 0.0) * (lane_share[ln] if exit_lanes[e] > 0 else 1.0 / nl)
                 g = 1.0 if lane_link_ptr[ln + 1] == lane_link_ptr[ln] else 0.0  # no signal on this lane
                 for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
                     if link_green[lane_link_idx[j]]:
@@ -496,6 +501,7 @@ class EdgeModel:
     lt_weight: np.ndarray  # float64[n_lane_turns] prior weight of the pair (DIRECTION_WEIGHT)
     lane_ndest: np.ndarray  # float64[n_lanes] edges a lane's connections reach
     lane_wsum: np.ndarray  # float64[n_lanes] sum of the lane's pair weights
+    lane_prior: np.ndarray  # float64[n_lanes] share of its edge's flow a lane carries where nothing counts it
     lane_link_ptr: np.ndarray  # CSR over lanes: signal links of the lane's connections
     lane_link_idx: np.ndarray
     lane_lt_ptr: np.ndarray  # CSR over lanes into the (lane, turn) pairs (sorted by lane)
@@ -542,6 +548,11 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     lt_weight = np.array([best.get(int(c), 1.0) for c in lane_turn.tolist()], dtype=np.float64)
     lane_wsum = np.bincount(lt_lane, weights=lt_weight, minlength=nl).astype(np.float64)
     lane_ndest = np.bincount(lt_lane[lt_weight > 0], minlength=nl).astype(np.float64)
+    # an uncounted edge's flow shared among its lanes as their likeliest directions weigh
+    lane_wmax = np.zeros(nl)
+    np.maximum.at(lane_wmax, lt_lane, lt_weight)
+    edge_wmax = np.bincount(net.lane_edge, weights=lane_wmax, minlength=ne)
+    lane_prior = np.where(edge_wmax[net.lane_edge] > 0, lane_wmax / np.maximum(edge_wmax[net.lane_edge], 1e-12), 0.0)
     # the conservation equations use the turns some lane takes other than as a U-turn: where
     # the only way on is turning back (a dead end at the network's edge) the trips end and begin
     flowing = np.zeros(len(pairs), dtype=np.bool_)
@@ -569,7 +580,7 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
         e_storage=storage, e_spill_cap=spill_caps(storage, turn_from[keep_t], turn_to[keep_t]),
         turn_from=turn_from, turn_to=turn_to, tin_ptr=tin_ptr, tin_idx=tin_idx, tout_ptr=tout_ptr,
         tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
-        lane_wsum=lane_wsum,
+        lane_wsum=lane_wsum, lane_prior=lane_prior,
         lane_link_ptr=ll_ptr, lane_link_idx=ll_idx, lane_lt_ptr=lane_lt_ptr, lt_link_ptr=plk_ptr, lt_link_idx=plk_idx,
     )
 
@@ -617,6 +628,7 @@ class Estimator:
         )
         self._lt_cnt = np.zeros(m.lt_lane.size)  # stop-bar counts a lone open movement explains, decayed
         self._lt_share = np.zeros(m.lt_lane.size)  # each lane's split among its turns, this tick
+        self._lane_share = np.zeros(nl)  # each lane's share of its edge's flow, this tick
         self._R = np.zeros(m.turn_from.size)
         self._Rs = np.zeros(m.turn_from.size)
         self._y = np.zeros(m.turn_from.size)
@@ -678,8 +690,8 @@ class Estimator:
             s.lane_flow_vph, green, go,
             net.edge_lane_ptr, net.edge_lane_idx, net.lane_length_m, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
             m.e_storage, m.e_spill_cap, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
-            m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_link_ptr, m.lane_link_idx,
-            m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, self._lt_cnt, self._lt_share, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
+            m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_prior, m.lane_link_ptr, m.lane_link_idx,
+            m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, self._lt_cnt, self._lt_share, self._lane_share, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,

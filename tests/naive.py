@@ -420,13 +420,17 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
 
     structural = {}  # (i, e) -> share of edge i's flow into edge e, from its lanes
     flows_on = {}  # (i, e) -> some lane takes the turn other than as a U-turn (weight 0)
+    lane_share = {}  # lane -> share of its edge's flow: counted, or as its likeliest direction weighs
     for i in E:
         exits = [x for x in lanes_of[i] if any(w > 0 for w in dests.get(x, {}).values())]
         tot = sum(lane_flow[x] for x in exits)
+        wmax = {x: max(dests[x].values()) for x in exits}
+        for x in exits:
+            lane_share[x] = lane_flow[x] / tot if observed[i] and tot > 0 else wmax[x] / sum(wmax.values())
         for x in lanes_of[i]:
             for e, w in dests.get(x, {}).items():
                 flows_on[i, e] = flows_on.get((i, e), False) or w > 0
-                share = 0.0 if x not in exits else lane_flow[x] / tot if observed[i] and tot > 0 else 1 / len(exits)
+                share = lane_share.get(x, 0.0)
                 structural[i, e] = structural.get((i, e), 0.0) + (share * lane_split(x, e, w) if w > 0 else 0.0)
     # camera movement counts
     slots_all, slots_seen, turn_now = {}, {}, {}
@@ -515,7 +519,8 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
                 if g and flowing:  # at the rate of its flow's share on movements that show green
                     g = sum(lane_split(ln, f, w) for f, w in flowing
                             if not pair_links.get((ln, f)) or any(green[k] for k in pair_links[(ln, f)]))
-                lq = st["lpq"].get(ln, 0.0) + (q / n - est.SATURATION_VPH_PER_LANE * g) * dt / 3600
+                arrive = q * lane_share.get(ln, 0.0) if any(x in lane_share for x in lanes_of[e]) else q / n
+                lq = st["lpq"].get(ln, 0.0) + (arrive - est.SATURATION_VPH_PER_LANE * g) * dt / 3600
                 st["lpq"][ln] = min(max(lq, 0.0), cap / n)
                 Q += st["lpq"][ln]
             queue_now[e] = min(Q, storage[e])

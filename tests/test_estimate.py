@@ -307,3 +307,29 @@ def test_a_shared_lane_discharges_at_the_share_of_its_flow_that_has_green(net):
     got, want = run(la)
     assert got > 0.1 and got == pytest.approx(want, rel=1e-9)
     assert run(np.concatenate([la, lb])) == (0.0, 0.0)
+
+
+def test_an_uncounted_edge_shares_its_flow_among_lanes_as_their_directions_weigh(resco_dir):
+    """grid4x4's approaches have a right-turn, a through and a left-turn lane. Where nothing
+    counts them, the through lane carries ``STRAIGHT_WEIGHT`` times what each turn lane does
+    (not a third each), in the turning ratios and in what reaches each lane's point queue."""
+    net = compile_network(resco_dir / "grid4x4" / "grid4x4.net.xml")
+    e_ = Estimator(net)
+    m = e_.model
+    k = net.edge_index["left2A2"]
+    lanes = net.edge_lane_idx[net.edge_lane_ptr[k]:net.edge_lane_ptr[k + 1]]
+    moves = net.graph.graph["movements"]
+    weight = {}  # turn -> the direction weight of the one lane that takes it
+    for mv in range(net.n_movements):
+        if net.move_in_lane[mv] in lanes:
+            t = int(np.flatnonzero((m.turn_from == k) & (m.turn_to == net.lane_edge[net.move_out_lane[mv]]))[0])
+            weight[t] = est.DIRECTION_WEIGHT.get(moves[mv]["direction"], 1.0)
+    assert sorted(weight.values()) == [1.0, 1.0, est.STRAIGHT_WEIGHT]
+    n = net.n_lanes
+    obs = LaneObservations(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n, bool),
+                           np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), 1.0)
+    e_.update(obs)
+    total = sum(weight.values())
+    for t, w in weight.items():
+        assert e_.turn_ratios[t] == pytest.approx(w / total, rel=1e-9)
+    np.testing.assert_allclose(sorted(m.lane_prior[lanes]), sorted(w / total for w in weight.values()))
