@@ -59,7 +59,12 @@ Per edge (``_estimate_edges``), every tick:
    edge holds ``floor(L n / JAM_SPACING_M)`` standing vehicles; what a measured or point queue
    has beyond that (a point queue up to ``spill_caps``: what the edge and its feeders hold, at
    least ``SPILL_STORAGES`` times the edge) spills back onto the unsignalised edges feeding it,
-   shared as their turn flows into it. Other unobserved edges have none.
+   shared as their turn flows into it. An edge without a camera whose movements give way at a
+   junction without a signal (the network's right of way: ``yields_to``) also holds, per lane,
+   the queue of its flow against its gap-acceptance capacity through the streams it gives way
+   to (``_give_way_queue``: critical gap ``GIVE_WAY_CRITICAL_GAP_S``, follow-up
+   ``GIVE_WAY_FOLLOW_UP_S``, the HCM's values for a minor street; the HCM delay formula over
+   ``GIVE_WAY_PERIOD_H``). Other unobserved edges have none.
 5. Conditions from flow ``q`` and queue ``Q``: travel time ``(L - Q s / n) / v_c + Q / q``
    (cruise over the free part, then by Little's law the mean wait of a vehicle in the queue),
    space-mean speed ``L / tt``, density ``q tt / L``; for signalised approaches the control delay
@@ -98,6 +103,9 @@ SATURATION_VPH_PER_LANE = 1800.0
 SPILL_STORAGES = 3.0  # a point queue grows to at least this many times what its edge holds (``spill_caps``)
 CRUISE_FACTOR = 0.9  # mean running speed over the free part of an edge, relative to the limit
 MIN_DELAY_FLOW_VPH = 60.0  # flow below which Little's law no longer gives a usable wait
+GIVE_WAY_CRITICAL_GAP_S = 6.5  # gap acceptance at junctions without a signal (``_give_way_capacity``)
+GIVE_WAY_FOLLOW_UP_S = 3.5
+GIVE_WAY_PERIOD_H = 0.25  # analysis period of the HCM delay formula
 MINUTE_NS = 60 * 10**9
 # prior weight of a connection by SUMO direction (s straight, r/l right/left, R/L partial, t U-turn)
 STRAIGHT_WEIGHT = 2.0  # through traffic is the likelier way out of a shared lane
@@ -211,6 +219,48 @@ def _green_share(ln, lane_lt_ptr, lt_weight, lt_share, lt_link_ptr, lt_link_idx,
     return frac if n > 0 else 1.0
 
 
+@njit(cache=True, inline="always")
+def _give_way_capacity(vc):
+    """Gap acceptance: vehicles per hour that can enter through a stream of ``vc`` veh/h they give
+    way to (Siegloch, as the HCM: ``vc e^(-vc tc) / (1 - e^(-vc tf))``)."""
+    if vc < 1.0:
+        return 3600.0 / GIVE_WAY_FOLLOW_UP_S
+    return vc * np.exp(-vc * GIVE_WAY_CRITICAL_GAP_S / 3600.0) / (1.0 - np.exp(-vc * GIVE_WAY_FOLLOW_UP_S / 3600.0))
+
+
+@njit(cache=True)
+def _give_way_queue(e, flow_s, edge_lane_ptr, edge_lane_idx, exit_lanes, lane_share, lane_lt_ptr, lt_weight, lt_share,
+                    lt_yield_ptr, lt_yield_idx, turn_from, R):
+    """Vehicles waiting on edge ``e`` to give way at a junction without a signal: per lane, its flow
+    against the capacity its movements have through the streams they give way to (each stream
+    its source edge's smoothed flow times its turning ratio; a shared lane at the harmonic mean
+    of its movements' capacities as its split weighs them), by the HCM delay formula over
+    ``GIVE_WAY_PERIOD_H`` (the M/M/1 wait below capacity, growing past it) and Little's law."""
+    nl = max(edge_lane_ptr[e + 1] - edge_lane_ptr[e], 1)
+    q = max(flow_s[e], 0.0)
+    total = 0.0
+    for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
+        ln = edge_lane_idx[k]
+        v = q * (lane_share[ln] if exit_lanes[e] > 0 else 1.0 / nl)
+        inv = 0.0
+        for j in range(lane_lt_ptr[ln], lane_lt_ptr[ln + 1]):
+            if lt_weight[j] <= 0 or lt_yield_ptr[j + 1] == lt_yield_ptr[j]:
+                continue
+            vc = 0.0
+            for m in range(lt_yield_ptr[j], lt_yield_ptr[j + 1]):
+                t = lt_yield_idx[m]
+                vc += max(flow_s[turn_from[t]], 0.0) * R[t]
+            inv += lt_share[j] / _give_way_capacity(vc)
+        if inv <= 0.0 or v <= 0.0:
+            continue
+        c = 1.0 / inv
+        x = v / c
+        T = GIVE_WAY_PERIOD_H
+        wait = 900.0 * T * ((x - 1.0) + np.sqrt((x - 1.0) ** 2 + 3600.0 / c * x / (450.0 * T)))
+        total += v * wait / 3600.0
+    return total
+
+
 @njit(cache=True)
 def _estimate_edges(
     dt, minute_done,
@@ -219,7 +269,7 @@ def _estimate_edges(
     # static arrays
     edge_lane_ptr, edge_lane_idx, lane_len, e_len, e_nlanes, e_vfree, e_signal, e_storage, e_spill_cap,
     turn_from, turn_to, tin_ptr, tin_idx, tout_ptr, tout_idx, lt_lane, lt_turn, lt_weight, lane_ndest, lane_wsum, lane_prior,
-    lane_link_ptr, lane_link_idx, lane_lt_ptr, lt_link_ptr, lt_link_idx,
+    lane_link_ptr, lane_link_idx, lane_lt_ptr, lt_link_ptr, lt_link_idx, e_give_way, lt_yield_ptr, lt_yield_idx,
     # solver state
     lt_cnt, lt_share, lane_share, R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
@@ -458,6 +508,9 @@ def _estimate_edges(
                     n_in = tin_ptr[e + 1] - tin_ptr[e]
                     share = y[t] / s_in[e] if s_in[e] > 1e-9 else 1.0 / max(n_in, 1)
                     sp += spill[e] * min(max(share, 0.0), 1.0)
+            if e_give_way[i]:
+                sp += _give_way_queue(i, flow_s, edge_lane_ptr, edge_lane_idx, exit_lanes, lane_share, lane_lt_ptr,
+                                      lt_weight, lt_share, lt_yield_ptr, lt_yield_idx, turn_from, R)
             queue_now[i] = -1.0 - min(sp, e_storage[i])  # marked: filled below, after every edge's spill is read
     for e in range(n_edges):
         q = max(flow_s[e], 0.0)
@@ -507,6 +560,9 @@ class EdgeModel:
     lane_lt_ptr: np.ndarray  # CSR over lanes into the (lane, turn) pairs (sorted by lane)
     lt_link_ptr: np.ndarray  # CSR over (lane, turn) pairs: signal links of the pair's connections
     lt_link_idx: np.ndarray
+    e_give_way: np.ndarray  # bool[n_edges] some movement of the edge gives way at a junction without a signal
+    lt_yield_ptr: np.ndarray  # CSR over (lane, turn) pairs: the turns whose streams the pair's movements
+    lt_yield_idx: np.ndarray  # give way to there (by the junction's right of way)
 
 
 def spill_caps(storage: np.ndarray, turn_from: np.ndarray, turn_to: np.ndarray) -> np.ndarray:
@@ -570,6 +626,18 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     for j, link in zip(np.searchsorted(lane_turn, move_code[sig]).tolist(), net.move_link[sig].tolist()):
         pair_links[j].add(int(link))
     plk_ptr, plk_idx = csr([sorted(x) for x in pair_links])
+    # the streams each pair gives way to at a junction without a signal, as turns
+    moves = net.graph.graph.get("movements", [])
+    pair_yields: list[set[int]] = [set() for _ in range(len(lane_turn))]
+    if len(moves) == net.n_movements:
+        for k in np.flatnonzero(keep).tolist():
+            for k2 in moves[k].get("yields_to", ()):
+                if keep[k2]:
+                    j = int(np.searchsorted(lane_turn, move_code[k]))
+                    pair_yields[j].add(int(np.searchsorted(pairs, src_edge[k2] * ne + dst_edge[k2])))
+    ly_ptr, ly_idx = csr([sorted(x) for x in pair_yields])
+    give_way = np.zeros(ne, dtype=np.bool_)
+    give_way[net.lane_edge[lt_lane[(np.diff(ly_ptr) > 0) & (lt_weight > 0)]]] = True
     lane_lt_ptr = np.zeros(nl + 1, dtype=np.int64)
     lane_lt_ptr[1:] = np.cumsum(np.bincount(lt_lane, minlength=nl))
     e_signal = np.zeros(ne, dtype=np.bool_)
@@ -582,6 +650,7 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
         tout_idx=tout_idx, lt_lane=lt_lane, lt_turn=lt_turn, lt_weight=lt_weight, lane_ndest=lane_ndest,
         lane_wsum=lane_wsum, lane_prior=lane_prior,
         lane_link_ptr=ll_ptr, lane_link_idx=ll_idx, lane_lt_ptr=lane_lt_ptr, lt_link_ptr=plk_ptr, lt_link_idx=plk_idx,
+        e_give_way=give_way, lt_yield_ptr=ly_ptr, lt_yield_idx=ly_idx,
     )
 
 
@@ -691,7 +760,7 @@ class Estimator:
             net.edge_lane_ptr, net.edge_lane_idx, net.lane_length_m, net.edge_length_m, m.e_nlanes, net.edge_speed_mps, m.e_signal,
             m.e_storage, m.e_spill_cap, m.turn_from, m.turn_to, m.tin_ptr, m.tin_idx, m.tout_ptr, m.tout_idx, m.lt_lane,
             m.lt_turn, m.lt_weight, m.lane_ndest, m.lane_wsum, m.lane_prior, m.lane_link_ptr, m.lane_link_idx,
-            m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, self._lt_cnt, self._lt_share, self._lane_share, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
+            m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, m.e_give_way, m.lt_yield_ptr, m.lt_yield_idx, self._lt_cnt, self._lt_share, self._lane_share, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
             s.lane_vehicles, s.lane_queue_veh, s.lane_observed,

@@ -110,6 +110,7 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
             g.add_edge(u, v, **data)
 
     movements = []
+    move_conns = []  # the sumolib connection of each movement
     # (tls, link) -> list of (node, junction-local index, to-lane id); and its clearance need
     link_conns: dict[tuple[str, int], list] = {}
     link_from: dict[tuple[str, int], set] = {}  # (tls, link) -> its entry lanes
@@ -151,6 +152,8 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
                             "direction": conn.getDirection(),
                         }
                     )
+                    move_conns.append(conn)
+    _unsignalised_yields(movements, move_conns)
 
     signals = {}
     for tl in net.getTrafficLights():
@@ -177,6 +180,21 @@ def read_sumo_net(path: str | Path, *, permissive_turns: bool = True) -> nx.DiGr
 
     g.graph.update(edges=edges, lanes=lanes, movements=movements, signals=signals, link_internal_lanes=link_internal)
     return g
+
+
+def _unsignalised_yields(movements: list[dict], conns: list) -> None:
+    """``yields_to`` of each movement through a junction without a signal: the movements (indices
+    into ``movements``) that the junction's right of way (its ``request`` rows) puts first."""
+    at: dict[str, list[int]] = {}
+    for k, mv in enumerate(movements):
+        if mv["tls"] is None:
+            at.setdefault(mv["junction"], []).append(k)
+    for ks in at.values():
+        node = conns[ks[0]].getFrom().getToNode()
+        for k in ks:
+            first = [j for j in ks if j != k and node.forbids(conns[j], conns[k])]
+            if first:
+                movements[k]["yields_to"] = first
 
 
 def _signal(tls_id: str, n_links: int, programs: list[list[str]], link_conns: dict,

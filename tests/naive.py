@@ -374,6 +374,7 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
     dests = {}  # lane -> {edge its connections reach: prior weight of the likeliest direction}
     links = {}  # lane -> signal links of its connections
     pair_links = {}  # (lane, edge reached) -> signal links of those connections
+    pair_yields = {}  # (lane, edge reached) -> turns (edge, edge) whose streams it gives way to
     moves = net.graph.graph["movements"]
     for m in range(net.n_movements):
         a, b = int(net.move_in_lane[m]), int(net.move_out_lane[m])
@@ -385,6 +386,11 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
             links.setdefault(a, set()).add(int(net.move_link[m]))
             if net.lane_edge[a] != net.lane_edge[b]:
                 pair_links.setdefault((a, int(net.lane_edge[b])), set()).add(int(net.move_link[m]))
+        if net.lane_edge[a] != net.lane_edge[b]:
+            for m2 in moves[m].get("yields_to", ()):  # at a junction without a signal
+                a2, b2 = int(net.lane_edge[net.move_in_lane[m2]]), int(net.lane_edge[net.move_out_lane[m2]])
+                if a2 != b2:
+                    pair_yields.setdefault((a, int(net.lane_edge[b])), set()).add((a2, b2))
     observed, queue_now, spill = {}, {}, {}
     for e in E:
         counts = [obs.stop_count[x] if obs.stop_seen[x] else obs.upstream_count[x] if obs.upstream_seen[x] else None
@@ -525,6 +531,27 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
                 Q += st["lpq"][ln]
             queue_now[e] = min(Q, storage[e])
             spill[e] = Q - queue_now[e]
+    def give_way_queue(i):
+        """Per lane: its flow against its movements' gap-acceptance capacity through the streams
+        they give way to, by the HCM delay formula and Little's law."""
+        q = max(st["flow_s"][i], 0)
+        exits = any(x in lane_share for x in lanes_of[i])
+        total = 0.0
+        for x in lanes_of[i]:
+            v = q * lane_share.get(x, 0.0) if exits else q / len(lanes_of[i])
+            inv = 0.0
+            for f, w in dests.get(x, {}).items():
+                if w > 0 and pair_yields.get((x, f)):
+                    vc = sum(max(st["flow_s"][a], 0) * ratio.get((a, b), 0.0) for a, b in pair_yields[x, f])
+                    cap = (3600 / est.GIVE_WAY_FOLLOW_UP_S if vc < 1 else vc * math.exp(-vc * est.GIVE_WAY_CRITICAL_GAP_S / 3600)
+                           / (1 - math.exp(-vc * est.GIVE_WAY_FOLLOW_UP_S / 3600)))
+                    inv += lane_split(x, f, w) / cap
+            if inv > 0 and v > 0:
+                c, T = 1 / inv, est.GIVE_WAY_PERIOD_H
+                wait = 900 * T * ((v / c - 1) + math.sqrt((v / c - 1) ** 2 + 3600 / c * (v / c) / (450 * T)))
+                total += v * wait / 3600
+        return total
+
     spilled = {}
     for i in E:
         if queue_now[i] is None:
@@ -533,7 +560,7 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
                 if spill[f] > 0:
                     share = y.get((i, f), 0.0) / s_in(f) if s_in(f) > 1e-9 else 1 / max(len(into[f]), 1)
                     sp += spill[f] * min(max(share, 0.0), 1.0)
-            spilled[i] = min(sp, storage[i])
+            spilled[i] = min(sp + give_way_queue(i), storage[i])
     for e in E:
         q = max(st["flow_s"][e], 0)
         if e in spilled:

@@ -333,3 +333,31 @@ def test_an_uncounted_edge_shares_its_flow_among_lanes_as_their_directions_weigh
     for t, w in weight.items():
         assert e_.turn_ratios[t] == pytest.approx(w / total, rel=1e-9)
     np.testing.assert_allclose(sorted(m.lane_prior[lanes]), sorted(w / total for w in weight.values()))
+
+
+def test_a_minor_approach_queues_to_give_way_as_the_major_stream_grows(resco_dir):
+    """ingolstadt1's 391891458#0 gives way to 653473569#5 where both merge into 164051413 (a
+    junction without a signal, by the network's right of way). Counted but without a camera,
+    it holds the gap-acceptance queue of its flow: more the more the major stream carries
+    (that the kernel computes it as written is the reference test's part)."""
+    net = compile_network(resco_dir / "ingolstadt1" / "ingolstadt1.net.xml")
+    minor, major = net.edge_index["391891458#0"], net.edge_index["653473569#5"]
+    m = est.edge_model(net)
+    assert m.e_give_way[minor] and not m.e_give_way[major]
+    n = net.n_lanes
+
+    def minute_queue(major_vph: float) -> float:
+        e_ = Estimator(net)
+        for tick in range(1, 62):
+            obs = LaneObservations(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n, bool),
+                                   np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), 1.0)
+            for k, vph in ((minor, 300.0), (major, major_vph)):
+                ls = net.edge_lane_idx[net.edge_lane_ptr[k]:net.edge_lane_ptr[k + 1]]
+                obs.stop_seen[ls] = True
+                obs.stop_count[ls] = vph / 3600 / len(ls)
+            st = e_.update(obs, tick * 10**9)
+        assert st.minute_end_ns == est.MINUTE_NS and st.edge_observed[minor]
+        return float(st.minute_queue_veh[minor])
+
+    quiet, busy = minute_queue(0.0), minute_queue(1500.0)
+    assert 0.0 < quiet < busy

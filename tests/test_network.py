@@ -388,3 +388,17 @@ def test_camera_views_follow_every_branch_a_queue_backs_into(resco_dir, name):
         cam = next(c for c in cams if c.id == "C:200818108#0")
         assert any("8197886#0_0" in lanes for _, _, lanes in cam.branches)
         assert branches > 0
+
+
+def test_movements_without_a_signal_know_whom_they_give_way_to(resco_dir):
+    """ingolstadt1's side road 391891458#0 merges into 164051413 giving way to the main road
+    653473569#5 (the junction's right of way); the main road gives way to nobody there, and
+    movements a signal controls carry no such list (their signal says who goes)."""
+    g = read_sumo_net(resco_dir / "ingolstadt1" / "ingolstadt1.net.xml")
+    moves = g.graph["movements"]
+    by = {(m["from_lane"], m["to_lane"]): k for k, m in enumerate(moves)}
+    side = moves[by["391891458#0_1", "164051413_1"]]
+    assert by["653473569#5_1", "164051413_1"] in side["yields_to"]
+    assert not moves[by["653473569#5_1", "164051413_1"]].get("yields_to")
+    assert all(not m.get("yields_to") for m in moves if m["tls"] is not None)
+    assert all(moves[j]["junction"] == m["junction"] for m in moves for j in m.get("yields_to", ()))
