@@ -73,9 +73,8 @@ was dropped by detector health) by its two loops, as a lane without a camera: th
 balances what they count in and out. A lane not to be trusted is on recall: its weight is what
 its upstream loop counted since its last green, at least ``recall_veh`` and what it averaged
 while trusted (on grid4x4, a generous guess such as one vehicle per 10 s of red starved the
-trusted lanes: 68.7 s time loss against 40.7 s with 20 % of detectors failed), and, where no
-camera reports, at least what the estimator makes of it (a lane its stop-bar loop still counts:
-its point queue against the signals shown); as an exit lane it weighs only that average; a green serving it never ends early; its working loops still
+trusted lanes: 68.7 s time loss against 40.7 s with 20 % of detectors failed); as an exit lane
+it weighs only that average; a green serving it never ends early; its working loops still
 extend greens.
 """
 
@@ -177,11 +176,8 @@ def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_cou
             w_exit[i] = w[i]
         else:
             # on recall: what its upstream loop counted since its last green, at least recall_veh
-            # and what it averaged while trusted (a generous guess starves the trusted lanes);
-            # with no camera reporting, at least the estimator's (its point queue on the counts)
+            # and what it averaged while trusted (a generous guess starves the trusted lanes)
             w[i] = max(w_avg[i], recall_veh, arrivals[i])
-            if not (has_cam[i] and now_ns - seen_ns[i, 0] <= fail_after_ns):
-                w[i] = max(w[i], queue[i] + moving_weight * max(vehicles[i] - queue[i], 0.0))
             extend[i] = passing
             standing[i] = True  # unknown: as if a queue stood there
             w_exit[i] = w_avg[i]  # (the recall guess must not hold back the streams that feed it)

@@ -3,8 +3,7 @@
 Per lane (``_estimate_lanes``): vehicles near the stop line (what pressure-based control
 weighs), the standing queue, smoothed flow and speed. A camera gives vehicles and queue
 directly; where only loops exist the lane's content is a storage balance (upstream count in,
-stop-bar count out); a lane only its stop-bar loop counts (no camera, no upstream loop, or they
-failed) has its own point queue of step 4 on a signalised approach. Speed comes from the loop where it measures it (double loop, camera),
+stop-bar count out). Speed comes from the loop where it measures it (double loop, camera),
 otherwise from occupancy and an effective vehicle length (single loop): ``v = n L / (occ dt)``.
 
 Per edge (``_estimate_edges``), every tick:
@@ -148,7 +147,7 @@ class NetworkState:
 
 @njit(cache=True)
 def _estimate_lanes(dt, stop_count, stop_seen, stop_occ, up_count, up_seen, speed, cam_veh, cam_queue,
-                    lane_len, free_speed, vehicles, queue, flow, spd, observed, measured):
+                    lane_len, free_speed, vehicles, queue, flow, spd, observed):
     a_flow = min(1.0, dt / FLOW_TAU_S)
     a_speed = min(1.0, dt / SPEED_TAU_S)
     for i in range(vehicles.size):
@@ -163,7 +162,6 @@ def _estimate_lanes(dt, stop_count, stop_seen, stop_occ, up_count, up_seen, spee
         if not np.isnan(v):
             spd[i] += a_speed * (v - spd[i])
         cap = max(1.0, min(lane_len[i], CAMERA_RANGE_M) / JAM_SPACING_M)
-        measured[i] = True
         if not np.isnan(cam_veh[i]):
             seen = True
             vehicles[i] = cam_veh[i]
@@ -173,8 +171,6 @@ def _estimate_lanes(dt, stop_count, stop_seen, stop_occ, up_count, up_seen, spee
             n = vehicles[i] + up_count[i] - stop_count[i]
             vehicles[i] = min(max(n, 0.0), cap)
             queue[i] = vehicles[i] if stop_count[i] == 0 and vehicles[i] > 0 else 0.5 * vehicles[i]
-        else:
-            measured[i] = False  # (a stop-bar loop alone counts the lane's flow, not what stands on it)
         if np.isnan(v):
             # no speed measured: a standing queue slows the lane, an empty one runs free
             target = free_speed[i] * (1.0 - min(1.0, queue[i] / cap))
@@ -277,7 +273,7 @@ def _estimate_edges(
     # solver state
     lt_cnt, lt_share, lane_share, R, Rs, slot_turn, slot_count, turn_now, turn_s, slots_seen, slots_all, exit_flow, exit_lanes, x, y, s_in, s_out, ra, rb, co1, co2, co3, cod, ci1, ci2, ci3, cid, cam, prior,
     # outputs and smoothed state
-    lane_vehicles, lane_queue, lane_observed, lane_measured,
+    lane_vehicles, lane_queue, lane_observed,
     observed, flow_now, flow_s, flow_pub, queue_now, lane_pq, spill, queue_s, tt, speed, density, delay, los,
     acc_flow, acc_queue, acc_time, m_flow, m_queue, m_tt, m_speed, m_density, m_delay, m_los,
 ):
@@ -525,29 +521,15 @@ def _estimate_edges(
         tt[e], speed[e], density[e], delay[e], los[e] = _conditions(
             q, queue_s[e], e_len[e], e_nlanes[e], e_vfree[e], e_signal[e], e_storage[e])
         lanes = edge_lane_ptr[e + 1] - edge_lane_ptr[e]
-        zone = min(e_len[e], CAMERA_RANGE_M)
-        point = e_signal[e]  # the edge's lanes ran point queues this tick (no camera on every lane)
-        if point:
-            n_cam = 0
-            for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
-                if not np.isnan(cam_queue[edge_lane_idx[k]]):
-                    n_cam += 1
-            point = n_cam < lanes
         for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
             ln = edge_lane_idx[k]
             if not lane_observed[ln] and lanes > 0:
                 # what a camera over the last 100 m would see: the queue, and the moving vehicles
+                zone = min(e_len[e], CAMERA_RANGE_M)
                 moving = q * max(zone - queue_s[e] * JAM_SPACING_M / lanes, 0.0) / max(e_vfree[e], 0.5) / 3600.0
                 lane_queue[ln] = queue_s[e] / lanes
                 lane_vehicles[ln] = (queue_s[e] + moving) / lanes
                 lane_flow[ln] = q / lanes
-            elif not lane_measured[ln] and lanes > 0:
-                # counted, but nothing sees what stands on it (no camera, no second loop to balance
-                # with, or they failed): its own point queue, and its counted flow moving
-                lq = lane_pq[ln] if point else queue_s[e] / lanes
-                moving = lane_flow[ln] * max(zone - lq * JAM_SPACING_M, 0.0) / max(e_vfree[e], 0.5) / 3600.0
-                lane_queue[ln] = lq
-                lane_vehicles[ln] = lq + moving
         acc_flow[e] += x[e] * dt
         acc_queue[e] += queue_now[e] * dt
     acc_time[0] += dt
@@ -716,7 +698,6 @@ class Estimator:
         self._lt_cnt = np.zeros(m.lt_lane.size)  # stop-bar counts a lone open movement explains, decayed
         self._lt_share = np.zeros(m.lt_lane.size)  # each lane's split among its turns, this tick
         self._lane_share = np.zeros(nl)  # each lane's share of its edge's flow, this tick
-        self._lane_measured = np.zeros(nl, dtype=np.bool_)  # a camera, or both loops, saw its content
         self._R = np.zeros(m.turn_from.size)
         self._Rs = np.zeros(m.turn_from.size)
         self._y = np.zeros(m.turn_from.size)
@@ -770,7 +751,7 @@ class Estimator:
             dt, obs.stop_count, obs.stop_seen, obs.stop_occupancy, obs.upstream_count, obs.upstream_seen,
             obs.speed_mps, obs.camera_vehicles, obs.camera_queue_veh, net.lane_length_m,
             net.lane_speed_mps, s.lane_vehicles, s.lane_queue_veh, s.lane_flow_vph, s.lane_speed_mps,
-            s.lane_observed, self._lane_measured,
+            s.lane_observed,
         )
         _estimate_edges(
             dt, minute_done,
@@ -782,7 +763,7 @@ class Estimator:
             m.lane_lt_ptr, m.lt_link_ptr, m.lt_link_idx, m.e_give_way, m.lt_yield_ptr, m.lt_yield_idx, self._lt_cnt, self._lt_share, self._lane_share, self._R, self._Rs, self._slot_turn(obs), np.asarray(obs.turn_count, dtype=np.float64), self._turn_now,
             self._turn_s, self._slots_seen, self._slots_all, self._exit_flow, self._exit_lanes,
             s.edge_flow_now_vph, self._y, self._s_in, self._s_out, self._ra, self._rb, *self._coef, self._prior,
-            s.lane_vehicles, s.lane_queue_veh, s.lane_observed, self._lane_measured,
+            s.lane_vehicles, s.lane_queue_veh, s.lane_observed,
             s.edge_observed, s.edge_flow_now_vph, self._flow_s, s.edge_flow_vph, self._queue_now, self._lane_pq, self._spill, s.edge_queue_veh,
             s.edge_travel_time_s, s.edge_speed_mps, s.edge_density_vpkm, s.edge_delay_s, s.edge_los,
             self._acc_flow, self._acc_queue, self._acc_time, s.minute_flow_vph, s.minute_queue_veh,

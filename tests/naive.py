@@ -570,17 +570,11 @@ def edges_step(net, dt, obs, lane_flow, lane_observed, green, st, est, go=None):
         st["acc_flow"][e] += x[e] * dt
         st["acc_queue"][e] += queue_now[e] * dt
         n = len(lanes_of[e])
-        zone = min(net.edge_length_m[e], est.CAMERA_RANGE_M)
-        point = any(links.get(x) for x in lanes_of[e]) and any(math.isnan(obs.camera_queue_veh[x]) for x in lanes_of[e])
         for ln in lanes_of[e]:
             if not lane_observed[ln]:
+                zone = min(net.edge_length_m[e], est.CAMERA_RANGE_M)
                 moving = q * max(zone - st["queue_s"][e] * est.JAM_SPACING_M / n, 0) / max(net.edge_speed_mps[e], 0.5) / 3600
                 out["lane", ln] = (st["queue_s"][e] / n, (st["queue_s"][e] + moving) / n, q / n)
-            elif math.isnan(obs.camera_vehicles[ln]) and not (obs.upstream_seen[ln] and obs.stop_seen[ln]):
-                # counted, nothing sees what stands there: its own point queue, its counted flow moving
-                lq = st["lpq"].get(ln, 0.0) if point else st["queue_s"][e] / n
-                moving = lane_flow[ln] * max(zone - lq * est.JAM_SPACING_M, 0) / max(net.edge_speed_mps[e], 0.5) / 3600
-                out["lane", ln] = (lq, lq + moving, lane_flow[ln])
     st["acc_time"] += dt
     if st["minute_done"]:
         per_lane = sorted(out["m", e][0] / len(lanes_of[e]) for e in E if observed[e] and lanes_of[e])
@@ -717,10 +711,9 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg)
             if not stop_ok and not up_ok:
                 passing = queue[i] >= 0.5
             out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True, queue[i] >= 0.5, w))
-        else:  # on recall; with no camera reporting, at least what the estimator says
-            camera_on = has[0][i] and now - mem["seen_cam"][i] <= fail
-            out.append((max(mem["w_avg"][i], cfg.recall_veh, mem["arrivals"][i], -1.0 if camera_on else w), passing,
-                        False, True, mem["w_avg"][i]))
+        else:
+            out.append((max(mem["w_avg"][i], cfg.recall_veh, mem["arrivals"][i]), passing, False, True,
+                        mem["w_avg"][i]))
     return out
 
 

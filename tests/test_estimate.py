@@ -361,26 +361,3 @@ def test_a_minor_approach_queues_to_give_way_as_the_major_stream_grows(resco_dir
 
     quiet, busy = minute_queue(0.0), minute_queue(1500.0)
     assert 0.0 < quiet < busy
-
-
-def test_a_lane_only_its_stop_bar_loop_counts_shows_its_own_point_queue(net):
-    """Every lane of a signalised approach counted by its stop-bar loop alone (no camera, no
-    upstream loop: nothing sees what stands there), its signal red, vehicles counted on one lane
-    only: that lane's queue is its own point queue, growing with the flow its loop counts, and
-    the other lanes' stay empty; before, such a lane kept whatever queue it last had."""
-    m = est.edge_model(net)
-    e = next(k for k in range(net.n_edges) if m.e_signal[k] and net.edge_lane_ptr[k + 1] - net.edge_lane_ptr[k] >= 2)
-    lanes = net.edge_lane_idx[net.edge_lane_ptr[e]:net.edge_lane_ptr[e + 1]]
-    n = net.n_lanes
-    e_ = Estimator(net)
-    red = np.zeros(net.n_links, dtype=np.int8)
-    for tick in range(1, 121):
-        obs = LaneObservations(np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n), np.zeros(n, bool),
-                               np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan), 1.0)
-        obs.stop_seen[lanes] = True
-        obs.stop_count[lanes[0]] = 1.0 if tick % 6 == 0 else 0.0  # 600 veh/h on the first lane
-        st = e_.update(obs, tick * 10**9, red)
-    assert st.edge_observed[e]
-    q = st.lane_queue_veh[lanes]
-    assert q[0] > 1.0 and np.all(q[1:] == 0.0)
-    assert q[0] == pytest.approx(e_._lane_pq[lanes[0]])
