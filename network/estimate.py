@@ -200,6 +200,24 @@ def _conditions(q, Q, length, nlanes, vfree, signal, storage):
 
 
 @njit(cache=True, inline="always")
+def _may_go(j, lt_link_ptr, lt_link_idx, link_mask):
+    """Whether (lane, turn) pair ``j`` may go where ``link_mask`` holds: some signal link of its
+    connections does, or it has none (a movement without a signal always may)."""
+    if lt_link_ptr[j + 1] == lt_link_ptr[j]:
+        return True
+    for k in range(lt_link_ptr[j], lt_link_ptr[j + 1]):
+        if link_mask[lt_link_idx[k]]:
+            return True
+    return False
+
+
+@njit(cache=True, inline="always")
+def _lane_part(e, ln, edge_lane_ptr, exit_lanes, lane_share):
+    """The share of edge ``e``'s flow on its lane ``ln``: step 2's, evenly where no lane has exits."""
+    return lane_share[ln] if exit_lanes[e] > 0 else 1.0 / max(edge_lane_ptr[e + 1] - edge_lane_ptr[e], 1)
+
+
+@njit(cache=True, inline="always")
 def _green_share(ln, lane_lt_ptr, lt_weight, lt_share, lt_link_ptr, lt_link_idx, link_green):
     """The share of lane ``ln``'s flow whose movement shows green (or has no signal): the rate
     at which a green lane discharges, since a vehicle for a red movement at its head holds the
@@ -210,11 +228,7 @@ def _green_share(ln, lane_lt_ptr, lt_weight, lt_share, lt_link_ptr, lt_link_idx,
         if lt_weight[j] <= 0:
             continue
         n += 1
-        go = lt_link_ptr[j + 1] == lt_link_ptr[j]
-        for k in range(lt_link_ptr[j], lt_link_ptr[j + 1]):
-            if link_green[lt_link_idx[k]]:
-                go = True
-        if go:
+        if _may_go(j, lt_link_ptr, lt_link_idx, link_green):
             frac += lt_share[j]
     return frac if n > 0 else 1.0
 
@@ -236,12 +250,11 @@ def _give_way_queue(e, flow_s, edge_lane_ptr, edge_lane_idx, exit_lanes, lane_sh
     its source edge's smoothed flow times its turning ratio; a shared lane at the harmonic mean
     of its movements' capacities as its split weighs them), by the HCM delay formula over
     ``GIVE_WAY_PERIOD_H`` (the M/M/1 wait below capacity, growing past it) and Little's law."""
-    nl = max(edge_lane_ptr[e + 1] - edge_lane_ptr[e], 1)
     q = max(flow_s[e], 0.0)
     total = 0.0
     for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
         ln = edge_lane_idx[k]
-        v = q * (lane_share[ln] if exit_lanes[e] > 0 else 1.0 / nl)
+        v = q * _lane_part(e, ln, edge_lane_ptr, exit_lanes, lane_share)
         inv = 0.0
         for j in range(lane_lt_ptr[ln], lane_lt_ptr[ln + 1]):
             if lt_weight[j] <= 0 or lt_yield_ptr[j + 1] == lt_yield_ptr[j]:
@@ -335,11 +348,7 @@ def _estimate_edges(
             if lt_weight[j] <= 0:
                 continue
             n_flow += 1
-            go = lt_link_ptr[j + 1] == lt_link_ptr[j]  # a movement without a signal always may go
-            for k in range(lt_link_ptr[j], lt_link_ptr[j + 1]):
-                if link_open[lt_link_idx[k]]:
-                    go = True
-            if go:
+            if _may_go(j, lt_link_ptr, lt_link_idx, link_open):
                 n_open += 1
                 j_open = j
         if n_flow >= 2 and n_open == 1 and stop_seen[ln] and stop_count[ln] > 0:
@@ -486,7 +495,7 @@ def _estimate_edges(
             Q = 0.0
             for k in range(edge_lane_ptr[e], edge_lane_ptr[e + 1]):
                 ln = edge_lane_idx[k]
-                arrive = max(flow_s[e], 0.0) * (lane_share[ln] if exit_lanes[e] > 0 else 1.0 / nl)
+                arrive = max(flow_s[e], 0.0) * _lane_part(e, ln, edge_lane_ptr, exit_lanes, lane_share)
                 g = 1.0 if lane_link_ptr[ln + 1] == lane_link_ptr[ln] else 0.0  # no signal on this lane
                 for j in range(lane_link_ptr[ln], lane_link_ptr[ln + 1]):
                     if link_green[lane_link_idx[j]]:
@@ -631,10 +640,10 @@ def edge_model(net: CompiledNetwork) -> EdgeModel:
     pair_yields: list[set[int]] = [set() for _ in range(len(lane_turn))]
     if len(moves) == net.n_movements:
         for k in np.flatnonzero(keep).tolist():
-            for k2 in moves[k].get("yields_to", ()):
-                if keep[k2]:
-                    j = int(np.searchsorted(lane_turn, move_code[k]))
-                    pair_yields[j].add(int(np.searchsorted(pairs, src_edge[k2] * ne + dst_edge[k2])))
+            first = [k2 for k2 in moves[k].get("yields_to", ()) if keep[k2]]
+            if first:
+                j = int(np.searchsorted(lane_turn, move_code[k]))
+                pair_yields[j].update(np.searchsorted(pairs, src_edge[first] * ne + dst_edge[first]).tolist())
     ly_ptr, ly_idx = csr([sorted(x) for x in pair_yields])
     give_way = np.zeros(ne, dtype=np.bool_)
     give_way[net.lane_edge[lt_lane[(np.diff(ly_ptr) > 0) & (lt_weight > 0)]]] = True
