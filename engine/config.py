@@ -71,7 +71,7 @@ class AdaptiveParams(_Conf):
     fail_after_s: float = 10.0
     stuck_after_s: float = 120.0
     blind_veh: float = 3.0
-    recall_veh: float = 0.5
+    recall_veh: float = 0.01
     average_tau_s: float = 600.0
     commit_s: float = 0.0  # > 0: planned mode, green ends and successors committed this far ahead
     plan_lost_s: float = 2.0

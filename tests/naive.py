@@ -667,7 +667,7 @@ def actuated(net, obs, vehicles, healthy, target, active, active_since, now, min
                 break
 
 
-def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg):
+def adaptive_weights(net, obs, vehicles, queue, flow, healthy, has, now, dt, mem, cfg):
     """Per lane (weight, extends, trusted, standing) as controllers.adaptive says it in words;
     ``has`` = (has_camera, has_stop_loop, has_upstream_loop); ``mem`` (dict of per-lane lists:
     seen_cam, seen_stop, seen_up, last_stop_count, cam_last, cam_changed, cam_blind, w_avg, and
@@ -706,6 +706,8 @@ def adaptive_weights(net, obs, vehicles, queue, healthy, has, now, dt, mem, cfg)
         passing = (stop_ok and obs.stop_count[i] > 0) or (up_ok and obs.upstream_count[i] > 0)
         if up_ok:
             mem["arrivals"][i] += obs.upstream_count[i]
+        elif not ok:  # no loop counts what arrives: the estimated flow brings it
+            mem["arrivals"][i] += flow[i] * dt / 3600.0
         if ok:
             mem["w_avg"][i] += a * (w - mem["w_avg"][i])
             if not stop_ok and not up_ok:
