@@ -459,7 +459,8 @@ def test_every_committed_change_happens_when_published(small_scenario, commit_s)
     for k in range(1, 400):
         now = k * NS
         vehicles = np.clip(vehicles + rng.poisson(0.15, net.n_lanes) - rng.poisson(0.15, net.n_lanes), 0, 30)
-        state = SimpleNamespace(lane_vehicles=vehicles.astype(float), lane_queue_veh=0.6 * vehicles)
+        state = SimpleNamespace(lane_vehicles=vehicles.astype(float), lane_queue_veh=0.6 * vehicles,
+                                lane_flow_vph=np.full(net.n_lanes, 0.15 * 3600.0))
         ctl.decide(state, safety.active_phase, safety.active_since_ns, now, target)
         safety.enforce(target, now)
         changed = np.flatnonzero(safety.link_state != last)
