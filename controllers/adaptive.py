@@ -125,12 +125,13 @@ class AdaptiveConfig:
 
 @njit(cache=True)
 def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_count, stop_occ, stop_seen, up_count,
-                 up_seen, cam_veh, vehicles, queue, flow_vph, moving_weight, free_flow_extends, fail_after_ns, stuck_after_ns,
-                 blind_veh, recall_veh, average_tau_s, seen_ns, last_stop_count_ns, cam_last,
+                 up_seen, cam_veh, vehicles, queue, flow_vph, moving_weight, free_flow_extends, fail_after_ns,
+                 stuck_after_ns, blind_veh, recall_veh, average_tau_s, seen_ns, last_stop_count_ns, cam_last,
                  cam_changed_ns, cam_blind, arrivals, w_avg, trusted, w, w_exit, extend, standing):
-    """Per lane: weight ``w`` (queue plus part of the moving vehicles, or the trusted average on
-    recall), whether a vehicle extends a green (``extend``), whether a queue may stand there
-    (``standing``) and whether the lane's weight is trusted. ``seen_ns`` is per lane and detector
+    """Per lane: weight ``w`` (queue plus part of the moving vehicles; on recall, what arrived since
+    its last green, counted or from the estimated ``flow_vph``), whether a vehicle extends a green
+    (``extend``), whether a queue may stand there (``standing``) and whether the lane's weight is
+    trusted. ``seen_ns`` is per lane and detector
     kind (camera, stop-bar loop, upstream loop): when it last reported."""
     a = min(1.0, dt / average_tau_s)
     for i in range(w.size):
@@ -453,11 +454,11 @@ class Adaptive:
         obs = self._obs if self._obs is not None else _no_observations(net.n_lanes)
         lane_weights(np.int64(now_ns), dt, self.entry, self.lane_healthy, self.has_camera, self.has_stop_loop,
                      self.has_upstream_loop, obs.stop_count, obs.stop_occupancy, obs.stop_seen, obs.upstream_count,
-                     obs.upstream_seen, obs.camera_vehicles, state.lane_vehicles, state.lane_queue_veh, state.lane_flow_vph, c.moving_weight,
-                     c.free_flow_extends, np.int64(c.fail_after_s * 1e9), np.int64(c.stuck_after_s * 1e9),
-                     c.blind_veh, c.recall_veh, c.average_tau_s, self.seen_ns, self.last_stop_count_ns,
-                     self.cam_last, self.cam_changed_ns, self.cam_blind, self.arrivals, self.w_avg, self.trusted,
-                     self.w, self.w_exit, self.extend, self.standing)
+                     obs.upstream_seen, obs.camera_vehicles, state.lane_vehicles, state.lane_queue_veh,
+                     state.lane_flow_vph, c.moving_weight, c.free_flow_extends, np.int64(c.fail_after_s * 1e9),
+                     np.int64(c.stuck_after_s * 1e9), c.blind_veh, c.recall_veh, c.average_tau_s, self.seen_ns,
+                     self.last_stop_count_ns, self.cam_last, self.cam_changed_ns, self.cam_blind, self.arrivals,
+                     self.w_avg, self.trusted, self.w, self.w_exit, self.extend, self.standing)
         _adaptive(np.int64(now_ns), self.w, self.w_exit, self.extend, self.standing, state.lane_queue_veh,
                   obs.stop_count, net.tls_phase_ptr, net.phase_link_ptr, net.phase_link_idx, net.link_move_ptr,
                   net.link_move_idx, net.move_in_lane, net.move_out_lane, self._in_share, self._out_share,
