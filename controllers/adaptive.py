@@ -131,8 +131,8 @@ def lane_weights(now_ns, dt, entry, healthy, has_cam, has_stop, has_up, stop_cou
     """Per lane: weight ``w`` (queue plus part of the moving vehicles; on recall, what arrived since
     its last green, counted or from the estimated ``flow_vph``), whether a vehicle extends a green
     (``extend``), whether a queue may stand there (``standing``) and whether the lane's weight is
-    trusted. ``seen_ns`` is per lane and detector
-    kind (camera, stop-bar loop, upstream loop): when it last reported."""
+    trusted. ``seen_ns`` is per lane and detector kind (camera, stop-bar loop, upstream loop): when
+    it last reported."""
     a = min(1.0, dt / average_tau_s)
     for i in range(w.size):
         cam = not np.isnan(cam_veh[i])

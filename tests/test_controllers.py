@@ -279,8 +279,7 @@ def test_adaptive_matches_reference(net, variant):
         ctl.observe(obs, healthy, now)
         ctl.decide(est.state, active, since, now, target)
         ref = naive.adaptive_weights(net, obs, est.state.lane_vehicles, est.state.lane_queue_veh,
-                                     est.state.lane_flow_vph, healthy, has, now,
-                                     1.0, mem, cfg)
+                                     est.state.lane_flow_vph, healthy, has, now, 1.0, mem, cfg)
         np.testing.assert_allclose(ctl.w, [r[0] for r in ref], err_msg=f"step {step}")
         assert ctl.extend.tolist() == [r[1] for r in ref]
         assert ctl.trusted.tolist() == [r[2] for r in ref]
