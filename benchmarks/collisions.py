@@ -24,27 +24,11 @@ import argparse
 import sys
 
 from benchmarks import control, names, parser, write_json
+from benchmarks.control import seed_list  # noqa: F401 (this module's --seeds; kept importable from here)
 from controllers import CONTROLLERS
 from sim.evaluate import EvaluationError
 
 SUMO_OWN = ("sumo-static", "sumo-actuated", "sumo-delay-based", "sumo-original")
-
-
-def seed_list(text: str) -> list[int]:
-    """``1-5`` or ``1,3,7`` (or both: ``1-3,9``)."""
-    out: list[int] = []
-    for part in (p for p in text.split(",") if p):
-        lo, _, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi or lo)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a seed or a range of seeds: {part!r}") from None
-        if b < a:
-            raise argparse.ArgumentTypeError(f"empty range of seeds: {part!r}")
-        out.extend(range(a, b + 1))
-    if not out:
-        raise argparse.ArgumentTypeError("no seed given")
-    return list(dict.fromkeys(out))
 
 
 def tally(runs: list[dict]) -> dict:

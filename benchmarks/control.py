@@ -17,6 +17,14 @@ A run's outcome is kept as JSON under ``--cache`` (keyed by scenario, controller
 failure case, SUMO seed and engine config, and for the engine's controllers by the source code,
 as ``benchmarks.unseen``) and reused by later invocations, so a long table can be built up
 piecewise and a code change runs the engine again; ``--fresh`` ignores what is cached.
+
+One run is one draw of SUMO's driver randomness, and some networks swing widely with it
+(ingolstadt21, whose junction pair locks up at random: adaptive 65.8 to 113.7 s over SUMO seeds
+0-4, 28 Nov). ``--sumo-seed default,1-4`` runs every controller on each of those seeds (the same
+for all; ``default`` is SUMO's own, as BASELINES.md) and the table gives per scenario and
+controller the mean of the times over the seeds, the counts (trips, teleports, collisions,
+safety violations) summed over them, and the time loss of each seed; the ratios are of those
+means, the best SUMO controller the one of lowest mean. Each seed's run is cached on its own.
 """
 
 from __future__ import annotations
@@ -86,6 +94,26 @@ def scenario_configs(p: argparse.ArgumentParser, args) -> list[Path]:
     return cfgs
 
 
+def seed_list(text: str) -> list[int | None]:
+    """``1-5`` or ``1,3,7`` (or both: ``1-3,9``); ``default`` is SUMO's own seed (None)."""
+    out: list[int | None] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part == "default":
+            out.append(None)
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a seed or a range of seeds: {part!r}") from None
+        if b < a:
+            raise argparse.ArgumentTypeError(f"empty range of seeds: {part!r}")
+        out.extend(range(a, b + 1))
+    if not out:
+        raise argparse.ArgumentTypeError("no seed given")
+    return list(dict.fromkeys(out))
+
+
 def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed: int, config: str | None,
          box: bool = False, sumo_seed: int | None = None) -> str:
     h = hashlib.sha1()
@@ -106,7 +134,8 @@ def run_one(cfg: Path, controller: str, args) -> dict:
                                     args.sumo_seed) if args.cache else None
     if cache is not None and cache.exists() and not args.fresh:
         return json.loads(cache.read_text())
-    print(f"-- {cfg.stem}: {controller}", file=sys.stderr, flush=True)
+    seed = "" if args.sumo_seed is None else f" (SUMO seed {args.sumo_seed})"
+    print(f"-- {cfg.stem}: {controller}{seed}", file=sys.stderr, flush=True)
     r = evaluate(cfg, controller=name, end=None if args.end is None else _end(cfg, args.end),
                  config=args.config if name in CONTROLLERS else None, progress=not args.quiet,
                  fail_detectors=fail, seed=args.seed, box_cameras=box, sumo_seed=args.sumo_seed)
@@ -127,6 +156,31 @@ def _collisions_cell(r: dict) -> str:
     return f"{r['collisions']} ({w.get('at_signals', 0)} / {w.get('at_signals_victim_standing_in_junction', 0)})"
 
 
+SUMMED = ("trips_total", "trips_completed", "teleports", "collisions", "safety_violations")
+MEANS = ("mean_time_loss_s", "mean_waiting_time_s", "mean_travel_time_s")
+
+
+def over_seeds(runs: list[dict]) -> dict:
+    """One controller's runs on one scenario, one per SUMO seed -> one row: the times are the mean
+    over the seeds, the counts their sum, and ``by_seed`` keeps each seed's figures."""
+    if len(runs) == 1:
+        return runs[0]
+    row = {k: round(sum(r[k] for r in runs) / len(runs), 2) for k in MEANS}
+    row |= {k: sum(r[k] for r in runs) for k in SUMMED}
+    where: dict[str, int] = {}
+    for r in runs:
+        for k, v in r.get("collisions_where", {}).items():
+            if isinstance(v, int):
+                where[k] = where.get(k, 0) + v
+    row["collisions_where"] = where
+    row["sumo_seeds"] = [r.get("sumo_seed") for r in runs]
+    row["by_seed"] = [{"sumo_seed": r.get("sumo_seed"), **{k: r[k] for k in MEANS[:1] + SUMMED[2:]}} for r in runs]
+    for k in ("box_cameras", "failed_detectors"):
+        if k in runs[0]:
+            row[k] = runs[0][k]
+    return row
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Per scenario: the best SUMO controller, adaptive's ratio to it, and the failure case's."""
     out = []
@@ -145,25 +199,44 @@ def summarise(rows: list[dict]) -> list[dict]:
             s["ratio"] <= TARGET_RATIO and ad["safety_violations"] == 0 and ad["teleports"] <= best["teleports"])
         f = here.get(FAILED)
         s["failed_ratio"] = round(f["mean_time_loss_s"] / ad["mean_time_loss_s"], 3) if f and ad else None
+        if ad and best and "by_seed" in ad and "by_seed" in best:  # each seed's ratio, beside that of the means
+            s["ratio_by_seed"] = [round(a["mean_time_loss_s"] / b["mean_time_loss_s"], 3)
+                                  for a, b in zip(ad["by_seed"], best["by_seed"])]
+        if f and ad and "by_seed" in f and "by_seed" in ad:
+            s["failed_ratio_by_seed"] = [round(a["mean_time_loss_s"] / b["mean_time_loss_s"], 3)
+                                         for a, b in zip(f["by_seed"], ad["by_seed"])]
         out.append(s)
     return out
 
 
 def markdown(rows: list[dict], summary: list[dict], args) -> str:
-    lines = ["| " + " | ".join(c[0] for c in COLUMNS) + " |", "| " + " | ".join("---" for _ in COLUMNS) + " |"]
+    seeds = len(args.seeds) > 1
+    cols = COLUMNS + ([("time loss per SUMO seed (s)", "seeds_cell", "{}")] if seeds else [])
+    lines = ["| " + " | ".join(c[0] for c in cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     for r in rows:
-        lines.append("| " + " | ".join("-" if r.get(k) is None else f.format(r[k]) for _, k, f in COLUMNS) + " |")
+        lines.append("| " + " | ".join("-" if r.get(k) is None else f.format(r[k]) for _, k, f in cols) + " |")
+    fail = args.fail_detectors is not None
     lines += ["", "| scenario | best SUMO | its time loss (s) | adaptive (s) | ratio (target <= 0.85) | meets |"
-              + (" adaptive failed / working (target <= 1.10) |" if args.fail_detectors is not None else ""),
-              "| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.fail_detectors is not None else "")]
+              + (" per SUMO seed |" if seeds else "")
+              + (" adaptive failed / working (target <= 1.10) |" if fail else "")
+              + (" per SUMO seed |" if fail and seeds else ""),
+              "| --- | --- | --- | --- | --- | --- |" + " --- |" * (seeds + fail + (fail and seeds))]
     fmt = lambda v, f="{:.1f}": "-" if v is None else f.format(v)  # noqa: E731
+    each = lambda v: "-" if not v else " / ".join(f"{x:.3f}" for x in v)  # noqa: E731
     for s in summary:
         met = "-" if s["meets_target"] is None else ("yes" if s["meets_target"] else "no")
         line = (f"| {s['scenario']} | {s['best_sumo'] or '-'} | {fmt(s['best_sumo_time_loss_s'])} | "
                 f"{fmt(s['adaptive_time_loss_s'])} | {fmt(s['ratio'], '{:.3f}')} | {met} |")
-        if args.fail_detectors is not None:
+        if seeds:
+            line += f" {each(s.get('ratio_by_seed'))} |"
+        if fail:
             line += f" {fmt(s['failed_ratio'], '{:.3f}')} |"
+            if seeds:
+                line += f" {each(s.get('failed_ratio_by_seed'))} |"
         lines.append(line)
+    if seeds:
+        names_ = ", ".join("default" if x is None else str(x) for x in args.seeds)
+        lines += ["", f"SUMO seeds {names_}: times are means over the seeds, counts their sums; ratios of the means."]
     return "\n".join(lines) + "\n"
 
 
@@ -177,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fail-detectors", type=float, metavar="FRACTION",
                    help="also run adaptive with this fraction of detectors failed (silent or stuck)")
     p.add_argument("--seed", type=int, default=0, help="which detectors fail (default %(default)s)")
-    p.add_argument("--sumo-seed", type=int, metavar="N",
+    p.add_argument("--sumo-seed", type=seed_list, metavar="SEEDS", dest="seeds", default=[None],
                    help="SUMO's own random seed for every run (default: SUMO's, as BASELINES.md): the same "
-                        "table under other driver randomness")
+                        "table under other driver randomness; several (e.g. default,1-4) run each on every "
+                        "one and give the mean")
     p.add_argument("--box-cameras", action=argparse.BooleanOptionalAction, default=True,
                    help="the engine's controllers (and the failure case) get a box camera over every signal "
                    "link's path through its junction, as evaluate does by default (default: on; "
@@ -198,14 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for cfg in cfgs:
         for ctl in ctls:
-            try:
-                r = run_one(cfg, ctl, args)
-            except EvaluationError as exc:
-                print(f"benchmarks.control: {cfg.stem} {ctl}: {exc}", file=sys.stderr)
-                return 1
+            runs = []
+            for seed in args.seeds:
+                try:
+                    runs.append(run_one(cfg, ctl, argparse.Namespace(**{**vars(args), "sumo_seed": seed})))
+                except EvaluationError as exc:
+                    at = "" if seed is None else f" (SUMO seed {seed})"
+                    print(f"benchmarks.control: {cfg.stem} {ctl}{at}: {exc}", file=sys.stderr)
+                    return 1
+            r = over_seeds(runs)
             label = f"adaptive, {args.fail_detectors:.0%} detectors failed" if ctl == FAILED else ctl
             row = {**r, "scenario": cfg.stem, "label": label, "controller_key": ctl,
                    "collisions_cell": _collisions_cell(r)}
+            if len(runs) > 1:
+                row["seeds_cell"] = " / ".join(f"{x['mean_time_loss_s']:.1f}" for x in r["by_seed"])
             rows.append(row)
     summary = summarise([{**r, "label": r["controller_key"]} for r in rows])
     text = markdown(rows, summary, args)

@@ -156,6 +156,27 @@ def test_control_benchmark_writes_one_table(small_scenario, tmp_path):
     assert seeded.returncode == 0 and "-- small: sumo-actuated" in seeded.stderr, seeded.stderr
     assert [row["sumo_seed"] for row in json.loads(out.read_text())["rows"]] == [3]
     assert sumo["sumo_seed"] == 23423  # SUMO's default, as BASELINES.md
+    # several seeds: one row per controller, the mean over the seeds (seed 3 and the default reused)
+    three = subprocess.run([sys.executable, "-m", "benchmarks.control", "--scenarios", str(small_scenario.sumocfg),
+                            "--controllers", "adaptive,sumo-actuated", "--end", "300", "--sumo-seed", "default,3-4",
+                            "--fail-detectors", "0.2", "--cache", str(tmp_path / "runs"), "--markdown", str(md),
+                            "--json", str(out), "-q"], capture_output=True, text=True, timeout=600)
+    assert three.returncode == 0, three.stderr
+    assert three.stderr.count("-- small:") == 5 and "-- small: sumo-actuated (SUMO seed 3)" not in three.stderr
+    data = json.loads(out.read_text())
+    ad3, sumo3, failed3 = data["rows"]
+    assert sumo3["sumo_seeds"] == [23423, 3, 4] and sumo3["by_seed"][0]["mean_time_loss_s"] == sumo["mean_time_loss_s"]
+    for row in (ad3, sumo3, failed3):
+        losses = [x["mean_time_loss_s"] for x in row["by_seed"]]
+        assert row["mean_time_loss_s"] == round(sum(losses) / 3, 2)
+        assert row["teleports"] == sum(x["teleports"] for x in row["by_seed"])
+    s = data["summary"][0]
+    assert s["ratio"] == round(ad3["mean_time_loss_s"] / sumo3["mean_time_loss_s"], 3)
+    assert s["ratio_by_seed"][0] == round(ad["mean_time_loss_s"] / sumo["mean_time_loss_s"], 3)
+    assert len(s["failed_ratio_by_seed"]) == 3 and "SUMO seeds default, 3, 4" in md.read_text()
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.control", "--sumo-seed", "4-2"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "empty range of seeds" in bad.stderr
 
 
 @pytest.mark.sumo
