@@ -3,7 +3,10 @@
 Per lane (``_estimate_lanes``): vehicles near the stop line (what pressure-based control
 weighs), the standing queue, smoothed flow and speed. A camera gives vehicles and queue
 directly; where only loops exist the lane's content is a storage balance (upstream count in,
-stop-bar count out). Speed comes from the loop where it measures it (double loop, camera),
+stop-bar count out), plus the vehicle standing on the stop-bar loop: the loop counts a vehicle
+as it reaches it, so the first of a queue at a red would otherwise be gone from the balance
+while it waits there (on grid4x4 with every camera silent, adaptive's mean time loss was 41.9 s
+without it, 28.2 s with it, against 24.2 s with the cameras; 28 Nov). Speed comes from the loop where it measures it (double loop, camera),
 otherwise from occupancy and an effective vehicle length (single loop): ``v = n L / (occ dt)``.
 
 Per edge (``_estimate_edges``), every tick:
@@ -147,7 +150,7 @@ class NetworkState:
 
 @njit(cache=True)
 def _estimate_lanes(dt, stop_count, stop_seen, stop_occ, up_count, up_seen, speed, cam_veh, cam_queue,
-                    lane_len, free_speed, vehicles, queue, flow, spd, observed):
+                    lane_len, free_speed, vehicles, queue, flow, spd, observed, held):
     a_flow = min(1.0, dt / FLOW_TAU_S)
     a_speed = min(1.0, dt / SPEED_TAU_S)
     for i in range(vehicles.size):
@@ -166,10 +169,15 @@ def _estimate_lanes(dt, stop_count, stop_seen, stop_occ, up_count, up_seen, spee
             seen = True
             vehicles[i] = cam_veh[i]
             queue[i] = cam_queue[i]
+            held[i] = 0.0
         elif up_seen[i] and stop_seen[i]:
             seen = True
-            n = vehicles[i] + up_count[i] - stop_count[i]
-            vehicles[i] = min(max(n, 0.0), cap)
+            # the stop-bar loop counts a vehicle when it reaches the loop; one standing on it (the
+            # loop held the tick) is still there, and stays in the content (``held``) until it leaves
+            h = 1.0 if stop_occ[i] >= ANCHOR_OCCUPANCY else 0.0
+            n = min(max(vehicles[i] - held[i] + up_count[i] - stop_count[i], 0.0), cap)
+            held[i] = h
+            vehicles[i] = min(n + h, cap)
             queue[i] = vehicles[i] if stop_count[i] == 0 and vehicles[i] > 0 else 0.5 * vehicles[i]
         if np.isnan(v):
             # no speed measured: a standing queue slows the lane, an empty one runs free
@@ -679,6 +687,7 @@ class Estimator:
         self.net = net
         self.model = m = edge_model(net)
         nl, ne = net.n_lanes, net.n_edges
+        self._held = np.zeros(nl)  # per lane: 1 while a vehicle stands on its stop-bar loop (the loop balance)
         free_tt = net.edge_length_m / np.maximum(net.edge_speed_mps * CRUISE_FACTOR, 0.5)
         self.state = NetworkState(
             lane_vehicles=np.zeros(nl),
@@ -760,7 +769,7 @@ class Estimator:
             dt, obs.stop_count, obs.stop_seen, obs.stop_occupancy, obs.upstream_count, obs.upstream_seen,
             obs.speed_mps, obs.camera_vehicles, obs.camera_queue_veh, net.lane_length_m,
             net.lane_speed_mps, s.lane_vehicles, s.lane_queue_veh, s.lane_flow_vph, s.lane_speed_mps,
-            s.lane_observed,
+            s.lane_observed, self._held,
         )
         _estimate_edges(
             dt, minute_done,

@@ -321,7 +321,7 @@ def lanes_step(dt, obs, lane_len, free, state, est):
     """One per-lane estimation step, as network/estimate.py's docstring says it in words."""
     import math
 
-    veh, queue, flow, spd = state
+    veh, queue, flow, spd, held = state  # held: a vehicle standing on the lane's stop-bar loop
     for i in range(len(veh)):
         if obs.stop_seen[i]:
             flow[i] += min(1, dt / est.FLOW_TAU_S) * (obs.stop_count[i] * 3600 / dt - flow[i])
@@ -333,8 +333,14 @@ def lanes_step(dt, obs, lane_len, free, state, est):
         cap = max(1.0, min(lane_len[i], est.CAMERA_RANGE_M) / est.JAM_SPACING_M)
         if not math.isnan(obs.camera_vehicles[i]):
             veh[i], queue[i] = obs.camera_vehicles[i], obs.camera_queue_veh[i]
+            held[i] = 0.0
         elif obs.upstream_seen[i] and obs.stop_seen[i]:
-            veh[i] = min(max(veh[i] + obs.upstream_count[i] - obs.stop_count[i], 0.0), cap)
+            # in at the upstream loop, out at the stop-bar loop, which counts a vehicle as it arrives:
+            # one that stands on it (held a whole tick, est.ANCHOR_OCCUPANCY) is still in the lane
+            standing = 1.0 if obs.stop_occupancy[i] >= est.ANCHOR_OCCUPANCY else 0.0
+            n = min(max(veh[i] - held[i] + obs.upstream_count[i] - obs.stop_count[i], 0.0), cap)
+            held[i] = standing
+            veh[i] = min(n + standing, cap)
             queue[i] = veh[i] if obs.stop_count[i] == 0 and veh[i] > 0 else 0.5 * veh[i]
         if math.isnan(v):
             target = free[i] * (1 - min(1.0, queue[i] / cap))

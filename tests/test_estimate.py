@@ -41,7 +41,7 @@ def test_lane_speeds_and_counts_match_reference_over_a_run(net):
     rng = np.random.default_rng(11)
     e = Estimator(net)
     n = net.n_lanes
-    ref = [np.zeros(n), np.zeros(n), np.zeros(n), net.lane_speed_mps.copy()]
+    ref = [np.zeros(n), np.zeros(n), np.zeros(n), net.lane_speed_mps.copy(), np.zeros(n)]
     for _ in range(120):
         obs = random_obs(rng, n, seen=1.0)
         obs.camera_vehicles[:] = rng.integers(0, 12, n)
@@ -52,6 +52,34 @@ def test_lane_speeds_and_counts_match_reference_over_a_run(net):
         np.testing.assert_allclose(st.lane_queue_veh, ref[1])
         np.testing.assert_allclose(st.lane_flow_vph, ref[2])
         np.testing.assert_allclose(st.lane_speed_mps, ref[3])
+
+
+def test_a_vehicle_standing_on_the_stop_bar_loop_stays_in_the_loop_balance(small_net):
+    """Loops only: a vehicle counted in upstream, then counted out as it reaches the stop-bar loop
+    and stopping on it, is the lane's queue while it stands there, and gone once it has left."""
+    n = small_net.n_lanes
+    e = Estimator(small_net)
+    nan = np.full(n, np.nan)
+
+    def tick(up, stop, occ):
+        return e.update(LaneObservations(np.full(n, float(stop)), np.full(n, occ), np.ones(n, bool),
+                                         np.full(n, float(up)), np.ones(n, bool), nan, nan, nan, 1.0))
+
+    st = tick(1, 0, 0.0)  # in over the upstream loop
+    np.testing.assert_allclose(st.lane_vehicles, 1.0)
+    st = tick(0, 1, 0.4)  # reaches the stop-bar loop, counted, still rolling
+    np.testing.assert_allclose(st.lane_vehicles, 0.0)
+    for _ in range(30):  # stands on it through a red
+        st = tick(0, 0, 1.0)
+        np.testing.assert_allclose(st.lane_vehicles, 1.0)
+        np.testing.assert_allclose(st.lane_queue_veh, 1.0)
+    st = tick(1, 0, 1.0)  # another one comes in behind it
+    np.testing.assert_allclose(st.lane_vehicles, 2.0)
+    st = tick(0, 0, 0.3)  # the first leaves the loop on green
+    np.testing.assert_allclose(st.lane_vehicles, 1.0)
+    st = tick(0, 1, 0.5)  # the second reaches the loop and drives over it
+    st = tick(0, 0, 0.0)
+    np.testing.assert_allclose(st.lane_vehicles, 0.0)
 
 
 def test_single_loop_speed_comes_from_occupancy(small_net):
@@ -75,7 +103,7 @@ def test_edge_estimates_match_reference_over_a_run(which, small_net, resco_dir):
     rng = np.random.default_rng(3)
     e = Estimator(net)
     n, ne = net.n_lanes, net.n_edges
-    lanes = [np.zeros(n), np.zeros(n), np.zeros(n), net.lane_speed_mps.copy()]
+    lanes = [np.zeros(n), np.zeros(n), np.zeros(n), net.lane_speed_mps.copy(), np.zeros(n)]
     st = {"x": [0.0] * ne, "flow_s": [0.0] * ne, "queue_s": [0.0] * ne, "prior": 0.0,
           "acc_flow": [0.0] * ne, "acc_queue": [0.0] * ne, "acc_time": 0.0, "turn_s": {}, "lpq": {}, "y": {}}
     # a fixed half of the edges has detectors; the rest never reports
