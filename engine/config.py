@@ -72,6 +72,7 @@ class AdaptiveParams(_Conf):
     stuck_after_s: float = 120.0
     blind_veh: float = 3.0
     recall_veh: float = 0.01
+    presence_veh: float = 1.0
     average_tau_s: float = 600.0
     commit_s: float = 0.0  # > 0: planned mode, green ends and successors committed this far ahead
     plan_lost_s: float = 2.0

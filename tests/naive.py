@@ -720,8 +720,10 @@ def adaptive_weights(net, obs, vehicles, queue, flow, healthy, has, now, dt, mem
                 passing = queue[i] >= 0.5
             out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True, queue[i] >= 0.5, w))
         else:
-            out.append((max(mem["w_avg"][i], cfg.recall_veh, mem["arrivals"][i]), passing, False, True,
-                        mem["w_avg"][i]))
+            w_recall = max(mem["w_avg"][i], cfg.recall_veh, mem["arrivals"][i])
+            if stop_ok and obs.stop_occupancy[i] > 0:  # somebody on its working stop-bar loop
+                w_recall = max(w_recall, cfg.presence_veh)
+            out.append((w_recall, passing, False, True, mem["w_avg"][i]))
     return out
 
 

@@ -236,7 +236,7 @@ def test_adaptive_matches_reference(net, variant):
 
     rng = np.random.default_rng(5)
     cfg = AdaptiveConfig(min_hold_s=5, max_green_s=40, gap_s=3, max_wait_s=60, fail_after_s=10,
-                         stuck_after_s=30, recall_veh=2, average_tau_s=60, **variant)
+                         stuck_after_s=30, recall_veh=2, presence_veh=3, average_tau_s=60, **variant)
     ctl = Adaptive(net, cfg)
     est = Estimator(net)
     healthy = rng.random(net.n_lanes) > 0.05
