@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from network.estimate import CAMERA_RANGE_M
+
 RED, YELLOW, GREEN = 0, 1, 2
 
 
@@ -689,6 +691,7 @@ def adaptive_weights(net, obs, vehicles, queue, flow, healthy, has, now, dt, mem
                 mem[key][i] = now
         if obs.stop_count[i] > 0 or not obs.stop_occupancy[i] > 0:
             mem["last_stop_count"][i] = now
+        cam_before = mem["cam_last"][i]
         if cam:
             if obs.camera_vehicles[i] != mem["cam_last"][i] or obs.camera_vehicles[i] == 0:
                 mem["cam_changed"][i] = now
@@ -718,6 +721,11 @@ def adaptive_weights(net, obs, vehicles, queue, flow, healthy, has, now, dt, mem
             mem["w_avg"][i] += a * (w - mem["w_avg"][i])
             if not stop_ok and not up_ok:
                 passing = queue[i] >= 0.5
+            # no working upstream loop, a camera that sees only this lane: a vehicle coming into its view
+            left = obs.stop_count[i] if stop_ok else 0.0
+            if (cam and not up_ok and net.lane_length_m[i] >= CAMERA_RANGE_M
+                    and obs.camera_vehicles[i] + left > cam_before + 0.5):
+                passing = True
             out.append((w, passing and (cfg.free_flow_extends or queue[i] >= 0.5), True, queue[i] >= 0.5, w))
         else:
             w_recall = max(mem["w_avg"][i], cfg.recall_veh, mem["arrivals"][i])

@@ -251,6 +251,11 @@ def test_adaptive_matches_reference(net, variant):
     # cameras that fall silent while their lane's loops go on reporting
     cam_off = np.setdiff1d(rng.choice(net.n_lanes, size=max(1, net.n_lanes // 5), replace=False),
                            np.concatenate([silent, stuck, blind]))
+    # and upstream loops that fall silent under working cameras, on lanes long enough that the
+    # camera sees nothing but the lane (a vehicle coming into its view extends the green)
+    long = np.flatnonzero(net.lane_length_m >= 100.0)
+    up_off = np.setdiff1d(rng.choice(long, size=max(1, long.size // 3), replace=False),
+                          np.concatenate([silent, stuck, blind, cam_off]))
     target = np.full(net.n_tls, -1, dtype=np.int32)
     ref_target = target.tolist()
     active = np.full(net.n_tls, -1, dtype=np.int32)
@@ -271,6 +276,8 @@ def test_adaptive_matches_reference(net, variant):
             obs.camera_vehicles[blind] = 0.0  # a camera stuck at nobody while the loops count
             obs.camera_vehicles[cam_off] = np.nan
             obs.camera_queue_veh[cam_off] = np.nan
+            obs.upstream_seen[up_off] = False  # upstream loops gone silent under working cameras
+            obs.upstream_count[up_off] = 0.0
         quiet = rng.random(net.n_lanes) < 0.8
         obs.stop_count[quiet] = 0
         obs.upstream_count[quiet] = 0
