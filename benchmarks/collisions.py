@@ -24,7 +24,7 @@ import argparse
 import sys
 
 from benchmarks import control, names, parser, write_json
-from benchmarks.control import seed_list  # noqa: F401 (this module's --seeds; kept importable from here)
+from benchmarks.control import seed_list, seed_names
 from controllers import CONTROLLERS
 from sim.evaluate import EvaluationError
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['runs_with_collision_at_signals']} | {r['per_10k_trips']:.2f} | {ratio} | "
               f"{r['collisions_elsewhere']} | {r['safety_violations']} | {r['trips_not_completed']} | "
               f"{r['mean_time_loss_s']:.1f} |")
-    print(f"(SUMO seeds {','.join(map(str, args.seeds))}; the limit: SUMO's own programs on the same seeds, "
+    print(f"(SUMO seeds {seed_names(args.seeds)}; the limit: SUMO's own programs on the same seeds, "
           f"pooled per scenario: {', '.join(limits)} per 10k trips)")
     if args.json:
         write_json(args.json, {"seeds": list(args.seeds), "rows": rows})

@@ -114,6 +114,11 @@ def seed_list(text: str) -> list[int | None]:
     return list(dict.fromkeys(out))
 
 
+def seed_names(seeds: list[int | None]) -> str:
+    """``seeds`` as :func:`seed_list` reads them: ``default, 1, 2``."""
+    return ", ".join("default" if x is None else str(x) for x in seeds)
+
+
 def _key(cfg: Path, controller: str, end: float | None, fail: float | None, seed: int, config: str | None,
          box: bool = False, sumo_seed: int | None = None) -> str:
     h = hashlib.sha1()
@@ -235,8 +240,8 @@ def markdown(rows: list[dict], summary: list[dict], args) -> str:
                 line += f" {each(s.get('failed_ratio_by_seed'))} |"
         lines.append(line)
     if seeds:
-        names_ = ", ".join("default" if x is None else str(x) for x in args.seeds)
-        lines += ["", f"SUMO seeds {names_}: times are means over the seeds, counts their sums; ratios of the means."]
+        lines += ["", f"SUMO seeds {seed_names(args.seeds)}: times are means over the seeds, counts their sums; "
+                  "ratios of the means."]
     return "\n".join(lines) + "\n"
 
 

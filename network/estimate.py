@@ -6,8 +6,9 @@ directly; where only loops exist the lane's content is a storage balance (upstre
 stop-bar count out), plus the vehicle standing on the stop-bar loop: the loop counts a vehicle
 as it reaches it, so the first of a queue at a red would otherwise be gone from the balance
 while it waits there (on grid4x4 with every camera silent, adaptive's mean time loss was 41.9 s
-without it, 28.2 s with it, against 24.2 s with the cameras; 28 Nov). Speed comes from the loop where it measures it (double loop, camera),
-otherwise from occupancy and an effective vehicle length (single loop): ``v = n L / (occ dt)``.
+without it, 28.2 s with it, against 24.2 s with the cameras; 28 Nov). Speed comes from the loop
+where it measures it (double loop, camera), otherwise from occupancy and an effective vehicle
+length (single loop): ``v = n L / (occ dt)``.
 
 Per edge (``_estimate_edges``), every tick:
 
